@@ -1,0 +1,179 @@
+"""The ``edgead`` command line: a thin skin over the Python API, one function per verb."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgead.errors import EdgeadError
+from edgead.progress import console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Industrial visual anomaly detection from workstation to Jetson.")
+stdout = Console()  # tables go to stdout; progress and messages to stderr
+
+
+def handle_errors(fn):
+    """Turn user errors into one line on stderr and exit code 2; never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgeadError as e:
+            console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]: finished epochs are saved; rerun the same command to resume")
+            raise typer.Exit(130) from None
+    return wrapper
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'256' -> (256, 256); '256x320' or '256,320' -> (256, 320)."""
+    parts = [p for p in re.split(r"[x,X ]+", text.strip()) if p]
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise EdgeadError(f"--image-size {text!r}: expected H or H W (e.g. 256 or 256 320)") from None
+    if len(vals) not in (1, 2) or min(vals) <= 0:
+        raise EdgeadError(f"--image-size {text!r}: expected H or H W (e.g. 256 or 256 320)")
+    return (vals[0], vals[-1])
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    """Let ``--image-size H W`` (two values) reach Typer as one token ``HxW``."""
+    res, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--image-size" and i + 2 < len(argv) and argv[i + 1].isdigit() and argv[i + 2].isdigit():
+            res += [a, f"{argv[i + 1]}x{argv[i + 2]}"]
+            i += 3
+            continue
+        res.append(a)
+        i += 1
+    return res
+
+
+def _write_json(path: Path | None, obj: dict) -> None:
+    if path:
+        from edgead.fileio import atomic_write_json
+
+        atomic_write_json(path, obj)
+        console.print(f"wrote {path}")
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+@app.command()
+@handle_errors
+def train(
+    model: Annotated[str | None, typer.Option(help="Model name; omit to list the registered models.")] = None,
+    data: Annotated[Path | None, typer.Option(help="MVTec-style root (<category>/train/good ...).")] = None,
+    category: Annotated[list[str] | None, typer.Option(help="Category to include (repeat); default all.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder to write (resumes if interrupted).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (model default if omitted).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=2)] = None,
+    image_size: Annotated[str, typer.Option(help="H or 'H W' (multiples of 32), e.g. 256 or 256 320.")] = "256",
+    size: Annotated[str | None, typer.Option(help="Model size preset, e.g. edge or paper.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Model config override key=value (repeat).")] = None,
+    seed: int = 0,
+    holdout: Annotated[float, typer.Option(min=0.0, max=0.5, help="Share of normals held out for thresholds.")] = 0.1,
+    max_per_category: Annotated[int | None, typer.Option(min=2, help="At most N training images per category.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing run folder.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the run summary as JSON.")] = None,
+) -> None:
+    """Train a model on normal images; writes a run folder (weights, config, curve, thresholds)."""
+    from edgead.models import available_models
+
+    if model is None:
+        table = Table(title="registered models")
+        table.add_column("model")
+        table.add_column("idea")
+        for name, summary in available_models().items():
+            table.add_row(name, summary)
+        stdout.print(table)
+        return
+    if data is None or out is None:
+        raise EdgeadError("edgead train needs --data ROOT and --out RUN (e.g. --data datasets --out runs/crad)")
+    from edgead.train import TrainRequest
+    from edgead.train import train as run_train
+
+    cfg = dict(_parse_set(s) for s in (set_ or []))
+    if size:
+        cfg["size"] = size
+    info = run_train(TrainRequest(model=model, data=data, out=out, categories=category or None,
+                                  image_size=parse_size(image_size), epochs=epochs, batch_size=batch_size,
+                                  seed=seed, holdout=holdout, model_config=cfg, max_per_category=max_per_category,
+                                  force=force))
+    table = Table(title=f"{out} ({info['model']})")
+    for col in ("category", "threshold", "center", "held-out normals"):
+        table.add_column(col)
+    for cat, n in info["normalization"].items():
+        table.add_row(cat, _fmt(n["threshold"]), _fmt(n["center"]), str(n["n_images"]))
+    stdout.print(table)
+    curve = info["curve"]
+    prof = info.get("profile", {})
+    stdout.print(f"epochs {len(curve)}  final loss {curve[-1]['loss']:.4f}  train {info['timing']['train_seconds']} s  "
+                      f"head params {prof.get('params_head', 0) / 1e6:.3f} M  "
+                      f"total {prof.get('gmacs_total', 0):.3f} GMACs")
+    _write_json(json_out, {k: v for k, v in info.items() if k != "fingerprint"})
+
+
+def _parse_set(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise EdgeadError(f"--set {text!r}: expected key=value (e.g. --set use_global=false)")
+    k, v = text.split("=", 1)
+    low = v.strip().lower()
+    if low in ("true", "false"):
+        return k.strip(), low == "true"
+    try:
+        return k.strip(), json.loads(v)
+    except json.JSONDecodeError:
+        return k.strip(), v
+
+
+@app.command("eval")
+@handle_errors
+def eval_(
+    run: Annotated[Path, typer.Argument(help="Run folder written by edgead train.")],
+    data: Annotated[Path | None, typer.Option(help="MVTec-style root; default: the run's training root.")] = None,
+    category: Annotated[list[str] | None, typer.Option(help="Category (repeat); default the run's.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics as JSON.")] = None,
+    overlays: Annotated[int, typer.Option(min=0, help="Overlay PNGs per category.")] = 8,
+    overlay_dir: Annotated[Path | None, typer.Option(help="Where overlays go (default RUN/eval/overlays).")] = None,
+) -> None:
+    """Evaluate a run on the labelled test split: image/pixel AUROC, AUPRO, F1-max per category."""
+    from edgead.evaluate import EvalRequest, evaluate
+
+    res = evaluate(EvalRequest(run=run, data=data, categories=category or None, json_out=json_out,
+                               overlays=overlays, overlay_dir=overlay_dir))
+    cols = ["image_auroc", "pixel_auroc", "aupro", "f1_max", "defect_recall", "false_reject_rate"]
+    table = Table(title=f"{run} ({res['model']})")
+    table.add_column("category")
+    for c in cols:
+        table.add_column(c)
+    for cat, m in res["per_category"].items():
+        table.add_row(cat, *[_fmt(m.get(c, "")) for c in cols])
+    table.add_row("[bold]mean", *[_fmt(res["mean"].get(c, "")) for c in cols])
+    stdout.print(table)
+    if json_out:
+        console.print(f"wrote {json_out}")
+
+
+def main() -> None:
+    sys.argv[1:] = normalize_argv(sys.argv[1:])
+    app()
+
+
+if __name__ == "__main__":
+    main()

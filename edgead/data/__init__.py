@@ -1,0 +1,1 @@
+"""Data: MVTec-style folders, the single preprocessing definition, synthetic demo data."""

@@ -1,0 +1,103 @@
+"""The model interface and registry.
+
+A model is a torch module mapping a normalised image batch (B, 3, H, W) to
+``(anomaly_map (B, 1, H, W), score (B,))`` with post-processing included, plus its own training
+logic (``training_step``, ``param_groups``, ``schedule``). The generic loop in ``edgead.train``
+knows nothing else about it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from edgead.errors import EdgeadError
+
+_REGISTRY: dict[str, type[AnomalyModel]] = {}
+
+
+class AnomalyModel(nn.Module):
+    """Base class. Subclasses set ``name``, ``Config`` (a dataclass) and ``TrainDefaults``."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+    summary: ClassVar[str] = ""
+    # True when training needs only frozen-backbone features of clean images, so the loop may
+    # compute them once and cache them (``encode`` output is then passed to ``training_step``).
+    cache_features: ClassVar[bool] = False
+
+    def __init__(self, cfg: Any, image_size: tuple[int, int]):
+        super().__init__()
+        self.cfg = cfg
+        self.image_size = tuple(image_size)
+
+    # -- inference -------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> Any:
+        """Frozen backbone features of a normalised batch."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    # -- training --------------------------------------------------------------------------
+    def training_step(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
+        """Return a dict with at least ``loss`` (a scalar to minimise)."""
+        raise NotImplementedError
+
+    def param_groups(self, train_cfg: dict) -> list[dict]:
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": train_cfg["lr"]}]
+
+    @classmethod
+    def train_defaults(cls) -> dict:
+        """Default training settings (epochs, batch size, learning rates, schedule, clip)."""
+        return {"epochs": 50, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.01,
+                "lr_step": 40, "lr_gamma": 0.1, "grad_clip": 0.1}
+
+    # -- description -------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Everything but the frozen backbone (which is rebuilt from its registry)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+
+
+def register_model(cls: type[AnomalyModel]) -> type[AnomalyModel]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    from edgead.models import crad  # noqa: F401  (registers itself)
+
+
+def available_models() -> dict[str, str]:
+    _load_builtin()
+    return {name: cls.summary for name, cls in sorted(_REGISTRY.items())}
+
+
+def model_class(name: str) -> type[AnomalyModel]:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise EdgeadError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def config_from_dict(cls: type[AnomalyModel], d: dict) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise EdgeadError(f"model {cls.name!r}: unknown config key {unknown[0]!r}; known: {', '.join(fields)}")
+    conv: dict[str, Any] = {}
+    for k, v in d.items():
+        conv[k] = tuple(v) if isinstance(v, list) else v
+    return cls.Config(**conv)
+
+
+def build_model(name: str, image_size: tuple[int, int], config: dict | None = None) -> AnomalyModel:
+    cls = model_class(name)
+    return cls(config_from_dict(cls, config or {}), image_size)
+
+
+ModelFactory = Callable[..., AnomalyModel]

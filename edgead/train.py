@@ -1,0 +1,225 @@
+"""The generic training loop. A model supplies its own step, parameter groups and defaults.
+
+Resumable: a checkpoint is written atomically after every epoch; running the same command
+again continues from the last finished epoch. After training, per-category score normalisation
+and thresholds are derived from held-out normal images (never from defects).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgead.data import mvtec
+from edgead.data.preprocess import Preprocess
+from edgead.errors import EdgeadError
+from edgead.models import AnomalyModel, build_model, model_class
+from edgead.profile import count_gmacs, count_params
+from edgead.progress import console, progress
+from edgead.runs import (
+    CHECKPOINT,
+    RUN_JSON,
+    WEIGHTS,
+    load_checkpoint,
+    model_config_dict,
+    read_run,
+    save_checkpoint,
+    save_weights,
+    versions,
+    write_run_json,
+)
+
+THRESHOLD_QUANTILE = 0.99
+PIXEL_QUANTILE = 0.999
+
+
+@dataclass
+class TrainRequest:
+    model: str
+    data: Path
+    out: Path
+    categories: list[str] | None = None
+    image_size: tuple[int, int] = (256, 256)
+    epochs: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    holdout: float = 0.1
+    model_config: dict = field(default_factory=dict)
+    train_overrides: dict = field(default_factory=dict)
+    max_per_category: int | None = None
+    threads: int | None = None
+    force: bool = False
+    quiet: bool = False
+
+
+def _fingerprint(req: TrainRequest, train_cfg: dict, model_cfg: dict, categories: list[str]) -> dict:
+    """What makes two trainings the same run, in its JSON form (tuples become lists)."""
+    fp = {"model": req.model, "model_config": model_cfg, "train": train_cfg, "categories": categories,
+          "image_size": list(req.image_size), "seed": req.seed, "holdout": req.holdout,
+          "max_per_category": req.max_per_category, "data": str(Path(req.data).resolve())}
+    return json.loads(json.dumps(fp))
+
+
+@torch.no_grad()
+def infer(model: AnomalyModel, images: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Run the full inference path -> (maps (N, H, W) float32, scores (N,))."""
+    maps, scores = [], []
+    for i in range(0, len(images), batch):
+        m, s = model(torch.from_numpy(images[i:i + batch]))
+        maps.append(m[:, 0].numpy())
+        scores.append(s.numpy())
+    return np.concatenate(maps), np.concatenate(scores)
+
+
+def normalization(maps: np.ndarray, scores: np.ndarray) -> dict:
+    """Per-category score normalisation from normal images: 0 = typical normal, 1 = threshold."""
+    center = float(np.median(scores))
+    thr = float(np.quantile(scores, THRESHOLD_QUANTILE))
+    px_center = float(np.median(maps))
+    px_thr = float(np.quantile(maps, PIXEL_QUANTILE))
+    return {"threshold": thr, "center": center, "scale": max(thr - center, 1e-12),
+            "pixel_threshold": px_thr, "pixel_center": px_center, "pixel_scale": max(px_thr - px_center, 1e-12),
+            "n_images": int(len(scores)),
+            "rule": f"threshold = q{THRESHOLD_QUANTILE} of held-out normal scores; "
+                    f"pixel_threshold = q{PIXEL_QUANTILE} of their map pixels"}
+
+
+def train(req: TrainRequest) -> dict:
+    """Train (or resume) a run; returns the run info written to ``RUN/run.json``."""
+    out = Path(req.out)
+    cls = model_class(req.model)
+    train_cfg = {**cls.train_defaults(), **req.train_overrides}
+    if req.epochs is not None:
+        train_cfg["epochs"] = req.epochs
+    if req.batch_size is not None:
+        train_cfg["batch_size"] = req.batch_size
+    torch.set_num_threads(req.threads or os.cpu_count() or 1)
+
+    samples = mvtec.discover(req.data, req.categories, "train")
+    categories = sorted({s.category for s in samples})
+    if req.max_per_category:
+        by_cat: dict[str, list] = {}
+        for s in samples:
+            by_cat.setdefault(s.category, []).append(s)
+        samples = [s for c in categories for s in by_cat[c][: req.max_per_category]]
+    fit, held = mvtec.split_holdout(samples, req.holdout, req.seed)
+
+    torch.manual_seed(req.seed)
+    model = build_model(req.model, req.image_size, req.model_config)
+    pre = Preprocess(req.image_size[0], req.image_size[1], mean=model.backbone.mean, std=model.backbone.std)
+    fp = _fingerprint(req, train_cfg, model_config_dict(model), categories)
+
+    start_epoch, curve, ckpt = 0, [], None
+    if (out / RUN_JSON).exists():
+        info = read_run(out)
+        if req.force:
+            for name in (CHECKPOINT, WEIGHTS, RUN_JSON):
+                (out / name).unlink(missing_ok=True)
+            shutil.rmtree(out / "eval", ignore_errors=True)
+        elif info.get("fingerprint") != fp:
+            raise EdgeadError(f"{out}: holds a different run (model, data or settings differ); "
+                              f"choose another --out or pass --force to overwrite")
+        elif info.get("status") == "trained":
+            console.print(f"[green]{out}: already trained[/] ({info['model']}, {info['train']['epochs']} epochs)")
+            return info
+        elif (out / CHECKPOINT).exists():
+            ckpt = load_checkpoint(out / CHECKPOINT)
+            model.load_state_dict(ckpt["model"], strict=False)
+            start_epoch, curve = int(ckpt["epoch"]), list(info.get("curve", []))
+            console.print(f"resuming {out} at epoch {start_epoch + 1}/{train_cfg['epochs']}")
+    out.mkdir(parents=True, exist_ok=True)
+
+    info = {"status": "training", "model": req.model, "model_config": model_config_dict(model),
+            "preprocess": pre.to_dict(), "train": train_cfg, "seed": req.seed,
+            "data": {"root": str(Path(req.data).resolve()), "categories": categories,
+                     "n_train": len(fit), "n_holdout": len(held), "holdout_fraction": req.holdout,
+                     "holdout_files": [str(s.path) for s in held]},
+            "fingerprint": fp, "curve": curve, "versions": versions()}
+    write_run_json(out, info)
+
+    groups = model.param_groups(train_cfg)
+    opt = torch.optim.AdamW(groups, weight_decay=train_cfg["weight_decay"])
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=train_cfg["lr_step"], gamma=train_cfg["lr_gamma"])
+    if ckpt is not None:
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"])
+
+    t0 = time.time()
+    with progress(disable=req.quiet) as prog:
+        images = None
+        if start_epoch < train_cfg["epochs"]:
+            task = prog.add_task("load images", total=len(fit), info="")
+            images = mvtec.load_images(fit, pre)
+            prog.update(task, completed=len(fit))
+            data = _features(model, images, prog) if cls.cache_features else torch.from_numpy(images)
+        t_feat = time.time() - t0
+        bs = train_cfg["batch_size"]
+        task = prog.add_task("train", total=train_cfg["epochs"], completed=start_epoch, info="")
+        for epoch in range(start_epoch, train_cfg["epochs"]):
+            model.train()
+            g = torch.Generator().manual_seed(req.seed * 100003 + epoch)
+            order = torch.randperm(len(data), generator=g)
+            losses, te = [], time.time()
+            starts = [i for i in range(0, len(order), bs) if len(order) - i >= min(2, len(order))]
+            for step, i in enumerate(starts):  # a last batch of one is dropped (BatchNorm)
+                out_d = model.training_step(data[order[i:i + bs]], epoch * 100000 + step)
+                opt.zero_grad(set_to_none=True)
+                out_d["loss"].backward()
+                if train_cfg.get("grad_clip"):
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg["grad_clip"])
+                opt.step()
+                losses.append({k: float(v.detach()) for k, v in out_d.items()})
+            sched.step()
+            row = {"epoch": epoch + 1, "seconds": round(time.time() - te, 2),
+                   **{k: float(np.mean([x[k] for x in losses])) for k in losses[0]}}
+            curve.append(row)
+            info["curve"] = curve
+            save_checkpoint(out / CHECKPOINT, {"model": model.trainable_state(), "optimizer": opt.state_dict(),
+                                               "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                                               "rng": torch.get_rng_state()})
+            write_run_json(out, info)
+            prog.update(task, advance=1, info=f"loss {row['loss']:.4f}")
+        train_seconds = time.time() - t0
+        model.eval()
+        norm_task = prog.add_task("thresholds", total=len(categories), info="")
+        info["normalization"] = {}
+        ref = held or fit
+        for cat in categories:
+            cat_samples = [s for s in ref if s.category == cat]
+            maps, scores = infer(model, mvtec.load_images(cat_samples, pre))
+            info["normalization"][cat] = normalization(maps, scores)
+            prog.advance(norm_task)
+    if not held:
+        info["normalization_warning"] = "no held-out normals (holdout=0): thresholds come from training images"
+    save_weights(out / WEIGHTS, model.trainable_state())
+    info.update({"status": "trained", "timing": {"train_seconds": round(train_seconds, 1),
+                                                 "feature_seconds": round(t_feat, 1) if images is not None else 0},
+                 **{"profile": {**count_params(model), **count_gmacs(model)}}})
+    write_run_json(out, info)
+    (out / CHECKPOINT).unlink(missing_ok=True)
+    return info
+
+
+@torch.no_grad()
+def _features(model: AnomalyModel, images: np.ndarray, prog, batch: int = 16) -> torch.Tensor:
+    task = prog.add_task("backbone features", total=len(images), info="cached once (frozen backbone)")
+    model.eval()
+    feats = []
+    for i in range(0, len(images), batch):
+        feats.append(model.encode(torch.from_numpy(images[i:i + batch])))
+        prog.advance(task, len(feats[-1]))
+    return torch.cat(feats)
+
+
+def describe_request(req: TrainRequest) -> dict:
+    d = asdict(req)
+    d["data"], d["out"] = str(req.data), str(req.out)
+    return d

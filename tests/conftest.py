@@ -1,0 +1,65 @@
+"""Shared fixtures. Real data comes from ../shared/datasets (never shipped); tests skip without it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA_ROOT = Path(os.environ.get("EDGEAD_TEST_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"))
+SKIP_REASON = f"real datasets not found at {DATA_ROOT} (set EDGEAD_TEST_DATA to an MVTec-style root)"
+
+torch.set_num_threads(2)
+
+
+def _need(category: str) -> Path:
+    root = DATA_ROOT / category
+    if not (root / "train" / "good").is_dir():
+        pytest.skip(SKIP_REASON)
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    _need("magnetic_tile")
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_real(tmp_path_factory) -> Path:
+    """A small copy of real magnetic_tile (and deeppcb when present): a few normals and defects each."""
+    out = tmp_path_factory.mktemp("tiny_real")
+    for cat, n_train, n_test in (("magnetic_tile", 24, 3), ("deeppcb", 12, 3)):
+        src = DATA_ROOT / cat
+        if not (src / "train" / "good").is_dir():
+            if cat == "magnetic_tile":
+                pytest.skip(SKIP_REASON)
+            continue
+        dst = out / cat
+        (dst / "train" / "good").mkdir(parents=True)
+        for p in sorted((src / "train" / "good").iterdir())[:n_train]:
+            shutil.copy(p, dst / "train" / "good" / p.name)
+        for d in sorted(x.name for x in (src / "test").iterdir())[:3]:
+            (dst / "test" / d).mkdir(parents=True)
+            for p in sorted((src / "test" / d).iterdir())[:n_test]:
+                shutil.copy(p, dst / "test" / d / p.name)
+                if d != "good":
+                    (dst / "ground_truth" / d).mkdir(parents=True, exist_ok=True)
+                    m = src / "ground_truth" / d / f"{p.stem}_mask.png"
+                    shutil.copy(m, dst / "ground_truth" / d / m.name)
+        if not (dst / "test" / "good").exists():
+            (dst / "test" / "good").mkdir()
+            for p in sorted((src / "test" / "good").iterdir())[:n_test]:
+                shutil.copy(p, dst / "test" / "good" / p.name)
+    return out
+
+
+@pytest.fixture
+def tiny_copy(tiny_real, tmp_path) -> Path:
+    """A writable copy of ``tiny_real`` for tests that plant bad files."""
+    dst = tmp_path / "data"
+    shutil.copytree(tiny_real, dst)
+    return dst
