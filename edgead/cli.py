@@ -170,6 +170,33 @@ def eval_(
         console.print(f"wrote {json_out}")
 
 
+@app.command()
+@handle_errors
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder written by edgead train.")],
+    out: Annotated[Path, typer.Option(help="Bundle folder to write.")],
+    batch: Annotated[int, typer.Option(min=1, help="Fixed batch size of the graph.")] = 1,
+    data: Annotated[Path | None, typer.Option(help="Data root for the parity images (default: the run's).")] = None,
+    parity_images: Annotated[int, typer.Option(min=1, help="Real images in the parity check.")] = 8,
+    tolerance: Annotated[float, typer.Option(help="Max relative error ONNX vs PyTorch.")] = 1e-3,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing bundle.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write meta.json's content here too.")] = None,
+) -> None:
+    """Export a run to a bundle: model.fp32.onnx (post-processing inside) + meta.json, parity-checked."""
+    from edgead.export import ExportRequest, export_bundle
+
+    meta = export_bundle(ExportRequest(run=run, out=out, batch=batch, data=data, parity_images=parity_images,
+                                       tolerance=tolerance, force=force))
+    p = meta["export"]["parity"]
+    table = Table(title=f"{out} ({meta['model']}, opset {meta['export']['opset']})")
+    for col in ("output", "max abs error", "max rel error", "images"):
+        table.add_column(col)
+    for k in ("anomaly_map", "score"):
+        table.add_row(k, f"{p[k + '_max_abs']:.3g}", f"{p[k + '_max_rel']:.3g}", str(p["n_images"]))
+    stdout.print(table)
+    _write_json(json_out, meta)
+
+
 def main() -> None:
     sys.argv[1:] = normalize_argv(sys.argv[1:])
     app()

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +140,7 @@ def train(req: TrainRequest) -> dict:
             "preprocess": pre.to_dict(), "train": train_cfg, "seed": req.seed,
             "data": {"root": str(Path(req.data).resolve()), "categories": categories,
                      "n_train": len(fit), "n_holdout": len(held), "holdout_fraction": req.holdout,
-                     "holdout_files": [str(s.path) for s in held]},
+                     "holdout_files": [str(s.path.resolve()) for s in held]},
             "fingerprint": fp, "curve": curve, "versions": versions()}
     write_run_json(out, info)
 
@@ -217,9 +217,3 @@ def _features(model: AnomalyModel, images: np.ndarray, prog, batch: int = 16) ->
         feats.append(model.encode(torch.from_numpy(images[i:i + batch])))
         prog.advance(task, len(feats[-1]))
     return torch.cat(feats)
-
-
-def describe_request(req: TrainRequest) -> dict:
-    d = asdict(req)
-    d["data"], d["out"] = str(req.data), str(req.out)
-    return d

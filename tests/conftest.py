@@ -63,3 +63,18 @@ def tiny_copy(tiny_real, tmp_path) -> Path:
     dst = tmp_path / "data"
     shutil.copytree(tiny_real, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_real, tmp_path_factory) -> Path:
+    """A CRAD run trained 2 epochs on the tiny real subset, non-square input, through the real CLI."""
+    from typer.testing import CliRunner
+
+    from edgead.cli import app, normalize_argv
+
+    out = tmp_path_factory.mktemp("runs") / "crad"
+    args = ["train", "--model", "crad", "--data", tiny_real, "--out", out, "--epochs", 2, "--image-size", 128, 160,
+            "--batch-size", 8, "--json", out.parent / "train.json"]
+    r = CliRunner().invoke(app, normalize_argv([str(a) for a in args]))
+    assert r.exit_code == 0, r.output
+    return out

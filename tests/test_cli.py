@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -24,15 +23,6 @@ def test_train_without_model_lists_models():
 def test_image_size_two_values_become_one_token():
     assert normalize_argv(["train", "--image-size", "128", "160", "--epochs", "2"]) == \
         ["train", "--image-size", "128x160", "--epochs", "2"]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tiny_real, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "crad"
-    r = edgead("train", "--model", "crad", "--data", tiny_real, "--out", out, "--epochs", 2, "--image-size", 128, 160,
-               "--batch-size", 8, "--json", out.parent / "train.json")
-    assert r.exit_code == 0, r.output
-    return out
 
 
 def test_train_writes_a_complete_run(trained_run, tiny_real):

@@ -9,7 +9,6 @@ knows nothing else about it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -99,5 +98,3 @@ def build_model(name: str, image_size: tuple[int, int], config: dict | None = No
     cls = model_class(name)
     return cls(config_from_dict(cls, config or {}), image_size)
 
-
-ModelFactory = Callable[..., AnomalyModel]

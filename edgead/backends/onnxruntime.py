@@ -1,0 +1,51 @@
+"""ONNX Runtime backend (CPU here; CUDA/TensorRT execution providers when present)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgead.backends.base import Backend
+from edgead.bundle import Bundle
+from edgead.errors import EdgeadError
+
+OUTPUTS = ("anomaly_map", "score")
+
+
+class OrtBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EdgeadError("onnxruntime missing: pip install 'edgead[runtime]'") from None
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        avail = ort.get_available_providers()
+        self.providers = [p for p in (providers or ["CPUExecutionProvider"]) if p in avail]
+        if not self.providers:
+            raise EdgeadError(f"none of the execution providers {providers} is available here (have: {avail})")
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=self.providers)
+        except Exception as e:  # ORT raises its own exception types
+            raise EdgeadError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:160]})") from None
+        self.path, self.threads = Path(path), threads
+        self.input_name = self.session.get_inputs()[0].name
+
+    @classmethod
+    def load(cls, bundle: str | Path, precision: str = "fp32", **kwargs) -> OrtBackend:
+        return cls(Bundle.load(bundle).onnx(precision), **kwargs)
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        out = self.session.run(list(OUTPUTS), {self.input_name: np.ascontiguousarray(batch, np.float32)})
+        return dict(zip(OUTPUTS, out, strict=True))
+
+    def describe(self) -> dict:
+        import onnxruntime as ort
+
+        return {"backend": self.name, "onnxruntime": ort.__version__, "providers": self.providers,
+                "model": str(self.path), "threads": self.threads}
