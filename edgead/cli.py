@@ -157,10 +157,11 @@ def eval_(
 
     res = evaluate(EvalRequest(run=run, data=data, categories=category or None, json_out=json_out,
                                overlays=overlays, overlay_dir=overlay_dir))
-    cols = ["image_auroc", "pixel_auroc", "aupro", "f1_max", "defect_recall", "false_reject_rate"]
+    cols = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "f1_max": "F1-max",
+            "defect_recall": "recall@thr", "false_reject_rate": "false rej@thr"}
     table = Table(title=f"{run} ({res['model']})")
     table.add_column("category")
-    for c in cols:
+    for c in cols.values():
         table.add_column(c)
     for cat, m in res["per_category"].items():
         table.add_row(cat, *[_fmt(m.get(c, "")) for c in cols])
@@ -195,6 +196,54 @@ def export(
         table.add_row(k, f"{p[k + '_max_abs']:.3g}", f"{p[k + '_max_rel']:.3g}", str(p["n_images"]))
     stdout.print(table)
     _write_json(json_out, meta)
+
+
+@app.command()
+@handle_errors
+def build(
+    target: Annotated[Path | None, typer.Argument(help="Bundle or run folder (a run is exported first).")] = None,
+    model: Annotated[str | None, typer.Option(help="Use the newest trained run of this model in --workspace.")] = None,
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp32",
+    backend: Annotated[str, typer.Option(help="onnxruntime (here) or tensorrt (on the Jetson).")] = "onnxruntime",
+    recipe: Annotated[str | None, typer.Option(help="INT8 recipe: tensorrt or cpu (default: by --backend).")] = None,
+    calib_method: Annotated[str | None, typer.Option(help="minmax, entropy or percentile.")] = None,
+    calib_count: Annotated[int | None, typer.Option(min=1, help="Calibration images (class-balanced).")] = None,
+    calib_seed: Annotated[int | None, typer.Option(help="Seed of the calibration choice.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Data root (default: the run's).")] = None,
+    workspace: Annotated[Path, typer.Option(help="Where runs live (for --model).")] = Path("runs"),
+    out: Annotated[Path | None, typer.Option(help="Bundle folder when TARGET is a run (default RUN/bundle).")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the build report as JSON.")] = None,
+) -> None:
+    """Make a precision graph in a bundle (and a TensorRT engine with --backend tensorrt)."""
+    from edgead.build import BuildRequest, precision_key
+    from edgead.build import build as run_build
+    from edgead.bundle import META
+    from edgead.runs import RUN_JSON, find_latest_run
+
+    if target is None and model is None:
+        raise EdgeadError("edgead build needs a BUNDLE or RUN folder, or --model NAME (e.g. --model crad)")
+    target = target or find_latest_run(workspace, model)
+    if (target / RUN_JSON).is_file() and not (target / META).is_file():
+        from edgead.export import ExportRequest, export_bundle
+
+        bundle = out or target / "bundle"
+        export_bundle(ExportRequest(run=target, out=bundle, data=data))
+        console.print(f"exported {target} -> {bundle}")
+    else:
+        bundle = target
+    entry = run_build(BuildRequest(bundle=bundle, precision=precision, backend=backend, recipe=recipe,
+                                   method=calib_method, count=calib_count, seed=calib_seed, data=data, force=force))
+    key = precision_key(precision, recipe, backend)
+    table = Table(title=f"{bundle}: {key} ({backend})")
+    table.add_column("field")
+    table.add_column("value")
+    table.add_row("file", entry["path"])
+    table.add_row("size MB", f"{(bundle / entry['path']).stat().st_size / 1e6:.2f}")
+    for k, v in entry.get("report", {}).items():
+        table.add_row(k, str(v))
+    stdout.print(table)
+    _write_json(json_out, {"bundle": str(bundle), "precision": key, **entry})
 
 
 def main() -> None:

@@ -32,4 +32,8 @@ def open_backend(name: str, bundle_or_run: str | Path, precision: str = "fp32", 
         from edgead.backends.torch import TorchBackend
 
         return TorchBackend.load(bundle_or_run, **kwargs)
-    raise EdgeadError(f"unknown backend {name!r}; available: onnxruntime, torch")
+    if name == "tensorrt":
+        from edgead.backends.tensorrt import TrtBackend
+
+        return TrtBackend.load(bundle_or_run, precision)
+    raise EdgeadError(f"unknown backend {name!r}; available: onnxruntime, torch, tensorrt")

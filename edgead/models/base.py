@@ -28,6 +28,9 @@ class AnomalyModel(nn.Module):
     # True when training needs only frozen-backbone features of clean images, so the loop may
     # compute them once and cache them (``encode`` output is then passed to ``training_step``).
     cache_features: ClassVar[bool] = False
+    # Top-level submodules whose nodes may run in reduced precision; everything else stays FP32
+    # (distance heads, normalisations, smoothing, score). Read by edgead.precision via the bundle.
+    precision_scopes: ClassVar[dict[str, tuple[str, ...]]] = {"fp16": ("backbone",), "int8": ("backbone",)}
 
     def __init__(self, cfg: Any, image_size: tuple[int, int]):
         super().__init__()

@@ -58,6 +58,8 @@ class CRAD(AnomalyModel):
     Config = CRADConfig
     summary = "continuous memory: coordinates into learnable local and global grids (ECCV 2024)"
     cache_features = True
+    # Coordinate nets, grid reads, blend and distance stay FP32 (methods brief, INT8 hazards).
+    precision_scopes = {"fp16": ("backbone", "fusion", "out"), "int8": ("backbone", "fusion")}
 
     def __init__(self, cfg: CRADConfig, image_size: tuple[int, int]):
         super().__init__(cfg, image_size)

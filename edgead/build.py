@@ -1,0 +1,113 @@
+"""``edgead build``: precision graphs in a bundle (and, on a Jetson, TensorRT engines).
+
+fp32 is the exported graph; fp16 and int8 graphs are made here from it, by the rule in
+``edgead.precision``. INT8 files are named by recipe (``model.int8-cpu.onnx``,
+``model.int8-tensorrt.onnx``) and carry the calibration manifest in ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgead.bundle import META, Bundle, onnx_name
+from edgead.calibration import CalibSettings, build_cache, check_manifest, load_cache, load_recipes, manifest, select
+from edgead.errors import EdgeadError
+from edgead.fileio import atomic_write_json, read_json, sha256_file
+
+
+@dataclass
+class BuildRequest:
+    bundle: Path
+    precision: str = "fp32"  # fp32 | fp16 | int8
+    backend: str = "onnxruntime"
+    recipe: str | None = None  # int8: tensorrt | cpu (default: cpu on onnxruntime, tensorrt on tensorrt)
+    method: str | None = None
+    count: int | None = None
+    seed: int | None = None
+    data: Path | None = None
+    recipes_file: Path | None = None
+    force: bool = False
+
+
+def precision_key(precision: str, recipe: str | None, backend: str) -> str:
+    if precision != "int8":
+        return precision
+    return f"int8-{recipe or ('tensorrt' if backend == 'tensorrt' else 'cpu')}"
+
+
+def build(req: BuildRequest) -> dict:
+    """Create the precision graph if missing (or ``force``); returns its entry in meta['files']."""
+    if req.precision not in ("fp32", "fp16", "int8"):
+        raise EdgeadError(f"--precision {req.precision!r}: choose fp32, fp16 or int8")
+    if req.backend not in ("onnxruntime", "tensorrt"):
+        raise EdgeadError(f"--backend {req.backend!r}: choose onnxruntime or tensorrt")
+    b = Bundle.load(req.bundle)
+    key = precision_key(req.precision, req.recipe, req.backend)
+    src = b.onnx("fp32")
+    entry = b.meta["files"].get(key)
+    dst = b.path / onnx_name(key)
+    if entry and dst.is_file() and not req.force and req.method in (None, entry.get("report", {}).get("method")):
+        out = entry
+    elif req.precision == "fp32":
+        out = b.meta["files"]["fp32"]
+    else:
+        out = _make(b, req, key, src, dst)
+    if req.backend == "tensorrt":
+        from edgead.backends.tensorrt import build_engine
+
+        out = {**out, "engine": build_engine(Bundle.load(req.bundle), key, force=req.force)}
+    return out
+
+
+def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
+    scopes = b.meta["precision_scopes"]
+    with tempfile.TemporaryDirectory(dir=b.path, prefix=".build-") as tmp:
+        tmp_dst = Path(tmp) / dst.name
+        if req.precision == "fp16":
+            from edgead.precision.fp16 import to_fp16
+
+            report = to_fp16(src, tmp_dst, scopes["fp16"])
+            extra = {}
+        else:
+            from edgead.precision.int8 import to_int8
+
+            recipes = load_recipes(req.recipes_file)
+            recipe_name = key.split("-", 1)[1]
+            if recipe_name not in recipes["recipes"]:
+                raise EdgeadError(f"recipe {recipe_name!r} not in {req.recipes_file or 'calibration/recipes.yaml'}; "
+                                  f"choose {', '.join(recipes['recipes'])}")
+            settings = CalibSettings.from_recipes(recipes, method=req.method, count=req.count, seed=req.seed)
+            data, man = calibration_set(b, settings, req.data)
+            report = to_int8(src, tmp_dst, recipe_name, recipes["recipes"][recipe_name], settings, data,
+                             b.input_name, b.input_shape[0], scopes["int8"], Path(tmp) / "work")
+            extra = {"calibration": {k: man[k] for k in ("settings", "per_category")}
+                     | {"manifest": "calibration/manifest.json", "n_files": len(man["files"])}}
+        tmp_dst.replace(dst)
+    entry = {"path": dst.name, "sha256": sha256_file(dst), "report": report, **extra}
+    meta = read_json(b.path / META)
+    meta["files"][key] = entry
+    atomic_write_json(b.path / META, meta)
+    return entry
+
+
+def calibration_set(b: Bundle, settings: CalibSettings, data: Path | None):
+    """The bundle's calibration set: reuse the cache when the manifest matches, else select and cache."""
+    root = Path(data or b.meta["data"]["root"])
+    cdir = b.path / "calibration"
+    man_path, cache = cdir / "manifest.json", cdir / "calib.npz"
+    if man_path.is_file() and cache.is_file():
+        man = read_json(man_path)
+        same = {k: v for k, v in man["settings"].items() if k in ("count", "seed")} == \
+            {"count": settings.count, "seed": settings.seed}
+        if same and Path(man["root"]) == root.resolve():
+            check_manifest(man, root)
+            man["settings"] = settings.__dict__
+            return load_cache(cache, b.input_name), man
+    samples = select(root, b.meta["categories"], set(b.meta["data"].get("holdout_files", [])),
+                     settings.count, settings.seed)
+    man = manifest(samples, settings, b.preprocess, root.resolve())
+    x = build_cache(samples, b.preprocess, b.input_name, cache)
+    atomic_write_json(man_path, man)
+    return x, man

@@ -1,0 +1,25 @@
+"""Which nodes may run in reduced precision (see the package docstring for the rule)."""
+
+from __future__ import annotations
+
+import onnx
+
+# Nodes that only move shapes around: never worth a cast or a Q/DQ pair.
+SHAPE_OPS = {"Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "ConstantOfShape",
+             "Reshape", "Flatten", "Transpose", "Range"}
+
+
+def scope(node_name: str) -> str:
+    """'/backbone/blocks.0/Conv' -> 'backbone'; top-level nodes ('/Sub_3') -> ''."""
+    parts = node_name.strip("/").split("/")
+    return parts[0] if len(parts) > 1 else ""
+
+
+def split_nodes(model: onnx.ModelProto, scopes: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(nodes inside the reduced-precision scopes, nodes kept FP32), computational nodes only."""
+    inside, outside = [], []
+    for n in model.graph.node:
+        if n.op_type in SHAPE_OPS:
+            continue
+        (inside if scope(n.name) in scopes else outside).append(n.name)
+    return inside, outside
