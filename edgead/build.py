@@ -15,6 +15,7 @@ from edgead.bundle import META, Bundle, onnx_name
 from edgead.calibration import CalibSettings, build_cache, check_manifest, load_cache, load_recipes, manifest, select
 from edgead.errors import EdgeadError
 from edgead.fileio import atomic_write_json, read_json, sha256_file
+from edgead.precision.readiness import report as readiness
 
 
 @dataclass
@@ -57,6 +58,11 @@ def build(req: BuildRequest) -> dict:
     if req.backend == "tensorrt":
         from edgead.backends.tensorrt import build_engine
 
+        ready = out.get("tensorrt_readiness") or readiness(b.path / out["path"])
+        if not ready["ok"]:
+            raise EdgeadError(f"{b.path / out['path']}: not buildable by TensorRT ({ready['n_findings']} findings, "
+                              f"first: {ready['findings'][0]}); see meta.json")
+
         out = {**out, "engine": build_engine(Bundle.load(req.bundle), key, force=req.force)}
     return out
 
@@ -85,7 +91,8 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
             extra = {"calibration": {k: man[k] for k in ("settings", "per_category")}
                      | {"manifest": "calibration/manifest.json", "n_files": len(man["files"])}}
         tmp_dst.replace(dst)
-    entry = {"path": dst.name, "sha256": sha256_file(dst), "report": report, **extra}
+    entry = {"path": dst.name, "sha256": sha256_file(dst), "report": report, "tensorrt_readiness": readiness(dst),
+             **extra}
     meta = read_json(b.path / META)
     meta["files"][key] = entry
     atomic_write_json(b.path / META, meta)

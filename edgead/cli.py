@@ -242,6 +242,10 @@ def build(
     table.add_row("size MB", f"{(bundle / entry['path']).stat().st_size / 1e6:.2f}")
     for k, v in entry.get("report", {}).items():
         table.add_row(k, str(v))
+    ready = entry.get("tensorrt_readiness", {})
+    if ready:
+        table.add_row("TensorRT 10.3 ready", "yes" if ready["ok"] else f"no: {ready['n_findings']} findings, "
+                      f"e.g. {ready['findings'][0]}")
     stdout.print(table)
     _write_json(json_out, {"bundle": str(bundle), "precision": key, **entry})
 

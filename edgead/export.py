@@ -26,6 +26,7 @@ from edgead.data import mvtec
 from edgead.data.preprocess import Preprocess
 from edgead.errors import EdgeadError
 from edgead.fileio import atomic_write_json, sha256_file
+from edgead.precision.readiness import report as readiness
 from edgead.runs import WEIGHTS, load_model, versions
 
 OPSET = 17
@@ -137,7 +138,8 @@ def export_bundle(req: ExportRequest) -> dict:
                               **{f"{k}_max_abs": v[0] for k, v in worst.items()},
                               **{f"{k}_max_rel": v[1] for k, v in worst.items()},
                               "tolerance_rel": req.tolerance}},
-        "files": {"fp32": {"path": onnx_name("fp32"), "sha256": sha256_file(final)}},
+        "files": {"fp32": {"path": onnx_name("fp32"), "sha256": sha256_file(final),
+                           "tensorrt_readiness": readiness(final)}},
         "versions": versions(),
     }
     atomic_write_json(out / META, meta)

@@ -155,3 +155,33 @@ def test_tensorrt_engine_on_gpu(bundle):
     build(BuildRequest(bundle=bundle, precision="int8", recipe="tensorrt", count=8))
     be = TrtBackend.load(bundle, "int8-tensorrt")
     assert be.describe()["layer_datatypes"].get("Int8", 0) > 0, trt.__version__
+
+
+def test_readiness_passes_exports_and_flags_planted_problems(bundle):
+    from onnx import helper
+
+    from edgead.precision.readiness import check
+
+    b = Bundle.load(bundle)
+    assert b.meta["files"]["fp32"]["tensorrt_readiness"]["ok"]
+    model = onnx.load(str(b.onnx("fp32")))
+    assert check(model) == []
+    resize = next(n for n in model.graph.node if n.op_type == "Resize")
+    for a in resize.attribute:
+        if a.name == "mode":
+            a.s = b"cubic"
+    model.graph.node.append(helper.make_node("AffineGrid", ["theta", "size"], ["grid"], name="planted_affine"))
+    found = [str(f) for f in check(model)]
+    assert any(f.startswith("planted_affine (AffineGrid): not in the ONNX-TensorRT") for f in found)
+    assert any(f"{resize.name} (Resize): mode 'cubic'" in f for f in found)
+    model.opset_import[0].version = 23
+    assert any("opset 23" in str(f) for f in check(model))
+
+
+def test_readiness_tells_recipes_apart(bundle):
+    for recipe in ("tensorrt", "cpu"):  # already built by the tests above; built here when run alone
+        build(BuildRequest(bundle=bundle, precision="int8", recipe=recipe, count=8))
+    meta = Bundle.load(bundle).meta
+    assert meta["files"]["int8-tensorrt"]["tensorrt_readiness"]["ok"]
+    cpu = meta["files"]["int8-cpu"]["tensorrt_readiness"]
+    assert not cpu["ok"] and any("zero point uint8" in f for f in cpu["findings"])
