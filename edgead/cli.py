@@ -145,7 +145,10 @@ def _parse_set(text: str) -> tuple[str, object]:
 @app.command("eval")
 @handle_errors
 def eval_(
-    run: Annotated[Path, typer.Argument(help="Run folder written by edgead train.")],
+    run: Annotated[Path, typer.Argument(help="Run folder (torch reference) or bundle folder.")],
+    backend: Annotated[str | None, typer.Option(help="torch, onnxruntime or tensorrt (default by target).")] = None,
+    precision: Annotated[str, typer.Option(help="Bundle graph: fp32, fp16, int8-cpu, int8-tensorrt.")] = "fp32",
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads.")] = None,
     data: Annotated[Path | None, typer.Option(help="MVTec-style root; default: the run's training root.")] = None,
     category: Annotated[list[str] | None, typer.Option(help="Category (repeat); default the run's.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics as JSON.")] = None,
@@ -155,11 +158,12 @@ def eval_(
     """Evaluate a run on the labelled test split: image/pixel AUROC, AUPRO, F1-max per category."""
     from edgead.evaluate import EvalRequest, evaluate
 
-    res = evaluate(EvalRequest(run=run, data=data, categories=category or None, json_out=json_out,
-                               overlays=overlays, overlay_dir=overlay_dir))
+    res = evaluate(EvalRequest(run=run, backend=backend, precision=precision, threads=threads, data=data,
+                               categories=category or None, json_out=json_out, overlays=overlays,
+                               overlay_dir=overlay_dir))
     cols = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "f1_max": "F1-max",
             "defect_recall": "recall@thr", "false_reject_rate": "false rej@thr"}
-    table = Table(title=f"{run} ({res['model']})")
+    table = Table(title=f"{run} ({res['model']}, {res['backend']['backend']}, {res['precision']})")
     table.add_column("category")
     for c in cols.values():
         table.add_column(c)

@@ -9,19 +9,23 @@ from pathlib import Path
 
 import numpy as np
 
+from edgead.backends import Backend, open_backend
+from edgead.bundle import META, Bundle
 from edgead.data import mvtec
 from edgead.data.preprocess import Preprocess
 from edgead.fileio import atomic_write_bytes, atomic_write_json
 from edgead.metrics import category_metrics, mean_metrics
 from edgead.progress import progress
-from edgead.runs import load_model
-from edgead.train import infer
+from edgead.runs import read_run
 from edgead.visual import panel
 
 
 @dataclass
 class EvalRequest:
-    run: Path
+    run: Path  # a run folder (torch reference) or a bundle folder (any backend)
+    backend: str | None = None  # default: torch for a run, onnxruntime for a bundle
+    precision: str = "fp32"
+    threads: int | None = None
     data: Path | None = None
     categories: list[str] | None = None
     json_out: Path | None = None
@@ -39,14 +43,27 @@ def decision_stats(scores: np.ndarray, labels: np.ndarray, threshold: float) -> 
             "false_reject_rate": float(flagged[good].mean()) if good.any() else float("nan")}
 
 
+def open_target(req: EvalRequest) -> tuple[Backend, dict, Path]:
+    """(backend, {preprocess, normalization, categories, model}, default data root) of a run or bundle."""
+    target = Path(req.run)
+    if (target / META).is_file():
+        b = Bundle.load(target)
+        backend = open_backend(req.backend or "onnxruntime", target, req.precision, threads=req.threads)
+        return backend, {**b.meta}, Path(b.meta["data"]["root"])
+    info = read_run(target)
+    backend = open_backend(req.backend or "torch", target, threads=req.threads)
+    return backend, {**info, "categories": info["data"]["categories"]}, Path(info["data"]["root"])
+
+
 def evaluate(req: EvalRequest) -> dict:
-    model, info = load_model(req.run)
+    backend, info, root = open_target(req)
     pre = Preprocess.from_dict(info["preprocess"])
-    data = req.data or Path(info["data"]["root"])
-    cats = req.categories or info["data"]["categories"]
+    data = req.data or root
+    cats = req.categories or info["categories"]
     samples = mvtec.discover(data, cats, "test")
     per_cat: dict[str, dict] = {}
-    overlay_dir = Path(req.overlay_dir or Path(req.run) / "eval" / "overlays")
+    sub = "overlays" if backend.name == "torch" else f"overlays-{backend.name}-{req.precision}"
+    overlay_dir = Path(req.overlay_dir or Path(req.run) / "eval" / sub)
     written: list[str] = []
     with progress(disable=req.quiet) as prog:
         task = prog.add_task("evaluate", total=len(samples), info="")
@@ -54,11 +71,11 @@ def evaluate(req: EvalRequest) -> dict:
             cs = [s for s in samples if s.category == cat]
             images = mvtec.load_images(cs, pre)
             maps, scores = [], []
-            for i in range(0, len(cs), 32):
-                m, s = infer(model, images[i:i + 32])
-                maps.append(m)
-                scores.append(s)
-                prog.advance(task, len(s))
+            for i in range(len(cs)):
+                out = backend.infer(images[i:i + 1])
+                maps.append(out["anomaly_map"][:, 0])
+                scores.append(out["score"])
+                prog.advance(task)
             maps, scores = np.concatenate(maps), np.concatenate(scores)
             masks = mvtec.load_masks(cs, pre)
             labels = np.array([s.label for s in cs])
@@ -70,8 +87,9 @@ def evaluate(req: EvalRequest) -> dict:
             per_cat[cat] = m
             if req.overlays and norm:
                 written += _overlays(cs, images, maps, masks, scores, norm, pre, overlay_dir, req.overlays)
-    result = {"run": str(req.run), "model": info["model"], "data": str(data), "per_category": per_cat,
-              "mean": mean_metrics(per_cat), "overlays": written}
+    result = {"run": str(req.run), "model": info["model"], "backend": backend.describe(),
+              "precision": req.precision if backend.name != "torch" else "fp32 (torch reference)",
+              "data": str(data), "per_category": per_cat, "mean": mean_metrics(per_cat), "overlays": written}
     if req.json_out:
         atomic_write_json(req.json_out, result)
     return result

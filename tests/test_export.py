@@ -81,3 +81,15 @@ def test_fixed_larger_batch(trained_run, tmp_path):
 def test_not_a_bundle_is_one_line_error(tmp_path):
     with pytest.raises(EdgeadError, match="not a bundle"):
         Bundle.load(tmp_path)
+
+
+def test_eval_bundle_on_ort_matches_torch_reference(bundle, trained_run, tiny_real, tmp_path):
+    runner = CliRunner()
+    for target, js in ((trained_run, tmp_path / "torch.json"), (bundle, tmp_path / "ort.json")):
+        r = runner.invoke(app, ["eval", str(target), "--data", str(tiny_real), "--json", str(js), "--overlays", "0"])
+        assert r.exit_code == 0, r.output
+    ref, got = json.loads((tmp_path / "torch.json").read_text()), json.loads((tmp_path / "ort.json").read_text())
+    assert got["backend"]["backend"] == "onnxruntime" and ref["backend"]["backend"] == "torch"
+    for cat, m in ref["per_category"].items():
+        for k in ("image_auroc", "pixel_auroc", "aupro"):
+            assert got["per_category"][cat][k] == pytest.approx(m[k], abs=1e-3), (cat, k)
