@@ -1,0 +1,75 @@
+"""Latency measurement of one backend: warm-up, then per-call timings and their percentiles.
+
+Run as ``python -m edgead.bench TARGET --backend B --precision P --threads N`` to measure in a
+fresh process (thread settings do not carry over reliably within one process); prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+
+import numpy as np
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {"p50_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
+            "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()), "min_ms": float(a.min())}
+
+
+def measure(backend, batch: np.ndarray, warmup: int = 10, iters: int = 50) -> dict:
+    for _ in range(warmup):
+        backend.infer(batch)
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        backend.infer(batch)
+        times.append((time.perf_counter() - t) * 1e3)
+    stats = percentiles(times)
+    stats["throughput_ips"] = 1e3 * len(batch) / stats["p50_ms"]
+    stats["iters"], stats["warmup"], stats["batch"] = iters, warmup, len(batch)
+    return stats
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="measure one backend in this process")
+    ap.add_argument("target")
+    ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=10)
+    args = ap.parse_args()
+    from edgead.backends import open_backend
+    from edgead.bundle import META, Bundle
+    from edgead.runs import read_run
+
+    if os.path.isfile(os.path.join(args.target, META)):
+        shape = Bundle.load(args.target).input_shape
+    else:
+        pre = read_run(args.target)["preprocess"]
+        shape = (1, 3, pre["height"], pre["width"])
+    be = open_backend(args.backend, args.target, args.precision, threads=args.threads)
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    stats = measure(be, x, args.warmup, args.iters)
+    stats["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"backend": be.describe(), "threads": args.threads, "precision": args.precision, **stats}))
+
+
+if __name__ == "__main__":
+    main()
