@@ -11,6 +11,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import onnx
+
 from edgead.bundle import META, Bundle, onnx_name
 from edgead.calibration import CalibSettings, build_cache, check_manifest, load_cache, load_recipes, manifest, select
 from edgead.errors import EdgeadError
@@ -30,6 +33,7 @@ class BuildRequest:
     data: Path | None = None
     recipes_file: Path | None = None
     force: bool = False
+    max_drop: float | None = None  # INT8: image-AUROC points allowed to be lost on the held-out split
 
 
 def precision_key(precision: str, recipe: str | None, backend: str) -> str:
@@ -86,8 +90,12 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
                                   f"choose {', '.join(recipes['recipes'])}")
             settings = CalibSettings.from_recipes(recipes, method=req.method, count=req.count, seed=req.seed)
             data, man = calibration_set(b, settings, req.data)
-            report = to_int8(src, tmp_dst, recipe_name, recipes["recipes"][recipe_name], settings, data,
-                             b.input_name, b.input_shape[0], scopes["int8"], Path(tmp) / "work")
+            args = (src, tmp_dst, recipe_name, recipes["recipes"][recipe_name], settings, data, b.input_name,
+                    b.input_shape[0], scopes["int8"], Path(tmp) / "work")
+            report = to_int8(*args)
+            if req.max_drop is not None:
+                report["fallback"] = fallback(b, args, data, req.max_drop)
+                report.update(kept_fp16=report["fallback"]["kept_fp16"])
             extra = {"calibration": {k: man[k] for k in ("settings", "per_category")}
                      | {"manifest": "calibration/manifest.json", "n_files": len(man["files"])}}
         tmp_dst.replace(dst)
@@ -97,6 +105,39 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
     meta["files"][key] = entry
     atomic_write_json(b.path / META, meta)
     return entry
+
+
+def fallback(b: Bundle, args: tuple, calib: np.ndarray, max_drop: float) -> dict:
+    """Keep the worst INT8 nodes in FP16 (2, 4, 8, ...) until the held-out AUROC drop fits."""
+    from edgead.backends.onnxruntime import OrtBackend
+    from edgead.precision.int8 import to_int8
+    from edgead.precision.rules import split_nodes
+    from edgead.precision.sensitivity import holdout_split, mean_auroc, rank_nodes
+
+    src, dst, work, batch = args[0], args[1], args[-1], b.input_shape[0]
+    images, labels, cats = holdout_split(b.meta, b.preprocess)
+    n = len(images) // batch * batch
+    images, labels, cats = images[:n], labels[:n], cats[:n]
+    ref = mean_auroc(OrtBackend(src), images, labels, cats, batch)
+
+    def drop() -> float:
+        return 100 * (ref - mean_auroc(OrtBackend(dst), images, labels, cats, batch))
+
+    history = [{"kept_fp16": 0, "drop_points": drop()}]
+    kept: list[str] = []
+    if history[-1]["drop_points"] > max_drop:
+        inside, _ = split_nodes(onnx.load(str(work / "preprocessed.onnx")), b.meta["precision_scopes"]["int8"])
+        ranked = rank_nodes(work / "preprocessed.onnx", dst, inside, calib[: 8 // batch * batch or batch],
+                            b.input_name, batch, work)
+        k = 2
+        while history[-1]["drop_points"] > max_drop and len(kept) < len(ranked):
+            kept = [name for name, _ in ranked[: min(k, len(ranked))]]
+            to_int8(*args, keep_fp16=kept)
+            history.append({"kept_fp16": len(kept), "drop_points": drop()})
+            k *= 2
+    return {"split": "held-out normals + the same images with drawn defects", "n_images": int(n),
+            "fp32_image_auroc": ref, "max_drop_points": max_drop, "history": history,
+            "budget_met": history[-1]["drop_points"] <= max_drop, "kept_fp16": kept}
 
 
 def calibration_set(b: Bundle, settings: CalibSettings, data: Path | None):

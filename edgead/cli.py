@@ -216,6 +216,8 @@ def build(
     data: Annotated[Path | None, typer.Option(help="Data root (default: the run's).")] = None,
     workspace: Annotated[Path, typer.Option(help="Where runs live (for --model).")] = Path("runs"),
     out: Annotated[Path | None, typer.Option(help="Bundle folder when TARGET is a run (default RUN/bundle).")] = None,
+    max_drop: Annotated[float | None, typer.Option(help="INT8: max image-AUROC points lost on the held-out "
+                                                   "split; worse nodes are kept in FP16.")] = 0.5,
     force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the build report as JSON.")] = None,
 ) -> None:
@@ -237,7 +239,8 @@ def build(
     else:
         bundle = target
     entry = run_build(BuildRequest(bundle=bundle, precision=precision, backend=backend, recipe=recipe,
-                                   method=calib_method, count=calib_count, seed=calib_seed, data=data, force=force))
+                                   method=calib_method, count=calib_count, seed=calib_seed, data=data, force=force,
+                                   max_drop=max_drop if precision == "int8" else None))
     key = precision_key(precision, recipe, backend)
     table = Table(title=f"{bundle}: {key} ({backend})")
     table.add_column("field")

@@ -14,7 +14,7 @@ from edgead.bundle import META, Bundle
 from edgead.data import mvtec
 from edgead.data.preprocess import Preprocess
 from edgead.fileio import atomic_write_bytes, atomic_write_json
-from edgead.metrics import category_metrics, mean_metrics
+from edgead.metrics import auroc, category_metrics, mean_metrics
 from edgead.progress import progress
 from edgead.runs import read_run
 from edgead.visual import panel
@@ -55,6 +55,14 @@ def open_target(req: EvalRequest) -> tuple[Backend, dict, Path]:
     return backend, {**info, "categories": info["data"]["categories"]}, Path(info["data"]["root"])
 
 
+def per_defect_auroc(samples, scores: np.ndarray) -> dict[str, float]:
+    """Image AUROC of each defect type against the good images of the same category."""
+    kinds = np.array([s.defect for s in samples])
+    good = kinds == mvtec.GOOD
+    return {d: auroc(scores[good | (kinds == d)], (kinds == d)[good | (kinds == d)])
+            for d in sorted(set(kinds) - {mvtec.GOOD})}
+
+
 def evaluate(req: EvalRequest) -> dict:
     backend, info, root = open_target(req)
     pre = Preprocess.from_dict(info["preprocess"])
@@ -82,6 +90,7 @@ def evaluate(req: EvalRequest) -> dict:
             norm = info["normalization"].get(cat)
             m = category_metrics(scores, labels, maps, masks)
             m["n_good"], m["n_defect"] = int((labels == 0).sum()), int((labels == 1).sum())
+            m["per_defect_image_auroc"] = per_defect_auroc(cs, scores)
             if norm:
                 m.update(decision_stats(scores, labels, norm["threshold"]))
             per_cat[cat] = m

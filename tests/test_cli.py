@@ -56,6 +56,7 @@ def test_eval_writes_metrics_and_overlays(trained_run, tiny_real, tmp_path):
     for cat, m in res["per_category"].items():
         assert {"image_auroc", "pixel_auroc", "aupro", "f1_max", "threshold"} <= set(m), cat
         assert 0.0 <= m["image_auroc"] <= 1.0 and 0.0 <= m["aupro"] <= 1.0
+        assert set(m["per_defect_image_auroc"]) == {p.name for p in (tiny_real / cat / "test").iterdir()} - {"good"}
     assert {"image_auroc", "pixel_auroc", "aupro"} <= set(res["mean"])
     assert res["overlays"] and all(Image.open(p).size[1] == 128 + 18 for p in res["overlays"])
 

@@ -185,3 +185,24 @@ def test_readiness_tells_recipes_apart(bundle):
     assert meta["files"]["int8-tensorrt"]["tensorrt_readiness"]["ok"]
     cpu = meta["files"]["int8-cpu"]["tensorrt_readiness"]
     assert not cpu["ok"] and any("zero point uint8" in f for f in cpu["findings"])
+
+
+def test_fallback_keeps_worst_nodes_in_fp16_until_budget(bundle, tmp_path):
+    b = tmp_path / "fb"
+    shutil.copytree(bundle, b, ignore=shutil.ignore_patterns("*.int8-*"))
+    # An impossible budget: the fallback must walk 2, 4, 8, ... nodes and report that it never fit.
+    entry = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", count=8, max_drop=-100.0))
+    fb = entry["report"]["fallback"]
+    kept_counts = [h["kept_fp16"] for h in fb["history"]]
+    assert kept_counts[:3] == [0, 2, 4] and kept_counts == sorted(kept_counts)
+    assert fb["budget_met"] is False and fb["n_images"] > 0 and 0.0 <= fb["fp32_image_auroc"] <= 1.0
+    model = onnx.load(str(b / entry["path"]))
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    prod = _producers(model)
+    for node in (n for n in model.graph.node if n.name in set(fb["kept_fp16"])):
+        assert node.op_type == "Conv" and inits[node.input[1]] == TensorProto.FLOAT16, node.name
+        assert prod.get(node.input[1]) is None  # weight is a plain FP16 initializer, no DequantizeLinear
+    assert entry["tensorrt_readiness"]["ok"]
+    # A generous budget keeps everything in INT8.
+    ok = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", count=8, max_drop=100.0, force=True))
+    assert ok["report"]["fallback"]["budget_met"] and ok["report"]["kept_fp16"] == []

@@ -28,8 +28,9 @@ def _texture(rng: np.random.Generator, size: int, kind: int) -> np.ndarray:
 
 
 def _defect(rng: np.random.Generator, img: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    size = img.shape[0]
-    mask = Image.new("L", (size, size), 0)
+    """Draw a scratch or a spot on a uint8 image (H, W) or (H, W, C); returns (image, mask 0/255)."""
+    size = min(img.shape[:2])
+    mask = Image.new("L", (img.shape[1], img.shape[0]), 0)
     draw = ImageDraw.Draw(mask)
     if kind == "scratch":
         x0, y0 = rng.integers(size // 6, size - size // 6, 2)
@@ -46,6 +47,17 @@ def _defect(rng: np.random.Generator, img: np.ndarray, kind: str) -> tuple[np.nd
     shift = 90 if rng.random() < 0.5 else -90
     out[m] = np.clip(out[m] + shift, 0, 255)
     return out.astype(np.uint8), (m * 255).astype(np.uint8)
+
+
+def paint_defects(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Drawn defects on copies of uint8 images (N, H, W, C): a labelled split without real defects."""
+    rng = np.random.default_rng(seed)
+    out, masks = [], []
+    for i, img in enumerate(images):
+        d, m = _defect(rng, img, DEFECTS[i % len(DEFECTS)])
+        out.append(d)
+        masks.append(m > 127)
+    return np.stack(out), np.stack(masks)
 
 
 def make_dataset(root: str | Path, categories: int = 2, n_train: int = 24, n_good: int = 6, n_defect: int = 6,

@@ -36,12 +36,15 @@ def _dtypes(model: onnx.ModelProto) -> dict[str, int]:
     return out
 
 
-def convert(model: onnx.ModelProto, scopes: list[str] | tuple[str, ...]) -> onnx.ModelProto:
+def convert(model: onnx.ModelProto, scopes: list[str] | tuple[str, ...] = (),
+            nodes: set[str] | None = None) -> onnx.ModelProto:
+    """Run the nodes inside ``scopes`` (or the named ``nodes``) in FP16; Casts at the borders."""
     g = model.graph
     for i, n in enumerate(g.node):
         n.name = n.name or f"__node{i}"
     dtype = _dtypes(model)
-    region = {n.name for n in g.node if scope(n.name) in scopes}  # protobuf wrappers have no stable id()
+    # protobuf wrappers have no stable id(): the region is a set of node names
+    region = set(nodes) if nodes is not None else {n.name for n in g.node if scope(n.name) in scopes}
     inits = {i.name: i for i in g.initializer}
     graph_outputs = {o.name for o in g.output}
     produced_inside = {o for n in g.node if n.name in region for o in n.output if dtype.get(o) == FLOAT}

@@ -65,7 +65,8 @@ def calibrate(model_path: Path, data: np.ndarray, input_name: str, batch: int, s
 
 
 def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: CalibSettings, data: np.ndarray,
-            input_name: str, batch: int, scopes: list[str], work: Path) -> dict:
+            input_name: str, batch: int, scopes: list[str], work: Path, keep_fp16: list[str] = ()) -> dict:
+    """Quantize the nodes inside ``scopes``, except ``keep_fp16`` (they run in FP16 instead)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -73,11 +74,12 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
         raise EdgeadError(f"{len(data)} calibration images < batch {batch}; raise --calib-count")
     work.mkdir(parents=True, exist_ok=True)
     pre = work / "preprocessed.onnx"
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    inside, outside = split_nodes(onnx.load(str(pre)), scopes)
     cache = work / f"ranges.{settings.method}.json"
-    cache.unlink(missing_ok=True)
-    calibrate(pre, data, input_name, batch, settings, cache)
+    if not (pre.is_file() and cache.is_file()):  # a fallback rebuild reuses the ranges
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        calibrate(pre, data, input_name, batch, settings, cache)
+    inside, outside = split_nodes(onnx.load(str(pre)), scopes)
+    inside = [n for n in inside if n not in set(keep_fp16)]
     method, _ = _method(settings)
     act = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[recipe["activation_type"]]
     quantize_static(str(pre), str(dst), None, quant_format=QuantFormat.QDQ, per_channel=True,
@@ -87,10 +89,16 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
                                    "WeightSymmetric": bool(recipe["weight_symmetric"]),
                                    "QuantizeBias": bool(recipe["quantize_bias"])})
     q = onnx.load(str(dst))
+    if keep_fp16:
+        from edgead.precision.fp16 import convert
+
+        q = convert(q, nodes=set(keep_fp16))
+        onnx.save(q, str(dst))
     ops = [n.op_type for n in q.graph.node]
     return {"recipe": recipe_name, "method": settings.method, "int8_nodes": len(inside), "fp32_nodes": len(outside),
             "quantize_linear": ops.count("QuantizeLinear"), "dequantize_linear": ops.count("DequantizeLinear"),
             "fp32_scopes": sorted({scope(n) for n in outside} - {""}) + ["(top level)"],
+            "kept_fp16": list(keep_fp16),
             "rule": f"INT8 Q/DQ inside scopes {list(scopes)}; all other nodes FP32"}
 
 
