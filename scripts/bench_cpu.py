@@ -60,7 +60,7 @@ def main() -> None:
         table.add_row(name, str(r["threads"]), f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}",
                       f"{r['speedup_vs_torch']:.2f}", "-" if r["size_mb"] is None else f"{r['size_mb']:.1f}",
                       f"{r['peak_rss_mb']:.0f}")
-    Console().print(table)
+    Console(width=160).print(table)
     if args.json:
         atomic_write_json(args.json, {"machine": machine(), "rows": rows})
 

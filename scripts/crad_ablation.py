@@ -58,7 +58,7 @@ def main() -> None:
         m = r["mean"]
         table.add_row(name, f"{m['image_auroc']:.4f}", f"{m['pixel_auroc']:.4f}", f"{m['aupro']:.4f}",
                       f"{r['params_head'] / 1e6:.3f}", f"{r['gmacs_total']:.3f}", f"{r['train_seconds']:.0f}")
-    Console().print(table)
+    Console(width=160).print(table)
     print(f"wrote {summary}")
 
 

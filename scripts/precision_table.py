@@ -56,7 +56,7 @@ def main() -> None:
         drops = {k: 100 * (ref[k] - m[k]) for k in KEYS}
         out[name] = {"mean": m, "per_category": res["per_category"], "drop_points": drops}
         table.add_row(name, *[f"{m[k]:.4f}" for k in KEYS], *[f"{drops[k]:+.2f}" for k in KEYS])
-    Console().print(table)
+    Console(width=160).print(table)
     if args.json:
         atomic_write_json(args.json, out)
 

@@ -26,7 +26,9 @@ class OrtBackend(Backend):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         avail = ort.get_available_providers()
-        self.providers = [p for p in (providers or ["CPUExecutionProvider"]) if p in avail]
+        # CUDA when this onnxruntime build has it (onnxruntime-gpu on a GPU machine), else CPU. The
+        # TensorRT EP is opt-in: it would rebuild engines with its own precision flags.
+        self.providers = [p for p in (providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]) if p in avail]
         if not self.providers:
             raise EdgeadError(f"none of the execution providers {providers} is available here (have: {avail})")
         try:
