@@ -11,9 +11,15 @@ import json
 import os
 import platform
 import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+from edgead.data.preprocess import Preprocess
+from edgead.errors import EdgeadError
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
@@ -34,6 +40,49 @@ def measure(backend, batch: np.ndarray, warmup: int = 10, iters: int = 50) -> di
     stats["throughput_ips"] = 1e3 * len(batch) / stats["p50_ms"]
     stats["iters"], stats["warmup"], stats["batch"] = iters, warmup, len(batch)
     return stats
+
+
+def measure_in_subprocess(target: Path, backend: str, precision: str, threads: int, iters: int = 50,
+                          warmup: int = 10) -> dict:
+    """One (engine, threads) cell in a fresh process: ``python -m edgead.bench`` prints its JSON."""
+    cmd = [sys.executable, "-m", "edgead.bench", str(target), "--backend", backend, "--precision", precision,
+           "--threads", str(threads), "--iters", str(iters), "--warmup", str(warmup)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EdgeadError(f"{target}: benchmark of {backend}/{precision} failed: {last}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def preprocess_ms(pre: Preprocess, image: Path, iters: int = 20) -> dict:
+    """Host preprocessing of one real image (decode, colour, resize, scale), as the live path does it."""
+    from edgead.data.mvtec import open_image
+
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        pre(open_image(image))
+        times.append((time.perf_counter() - t) * 1e3)
+    return percentiles(times)
+
+
+def bench(bundle: Path, precision: str, backend: str = "onnxruntime", threads: int = 1, iters: int = 50,
+          reference: bool = True) -> dict:
+    """Engine vs torch reference side by side, plus host preprocessing; ratios from this one run."""
+    from edgead.bundle import Bundle
+
+    b = Bundle.load(bundle)
+    engine = measure_in_subprocess(bundle, backend, precision, threads, iters)
+    out = {"bundle": str(bundle), "precision": precision, "machine": machine(), "engine": engine}
+    image = next((Path(p) for p in b.meta["export"]["parity"]["images"] if Path(p).is_file()), None)
+    if image is not None:
+        out["preprocess"] = preprocess_ms(b.preprocess, image)
+    run = Path(b.meta["source"]["run"])
+    if reference and (run / "run.json").is_file():
+        ref = measure_in_subprocess(run, "torch", "fp32", threads, iters)
+        out["torch_reference"] = ref
+        out["speedup_vs_torch"] = ref["p50_ms"] / engine["p50_ms"]
+    return out
 
 
 def machine() -> dict:

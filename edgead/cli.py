@@ -257,6 +257,43 @@ def build(
     _write_json(json_out, {"bundle": str(bundle), "precision": key, **entry})
 
 
+@app.command("bench")
+@handle_errors
+def bench_(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+    precision: Annotated[str, typer.Option(help="fp32, fp16, int8-cpu, int8-tensorrt.")] = "fp32",
+    backend: Annotated[str, typer.Option(help="onnxruntime or tensorrt.")] = "onnxruntime",
+    threads: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 1,
+    iters: Annotated[int, typer.Option(min=5, help="Timed calls after warm-up.")] = 50,
+    budget_ms: Annotated[float | None, typer.Option(help="Fail (exit 1) when engine p50 exceeds this.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+) -> None:
+    """Latency of a bundle's graph (fresh process, warm-up, p50/p90/p99) next to the torch reference."""
+    from edgead.bench import bench
+
+    res = bench(bundle, precision, backend, threads, iters)
+    e, r = res["engine"], res.get("torch_reference")
+    table = Table(title=f"{bundle} ({precision}, {backend}, {threads} thread(s), batch {e['batch']})")
+    for col in ("stage", "p50 ms", "p90 ms", "p99 ms", "throughput img/s", "peak RSS MB"):
+        table.add_column(col)
+    if "preprocess" in res:
+        p = res["preprocess"]
+        table.add_row("host preprocessing (1 image)", f"{p['p50_ms']:.2f}", f"{p['p90_ms']:.2f}", f"{p['p99_ms']:.2f}",
+                      "", "")
+    table.add_row(f"{backend} {precision} (graph incl. post-processing)", f"{e['p50_ms']:.2f}", f"{e['p90_ms']:.2f}",
+                  f"{e['p99_ms']:.2f}", f"{e['throughput_ips']:.1f}", f"{e['peak_rss_mb']:.0f}")
+    if r:
+        table.add_row("torch eager reference", f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                      f"{r['throughput_ips']:.1f}", f"{r['peak_rss_mb']:.0f}")
+    stdout.print(table)
+    if r:
+        stdout.print(f"speed-up vs torch eager (p50, same run): {res['speedup_vs_torch']:.2f}x")
+    _write_json(json_out, res)
+    if budget_ms is not None and e["p50_ms"] > budget_ms:
+        console.print(f"[red]budget missed:[/] p50 {e['p50_ms']:.2f} ms > {budget_ms:g} ms")
+        raise typer.Exit(1)
+
+
 def main() -> None:
     sys.argv[1:] = normalize_argv(sys.argv[1:])
     app()

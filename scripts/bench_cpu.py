@@ -9,24 +9,15 @@ batch 1); ratios are against torch eager at the same thread count. Prints a tabl
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from edgead.bench import machine
+from edgead.bench import machine, measure_in_subprocess
 from edgead.bundle import Bundle
 from edgead.fileio import atomic_write_json
-
-
-def cell(target: Path, backend: str, precision: str, threads: int, iters: int) -> dict:
-    cmd = [sys.executable, "-m", "edgead.bench", str(target), "--backend", backend, "--precision", precision,
-           "--threads", str(threads), "--iters", str(iters)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -44,7 +35,7 @@ def main() -> None:
     for threads in args.threads:
         for backend, precision in engines:
             target = args.run if backend == "torch" else args.bundle
-            r = cell(target, backend, precision, threads, args.iters)
+            r = measure_in_subprocess(target, backend, precision, threads, args.iters)
             r["size_mb"] = None if backend == "torch" else (args.bundle / b.meta["files"][precision]["path"]).stat(
             ).st_size / 1e6
             rows.append(r)

@@ -93,3 +93,15 @@ def test_eval_bundle_on_ort_matches_torch_reference(bundle, trained_run, tiny_re
     for cat, m in ref["per_category"].items():
         for k in ("image_auroc", "pixel_auroc", "aupro"):
             assert got["per_category"][cat][k] == pytest.approx(m[k], abs=1e-3), (cat, k)
+
+
+def test_bench_reports_side_by_side_and_enforces_budget(bundle, tmp_path):
+    js = tmp_path / "bench.json"
+    r = CliRunner().invoke(app, ["bench", str(bundle), "--iters", "5", "--json", str(js)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(js.read_text())
+    for key in ("engine", "torch_reference", "preprocess", "machine"):
+        assert key in res, key
+    assert res["engine"]["p50_ms"] > 0 and res["speedup_vs_torch"] > 0 and res["engine"]["iters"] == 5
+    r = CliRunner().invoke(app, ["bench", str(bundle), "--iters", "5", "--budget-ms", "0.0001", "--json", str(js)])
+    assert r.exit_code == 1 and "budget missed" in r.output
