@@ -83,6 +83,7 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Run folder to write (resumes if interrupted).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (model default if omitted).")] = None,
     batch_size: Annotated[int | None, typer.Option(min=2)] = None,
+    lr_step: Annotated[int | None, typer.Option(min=1, help="Epochs per learning-rate step (x0.1).")] = None,
     image_size: Annotated[str, typer.Option(help="H or 'H W' (multiples of 32), e.g. 256 or 256 320.")] = "256",
     size: Annotated[str | None, typer.Option(help="Model size preset, e.g. edge or paper.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Model config override key=value (repeat).")] = None,
@@ -114,7 +115,7 @@ def train(
     info = run_train(TrainRequest(model=model, data=data, out=out, categories=category or None,
                                   image_size=parse_size(image_size), epochs=epochs, batch_size=batch_size,
                                   seed=seed, holdout=holdout, model_config=cfg, max_per_category=max_per_category,
-                                  force=force))
+                                  train_overrides={"lr_step": lr_step} if lr_step else {}, force=force))
     table = Table(title=f"{out} ({info['model']})")
     for col in ("category", "threshold", "center", "held-out normals"):
         table.add_column(col)
