@@ -249,6 +249,10 @@ def build(
     table.add_row("file", entry["path"])
     table.add_row("size MB", f"{(bundle / entry['path']).stat().st_size / 1e6:.2f}")
     for k, v in entry.get("report", {}).items():
+        if k == "fallback":
+            steps = ", ".join(f"{h['kept_fp16']} kept: {h['drop_points']:+.2f}" for h in v["history"])
+            v = (f"{'within' if v['budget_met'] else 'OVER'} budget {v['max_drop_points']} AUROC points on "
+                 f"{v['n_images']} held-out images ({steps})")
         table.add_row(k, str(v))
     ready = entry.get("tensorrt_readiness", {})
     if ready:

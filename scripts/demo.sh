@@ -10,12 +10,14 @@ mkdir -p "$WORK"
 if [ -n "${EDGEAD_DATA:-}" ]; then
   DATA=$EDGEAD_DATA
   EPOCHS=${EPOCHS:-50}
+  CALIB=${CALIB_COUNT:-64}
   CATS=()
   for c in ${CATEGORIES:-}; do CATS+=(--category "$c"); done
   echo "demo: real data at $DATA (${CATEGORIES:-all categories}), $EPOCHS epochs"
 else
   DATA=$WORK/synthetic-data
   EPOCHS=${EPOCHS:-4}
+  CALIB=${CALIB_COUNT:-16}
   CATS=()
   .venv/bin/python -c "from edgead.data.synth import make_dataset; make_dataset('$DATA')"
   echo "demo: no EDGEAD_DATA given; synthetic textures in $DATA (not an accuracy benchmark), $EPOCHS epochs"
@@ -23,4 +25,10 @@ fi
 "$EDGEAD" train --model "$MODEL" --data "$DATA" "${CATS[@]}" --epochs "$EPOCHS" --out "$WORK/$MODEL" \
   --json "$WORK/$MODEL.train.json"
 "$EDGEAD" eval "$WORK/$MODEL" --data "$DATA" --json "$WORK/$MODEL.eval.json"
-echo "demo: metrics in $WORK/$MODEL.eval.json, overlays in $WORK/$MODEL/eval/overlays/"
+# Deployment path: bundle (FP32 graph, parity-checked), INT8 graph (CPU recipe), the same metrics on ONNX Runtime.
+"$EDGEAD" export "$WORK/$MODEL" --out "$WORK/$MODEL-bundle" --data "$DATA"
+"$EDGEAD" build "$WORK/$MODEL-bundle" --precision int8 --calib-count "$CALIB" --data "$DATA" --json "$WORK/$MODEL.build-int8.json"
+"$EDGEAD" eval "$WORK/$MODEL-bundle" --precision int8-cpu --data "$DATA" --json "$WORK/$MODEL.eval-int8.json"
+"$EDGEAD" bench "$WORK/$MODEL-bundle" --precision int8-cpu --json "$WORK/$MODEL.bench-int8.json"
+echo "demo: metrics in $WORK/$MODEL.eval.json (torch) and $WORK/$MODEL.eval-int8.json (ONNX Runtime INT8),"
+echo "      overlays in $WORK/$MODEL/eval/overlays/, bundle in $WORK/$MODEL-bundle/"
