@@ -28,6 +28,7 @@ class BuildRequest:
     backend: str = "onnxruntime"
     recipe: str | None = None  # int8: tensorrt | cpu (default: cpu on onnxruntime, tensorrt on tensorrt)
     method: str | None = None
+    synthetic_fraction: float | None = None
     count: int | None = None
     seed: int | None = None
     data: Path | None = None
@@ -88,7 +89,8 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
             if recipe_name not in recipes["recipes"]:
                 raise EdgeadError(f"recipe {recipe_name!r} not in {req.recipes_file or 'calibration/recipes.yaml'}; "
                                   f"choose {', '.join(recipes['recipes'])}")
-            settings = CalibSettings.from_recipes(recipes, method=req.method, count=req.count, seed=req.seed)
+            settings = CalibSettings.from_recipes(recipes, method=req.method, count=req.count, seed=req.seed,
+                                                 synthetic_fraction=req.synthetic_fraction)
             data, man = calibration_set(b, settings, req.data)
             args = (src, tmp_dst, recipe_name, recipes["recipes"][recipe_name], settings, data, b.input_name,
                     b.input_shape[0], scopes["int8"], Path(tmp) / "work")
@@ -147,8 +149,8 @@ def calibration_set(b: Bundle, settings: CalibSettings, data: Path | None):
     man_path, cache = cdir / "manifest.json", cdir / "calib.npz"
     if man_path.is_file() and cache.is_file():
         man = read_json(man_path)
-        same = {k: v for k, v in man["settings"].items() if k in ("count", "seed")} == \
-            {"count": settings.count, "seed": settings.seed}
+        keys = ("count", "seed", "synthetic_fraction")
+        same = {k: man["settings"].get(k, 0.0) for k in keys} == {k: getattr(settings, k) for k in keys}
         if same and Path(man["root"]) == root.resolve():
             check_manifest(man, root)
             man["settings"] = settings.__dict__
@@ -156,6 +158,6 @@ def calibration_set(b: Bundle, settings: CalibSettings, data: Path | None):
     samples = select(root, b.meta["categories"], set(b.meta["data"].get("holdout_files", [])),
                      settings.count, settings.seed)
     man = manifest(samples, settings, b.preprocess, root.resolve())
-    x = build_cache(samples, b.preprocess, b.input_name, cache)
+    x = build_cache(samples, b.preprocess, b.input_name, cache, settings)
     atomic_write_json(man_path, man)
     return x, man

@@ -42,10 +42,13 @@ class CalibSettings:
     percentile: float = 99.99
     num_bins: int = 2048
     num_quantized_bins: int = 128
+    synthetic_fraction: float = 0.0  # share of the set given drawn defects (activation ranges of anomalies)
 
     @classmethod
     def from_recipes(cls, recipes: dict, **overrides) -> CalibSettings:
         d = {**recipes.get("defaults", {}), **{k: v for k, v in overrides.items() if v is not None}}
+        if not 0.0 <= float(d.get("synthetic_fraction", 0.0)) <= 1.0:
+            raise EdgeadError(f"synthetic_fraction {d['synthetic_fraction']}: expected a share between 0 and 1")
         if d.get("method") not in ("minmax", "entropy", "percentile"):
             raise EdgeadError(f"calibration method {d.get('method')!r}: choose minmax, entropy or percentile")
         return cls(**d)
@@ -73,9 +76,16 @@ def manifest(samples: list[mvtec.Sample], settings: CalibSettings, pre: Preproce
                        "sha256": sha256_file(s.path)} for s in samples]}
 
 
-def build_cache(samples: list[mvtec.Sample], pre: Preprocess, input_name: str, path: Path) -> np.ndarray:
-    """Preprocess the set once and cache it as ``.npz`` keyed by the graph's input name."""
+def build_cache(samples: list[mvtec.Sample], pre: Preprocess, input_name: str, path: Path,
+                settings: CalibSettings | None = None) -> np.ndarray:
+    """Preprocess the set once (optionally drawing defects on a seeded share) and cache it as ``.npz``."""
     x = mvtec.load_images(samples, pre)
+    if settings and settings.synthetic_fraction > 0:
+        from edgead.data.synth import paint_defects
+
+        idx = np.random.default_rng(settings.seed).permutation(len(x))[: round(settings.synthetic_fraction * len(x))]
+        painted, _ = paint_defects(np.stack([pre.denormalize(x[i]) for i in idx]), settings.seed)
+        x[idx] = np.stack([pre.normalize(p) for p in painted])
     buf = io.BytesIO()
     np.savez(buf, **{input_name: x})
     atomic_write_bytes(path, buf.getvalue())

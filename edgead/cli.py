@@ -214,6 +214,8 @@ def build(
     calib_method: Annotated[str | None, typer.Option(help="minmax, entropy or percentile.")] = None,
     calib_count: Annotated[int | None, typer.Option(min=1, help="Calibration images (class-balanced).")] = None,
     calib_seed: Annotated[int | None, typer.Option(help="Seed of the calibration choice.")] = None,
+    calib_synthetic: Annotated[float | None, typer.Option(help="Share of calibration images given drawn "
+                                                          "defects (0-1).")] = None,
     data: Annotated[Path | None, typer.Option(help="Data root (default: the run's).")] = None,
     workspace: Annotated[Path, typer.Option(help="Where runs live (for --model).")] = Path("runs"),
     out: Annotated[Path | None, typer.Option(help="Bundle folder when TARGET is a run (default RUN/bundle).")] = None,
@@ -240,7 +242,8 @@ def build(
     else:
         bundle = target
     entry = run_build(BuildRequest(bundle=bundle, precision=precision, backend=backend, recipe=recipe,
-                                   method=calib_method, count=calib_count, seed=calib_seed, data=data, force=force,
+                                   method=calib_method, count=calib_count, seed=calib_seed,
+                                   synthetic_fraction=calib_synthetic, data=data, force=force,
                                    max_drop=max_drop if precision == "int8" else None))
     key = precision_key(precision, recipe, backend)
     table = Table(title=f"{bundle}: {key} ({backend})")

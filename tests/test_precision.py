@@ -206,3 +206,19 @@ def test_fallback_keeps_worst_nodes_in_fp16_until_budget(bundle, tmp_path):
     # A generous budget keeps everything in INT8.
     ok = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", count=8, max_drop=100.0, force=True))
     assert ok["report"]["fallback"]["budget_met"] and ok["report"]["kept_fp16"] == []
+
+
+def test_calibration_with_synthetic_defects_changes_the_set(bundle, tmp_path):
+    from edgead.calibration import load_cache
+
+    caches = {}
+    for frac in (0.0, 0.5):
+        b = tmp_path / f"s{frac}"
+        shutil.copytree(bundle, b, ignore=shutil.ignore_patterns("calibration", "*.int8-*"))
+        build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", method="minmax", count=6,
+                           synthetic_fraction=frac))
+        caches[frac] = load_cache(b / "calibration" / "calib.npz", "image")
+        man = json.loads((b / "calibration" / "manifest.json").read_text())
+        assert man["settings"]["synthetic_fraction"] == frac
+    changed = [not np.array_equal(a, c) for a, c in zip(caches[0.0], caches[0.5], strict=True)]
+    assert sum(changed) == 3  # half of the six images carry a drawn defect, the rest are untouched
