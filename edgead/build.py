@@ -114,7 +114,7 @@ def fallback(b: Bundle, args: tuple, calib: np.ndarray, max_drop: float) -> dict
     from edgead.backends.onnxruntime import OrtBackend
     from edgead.precision.int8 import to_int8
     from edgead.precision.rules import split_nodes
-    from edgead.precision.sensitivity import holdout_split, mean_auroc, rank_nodes
+    from edgead.precision.sensitivity import SPLIT_SHIFT, holdout_split, mean_auroc, rank_nodes
 
     src, dst, work, batch = args[0], args[1], args[-1], b.input_shape[0]
     images, labels, cats = holdout_split(b.meta, b.preprocess)
@@ -137,7 +137,7 @@ def fallback(b: Bundle, args: tuple, calib: np.ndarray, max_drop: float) -> dict
             to_int8(*args, keep_fp16=kept)
             history.append({"kept_fp16": len(kept), "drop_points": drop()})
             k *= 2
-    return {"split": "held-out normals + the same images with drawn defects", "n_images": int(n),
+    return {"split": f"held-out normals + the same images with faint drawn defects (shift {SPLIT_SHIFT})", "n_images": int(n),
             "fp32_image_auroc": ref, "max_drop_points": max_drop, "history": history,
             "budget_met": history[-1]["drop_points"] <= max_drop, "kept_fp16": kept}
 

@@ -27,7 +27,7 @@ def _texture(rng: np.random.Generator, size: int, kind: int) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _defect(rng: np.random.Generator, img: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+def _defect(rng: np.random.Generator, img: np.ndarray, kind: str, shift: int = 90) -> tuple[np.ndarray, np.ndarray]:
     """Draw a scratch or a spot on a uint8 image (H, W) or (H, W, C); returns (image, mask 0/255)."""
     size = min(img.shape[:2])
     mask = Image.new("L", (img.shape[1], img.shape[0]), 0)
@@ -44,17 +44,17 @@ def _defect(rng: np.random.Generator, img: np.ndarray, kind: str) -> tuple[np.nd
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
     m = np.asarray(mask) > 127
     out = img.astype(np.int16)
-    shift = 90 if rng.random() < 0.5 else -90
-    out[m] = np.clip(out[m] + shift, 0, 255)
+    out[m] = np.clip(out[m] + (shift if rng.random() < 0.5 else -shift), 0, 255)
     return out.astype(np.uint8), (m * 255).astype(np.uint8)
 
 
-def paint_defects(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Drawn defects on copies of uint8 images (N, H, W, C): a labelled split without real defects."""
+def paint_defects(images: np.ndarray, seed: int = 0, shift: int = 90) -> tuple[np.ndarray, np.ndarray]:
+    """Drawn defects (grey-level ``shift``) on copies of uint8 images (N, H, W, C): a labelled split
+    without real defects."""
     rng = np.random.default_rng(seed)
     out, masks = [], []
     for i, img in enumerate(images):
-        d, m = _defect(rng, img, DEFECTS[i % len(DEFECTS)])
+        d, m = _defect(rng, img, DEFECTS[i % len(DEFECTS)], shift)
         out.append(d)
         masks.append(m > 127)
     return np.stack(out), np.stack(masks)
