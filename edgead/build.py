@@ -137,7 +137,8 @@ def fallback(b: Bundle, args: tuple, calib: np.ndarray, max_drop: float) -> dict
             to_int8(*args, keep_fp16=kept)
             history.append({"kept_fp16": len(kept), "drop_points": drop()})
             k *= 2
-    return {"split": f"held-out normals + the same images with faint drawn defects (shift {SPLIT_SHIFT})", "n_images": int(n),
+    return {"split": f"held-out normals + the same images with faint drawn defects (shift {SPLIT_SHIFT})",
+            "n_images": int(n),
             "fp32_image_auroc": ref, "max_drop_points": max_drop, "history": history,
             "budget_met": history[-1]["drop_points"] <= max_drop, "kept_fp16": kept}
 
