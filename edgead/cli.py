@@ -217,6 +217,8 @@ def build(
     calib_synthetic: Annotated[float | None, typer.Option(help="Share of calibration images given drawn "
                                                           "defects (0-1).")] = None,
     data: Annotated[Path | None, typer.Option(help="Data root (default: the run's).")] = None,
+    recipes: Annotated[Path | None, typer.Option(help="Calibration recipes YAML (default calibration/recipes.yaml).")
+                       ] = None,
     workspace: Annotated[Path, typer.Option(help="Where runs live (for --model).")] = Path("runs"),
     out: Annotated[Path | None, typer.Option(help="Bundle folder when TARGET is a run (default RUN/bundle).")] = None,
     max_drop: Annotated[float | None, typer.Option(help="INT8: max image-AUROC points lost on the held-out "
@@ -243,7 +245,7 @@ def build(
         bundle = target
     entry = run_build(BuildRequest(bundle=bundle, precision=precision, backend=backend, recipe=recipe,
                                    method=calib_method, count=calib_count, seed=calib_seed,
-                                   synthetic_fraction=calib_synthetic, data=data, force=force,
+                                   synthetic_fraction=calib_synthetic, data=data, recipes_file=recipes, force=force,
                                    max_drop=max_drop if precision == "int8" else None))
     key = precision_key(precision, recipe, backend)
     table = Table(title=f"{bundle}: {key} ({backend})")
