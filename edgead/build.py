@@ -54,7 +54,7 @@ def build(req: BuildRequest) -> dict:
     src = b.onnx("fp32")
     entry = b.meta["files"].get(key)
     dst = b.path / onnx_name(key)
-    if entry and dst.is_file() and not req.force and req.method in (None, entry.get("report", {}).get("method")):
+    if entry and dst.is_file() and not req.force and _same_settings(entry, req):
         out = entry
     elif req.precision == "fp32":
         out = b.meta["files"]["fp32"]
@@ -70,6 +70,17 @@ def build(req: BuildRequest) -> dict:
 
         out = {**out, "engine": build_engine(Bundle.load(req.bundle), key, force=req.force)}
     return out
+
+
+def _same_settings(entry: dict, req: BuildRequest) -> bool:
+    """Whether an existing graph was built with every setting this request names (None = any)."""
+    if req.precision != "int8":
+        return True
+    have = entry.get("calibration", {}).get("settings", {})
+    want = {"method": req.method, "count": req.count, "seed": req.seed, "synthetic_fraction": req.synthetic_fraction}
+    fb = entry.get("report", {}).get("fallback")
+    same_drop = req.max_drop is None or (fb is not None and fb["max_drop_points"] == req.max_drop)
+    return same_drop and all(v is None or have.get(k) == v for k, v in want.items())
 
 
 def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:

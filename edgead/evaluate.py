@@ -58,9 +58,11 @@ def open_target(req: EvalRequest) -> tuple[Backend, dict, Path]:
 def per_defect_auroc(samples, scores: np.ndarray) -> dict[str, float]:
     """Image AUROC of each defect type against the good images of the same category."""
     kinds = np.array([s.defect for s in samples])
-    good = kinds == mvtec.GOOD
-    return {d: auroc(scores[good | (kinds == d)], (kinds == d)[good | (kinds == d)])
-            for d in sorted(set(kinds) - {mvtec.GOOD})}
+    out = {}
+    for d in sorted(set(kinds) - {mvtec.GOOD}):
+        pick = (kinds == mvtec.GOOD) | (kinds == d)
+        out[d] = auroc(scores[pick], kinds[pick] == d)
+    return out
 
 
 def evaluate(req: EvalRequest) -> dict:

@@ -50,7 +50,6 @@ def parity_samples(info: dict, data: Path | None, n: int) -> list[mvtec.Sample]:
     """Real images for checks: held-out normals and labelled defects of every category."""
     root = Path(data or info["data"]["root"])
     cats = info["data"]["categories"]
-    held = [Path(p) for p in info["data"].get("holdout_files", [])]
     per_cat = max(1, n // (2 * len(cats)))
     out: list[mvtec.Sample] = []
     try:
@@ -58,8 +57,8 @@ def parity_samples(info: dict, data: Path | None, n: int) -> list[mvtec.Sample]:
     except EdgeadError as e:
         raise EdgeadError(f"{e}; pass --data ROOT with the run's categories for the parity check") from None
     for cat in cats:
-        normals = [mvtec.Sample(p, cat, mvtec.GOOD) for p in held if p.parent.parent.parent.name == cat]
-        normals = [s for s in normals if s.path.is_file()] or [s for s in test if s.category == cat and not s.label]
+        held = [s for s in mvtec.holdout_samples(info["data"].get("holdout_files", []), cat) if s.path.is_file()]
+        normals = held or [s for s in test if s.category == cat and not s.label]
         defects = [s for s in test if s.category == cat and s.label]
         out += normals[:per_cat] + defects[:: max(1, len(defects) // per_cat)][:per_cat]
     return out

@@ -222,3 +222,13 @@ def test_calibration_with_synthetic_defects_changes_the_set(bundle, tmp_path):
         assert man["settings"]["synthetic_fraction"] == frac
     changed = [not np.array_equal(a, c) for a, c in zip(caches[0.0], caches[0.5], strict=True)]
     assert sum(changed) == 3  # half of the six images carry a drawn defect, the rest are untouched
+
+
+def test_rebuild_when_named_calibration_settings_change(bundle, tmp_path):
+    b = tmp_path / "rb"
+    shutil.copytree(bundle, b, ignore=shutil.ignore_patterns("calibration", "*.int8-*"))
+    first = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", method="minmax", count=8))
+    again = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt"))  # names nothing: reuse
+    assert again["sha256"] == first["sha256"]
+    other = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", method="minmax", count=6))
+    assert other["calibration"]["n_files"] == 6 and other["sha256"] != first["sha256"]

@@ -86,6 +86,11 @@ def discover(root: str | Path, categories: Sequence[str] | None = None, split: s
     return samples
 
 
+def holdout_samples(files: Iterable[str | Path], category: str) -> list[Sample]:
+    """A run's held-out normals of ``category`` (paths ``<root>/<category>/train/good/<file>``)."""
+    return [Sample(Path(p), category, GOOD) for p in files if Path(p).parent.parent.parent.name == category]
+
+
 def open_image(path: Path) -> Image.Image:
     """Open and fully decode an image, or raise a one-line error naming it."""
     try:

@@ -30,8 +30,7 @@ def holdout_split(meta: dict, pre: Preprocess, per_category: int = 32, seed: int
     """(images, labels, categories): held-out normals + the same normals with faint drawn defects."""
     images, labels, cats = [], [], []
     for cat in meta["categories"]:
-        files = [Path(p) for p in meta["data"]["holdout_files"] if Path(p).parent.parent.parent.name == cat]
-        samples = [mvtec.Sample(p, cat, mvtec.GOOD) for p in files[:per_category]]
+        samples = mvtec.holdout_samples(meta["data"]["holdout_files"], cat)[:per_category]
         if not samples:
             continue
         good = mvtec.load_images(samples, pre)
