@@ -66,23 +66,83 @@ def preprocess_ms(pre: Preprocess, image: Path, iters: int = 20) -> dict:
     return percentiles(times)
 
 
-def bench(bundle: Path, precision: str, backend: str = "onnxruntime", threads: int = 1, iters: int = 50,
-          reference: bool = True) -> dict:
-    """Engine vs torch reference side by side, plus host preprocessing; ratios from this one run."""
+def postprocess_ms(bundle, iters: int = 50) -> dict:
+    """Host work after the graph for one image: normalised score, decision, thresholded defect mask."""
+    _, _, h, w = bundle.input_shape
+    rng = np.random.default_rng(0)
+    amap, score = rng.random((1, 1, h, w), np.float32), rng.random(1, np.float32)
+    norm = next(iter(bundle.meta["normalization"].values()))
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        s = (float(score[0]) - norm["center"]) / norm["scale"]
+        _ = s >= 1.0, amap[0, 0] >= norm["pixel_threshold"]
+        times.append((time.perf_counter() - t) * 1e3)
+    return percentiles(times)
+
+
+def bench(bundle: Path, precisions: str | list[str], backend: str = "onnxruntime", threads: int = 1, iters: int = 50,
+          reference: bool = True, save: bool = True) -> dict:
+    """Engines vs the torch reference side by side (each in a fresh process), plus host pre/post-processing;
+    the ratios come from this one run. Saved in the bundle as ``reports/bench.json``."""
     from edgead.bundle import Bundle
+    from edgead.fileio import atomic_write_json
 
     b = Bundle.load(bundle)
-    engine = measure_in_subprocess(bundle, backend, precision, threads, iters)
-    out = {"bundle": str(bundle), "precision": precision, "machine": machine(), "engine": engine}
+    precisions = [precisions] if isinstance(precisions, str) else list(precisions)
+    engines = {f"{backend} {p}": measure_in_subprocess(bundle, backend, p, threads, iters) for p in precisions}
+    out = {"bundle": str(bundle), "precisions": precisions, "backend": backend, "threads": threads,
+           "batch": b.input_shape[0], "input_shape": list(b.input_shape), "machine": machine(), "engines": engines,
+           "note": "engine = the bundle graph incl. in-graph post-processing (map smoothing, image score)"}
     image = next((Path(p) for p in b.meta["export"]["parity"]["images"] if Path(p).is_file()), None)
     if image is not None:
         out["preprocess"] = preprocess_ms(b.preprocess, image)
+    out["postprocess"] = postprocess_ms(b)
     run = Path(b.meta["source"]["run"])
     if reference and (run / "run.json").is_file():
         ref = measure_in_subprocess(run, "torch", "fp32", threads, iters)
         out["torch_reference"] = ref
-        out["speedup_vs_torch"] = ref["p50_ms"] / engine["p50_ms"]
+        out["speedup_vs_torch"] = {k: ref["p50_ms"] / e["p50_ms"] for k, e in engines.items()}
+    if save:
+        atomic_write_json(b.path / "reports" / "bench.json", out)
     return out
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace").strip("\x00 \n")
+    except OSError:
+        return None
+
+
+def _cmd(args: list[str]) -> str | None:
+    import shutil
+
+    if not shutil.which(args[0]):
+        return None
+    try:
+        r = subprocess.run(args, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (r.stdout or r.stderr).strip() or None
+
+
+def jetson_facts() -> dict | None:
+    """Jetson model, L4T release, power mode, clocks and temperatures; None when not on a Jetson."""
+    release = _read("/etc/nv_tegra_release")
+    model = _read("/proc/device-tree/model")
+    if release is None and not (model and "jetson" in model.lower()):
+        return None
+    temps = {}
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+        t = _read(str(zone / "temp"))
+        if t and t.lstrip("-").isdigit():
+            temps[_read(str(zone / "type")) or zone.name] = int(t) / 1000
+    gpu_freq = next((_read(str(p)) for p in Path("/sys/devices").glob("**/devfreq/*gpu*/cur_freq")), None)
+    return {"model": model, "l4t": release.splitlines()[0] if release else None,
+            "power_mode": _cmd(["nvpmodel", "-q"]), "jetson_clocks": _cmd(["jetson_clocks", "--show"]),
+            "gpu_cur_freq_hz": gpu_freq, "temperatures_c": temps}
 
 
 def machine() -> dict:
@@ -92,7 +152,24 @@ def machine() -> dict:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
+    facts = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
+             "gpu": _cmd(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])}
+    try:
+        import onnxruntime
+
+        facts["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    try:  # lazily: TensorRT is only on the device
+        import tensorrt
+
+        facts["tensorrt"] = tensorrt.__version__
+    except ImportError:
+        facts["tensorrt"] = None
+    jetson = jetson_facts()
+    if jetson:
+        facts["jetson"] = jetson
+    return facts
 
 
 def main() -> None:

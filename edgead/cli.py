@@ -267,40 +267,90 @@ def build(
     _write_json(json_out, {"bundle": str(bundle), "precision": key, **entry})
 
 
+@app.command()
+@handle_errors
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+    precision: Annotated[str, typer.Option(help="fp32, fp16, int8 (or int8-cpu / int8-tensorrt).")] = "fp32",
+    backend: Annotated[str, typer.Option(help="onnxruntime (here) or tensorrt (on the Jetson).")] = "onnxruntime",
+    data: Annotated[Path | None, typer.Option(help="Labelled data root (to make the reference or check inputs).")
+                    ] = None,
+    gates: Annotated[Path | None, typer.Option(help="YAML overriding gate limits (see edgead.verify.gates).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result as JSON.")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report.")] = None,
+    per_category: Annotated[int, typer.Option(min=2, help="Reference images per category (half good).")] = 48,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads.")] = None,
+    remake_reference: Annotated[bool, typer.Option(help="Recompute the PyTorch reference outputs.")] = False,
+) -> None:
+    """Layered parity (L0 structure .. L4 task) of a bundle graph against the PyTorch reference; exit 1 on a fail."""
+    from edgead.verify import VerifyRequest
+    from edgead.verify import verify as run_verify
+
+    res = run_verify(VerifyRequest(bundle=bundle, precision=precision, backend=backend, data=data, gates_file=gates,
+                                   json_out=json_out, html_out=html_out, per_category=per_category, threads=threads,
+                                   remake_reference=remake_reference))
+    table = Table(title=f"{bundle}: {res['precision']} on {backend} vs PyTorch FP32 "
+                        f"({res['n_images']} images: {res['n_good']} good, {res['n_defect']} defective)")
+    for col in ("level", "gate", "category", "value", "limit", "status"):
+        table.add_column(col)
+    for r in res["gates"]:
+        status = {True: "[green]pass", False: "[red]FAIL", None: "[dim]report"}[r["passed"]]
+        lim = "" if r["limit"] is None else ("<= " if r.get("op") == "max" else ">= ") + _fmt(r["limit"])
+        table.add_row(r["level"], r["gate"], r["category"], _fmt(r["value"]), lim, status)
+    stdout.print(table)
+    for r in res["failed"]:
+        w = r.get("worst") or {}
+        where = w.get("file") or ", ".join(f["file"] for f in w.get("flipped", [])[:3])
+        console.print(f"[red]failed[/] {r['level']} {r['gate']} [{r['category']}]: {_fmt(r['value'])} vs limit "
+                      f"{_fmt(r['limit'])}" + (f"; worst: {where}" if where else ""), highlight=False, soft_wrap=True)
+    c = res.get("culprits", {})
+    for row in c.get("top", [])[:3]:
+        console.print(f"culprit: {row['tensor']} (from {row['producer']}): SQNR {row['sqnr_in_db']:.1f} -> "
+                      f"{row['sqnr_out_db']:.1f} dB", highlight=False, soft_wrap=True)
+    console.print(f"{'[green]PASS' if res['passed'] else '[red]FAIL'}[/] report {res['report_json']}"
+                  + (f", {html_out}" if html_out else ""))
+    if not res["passed"]:
+        raise typer.Exit(1)
+
+
 @app.command("bench")
 @handle_errors
 def bench_(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
-    precision: Annotated[str, typer.Option(help="fp32, fp16, int8-cpu, int8-tensorrt.")] = "fp32",
+    precision: Annotated[list[str] | None, typer.Option(help="fp32, fp16, int8-cpu, int8-tensorrt (repeat).")
+                         ] = None,
     backend: Annotated[str, typer.Option(help="onnxruntime or tensorrt.")] = "onnxruntime",
     threads: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 1,
     iters: Annotated[int, typer.Option(min=5, help="Timed calls after warm-up.")] = 50,
-    budget_ms: Annotated[float | None, typer.Option(help="Fail (exit 1) when engine p50 exceeds this.")] = None,
+    budget_ms: Annotated[float | None, typer.Option(help="Fail (exit 1) when an engine's p50 exceeds this.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
 ) -> None:
-    """Latency of a bundle's graph (fresh process, warm-up, p50/p90/p99) next to the torch reference."""
+    """Latency of bundle graphs (fresh process each, warm-up, p50/p90/p99) next to the torch reference."""
     from edgead.bench import bench
 
-    res = bench(bundle, precision, backend, threads, iters)
-    e, r = res["engine"], res.get("torch_reference")
-    table = Table(title=f"{bundle} ({precision}, {backend}, {threads} thread(s), batch {e['batch']})")
-    for col in ("stage", "p50 ms", "p90 ms", "p99 ms", "throughput img/s", "peak RSS MB"):
+    res = bench(bundle, precision or ["fp32"], backend, threads, iters)
+    table = Table(title=f"{bundle} ({backend}, {threads} thread(s), batch {res['batch']})")
+    for col in ("stage", "p50 ms", "p90 ms", "p99 ms", "throughput img/s", "peak RSS MB", "speed-up vs torch"):
         table.add_column(col)
+
+    def row(name: str, p: dict, extra: bool = False, ratio: str = "") -> None:
+        table.add_row(name, f"{p['p50_ms']:.2f}", f"{p['p90_ms']:.2f}", f"{p['p99_ms']:.2f}",
+                      f"{p['throughput_ips']:.1f}" if extra else "", f"{p['peak_rss_mb']:.0f}" if extra else "", ratio)
+
     if "preprocess" in res:
-        p = res["preprocess"]
-        table.add_row("host preprocessing (1 image)", f"{p['p50_ms']:.2f}", f"{p['p90_ms']:.2f}", f"{p['p99_ms']:.2f}",
-                      "", "")
-    table.add_row(f"{backend} {precision} (graph incl. post-processing)", f"{e['p50_ms']:.2f}", f"{e['p90_ms']:.2f}",
-                  f"{e['p99_ms']:.2f}", f"{e['throughput_ips']:.1f}", f"{e['peak_rss_mb']:.0f}")
-    if r:
-        table.add_row("torch eager reference", f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}",
-                      f"{r['throughput_ips']:.1f}", f"{r['peak_rss_mb']:.0f}")
+        row("host preprocessing (1 image)", res["preprocess"])
+    ref = res.get("torch_reference")
+    for name, e in res["engines"].items():
+        row(f"{name} (graph incl. post-processing)", e, True, f"{res['speedup_vs_torch'][name]:.2f}x" if ref else "")
+    row("host post-processing (decision, mask)", res["postprocess"])
+    if ref:
+        row("torch eager reference", ref, True, "1.00x")
     stdout.print(table)
-    if r:
-        stdout.print(f"speed-up vs torch eager (p50, same run): {res['speedup_vs_torch']:.2f}x")
     _write_json(json_out, res)
-    if budget_ms is not None and e["p50_ms"] > budget_ms:
-        console.print(f"[red]budget missed:[/] p50 {e['p50_ms']:.2f} ms > {budget_ms:g} ms")
+    slow = {k: e["p50_ms"] for k, e in res["engines"].items() if budget_ms is not None and e["p50_ms"] > budget_ms}
+    for k, v in slow.items():
+        console.print(f"[red]budget missed:[/] {k} p50 {v:.2f} ms > {budget_ms:g} ms")
+    if slow:
         raise typer.Exit(1)
 
 

@@ -84,8 +84,10 @@ def normalization(maps: np.ndarray, scores: np.ndarray) -> dict:
     thr = float(np.quantile(scores, THRESHOLD_QUANTILE))
     px_center = float(np.median(maps))
     px_thr = float(np.quantile(maps, PIXEL_QUANTILE))
-    return {"threshold": thr, "center": center, "scale": max(thr - center, 1e-12),
-            "pixel_threshold": px_thr, "pixel_center": px_center, "pixel_scale": max(px_thr - px_center, 1e-12),
+    # Scale floor: 1 % of the centre, for runs with too few held-out normals to have a spread (one image).
+    return {"threshold": thr, "center": center, "scale": max(thr - center, 0.01 * abs(center), 1e-12),
+            "pixel_threshold": px_thr, "pixel_center": px_center,
+            "pixel_scale": max(px_thr - px_center, 0.01 * abs(px_center), 1e-12),
             "n_images": int(len(scores)),
             "rule": f"threshold = q{THRESHOLD_QUANTILE} of held-out normal scores; "
                     f"pixel_threshold = q{PIXEL_QUANTILE} of their map pixels"}

@@ -29,6 +29,11 @@ fi
 "$EDGEAD" export "$WORK/$MODEL" --out "$WORK/$MODEL-bundle" --data "$DATA"
 "$EDGEAD" build "$WORK/$MODEL-bundle" --precision int8 --calib-count "$CALIB" --data "$DATA" --json "$WORK/$MODEL.build-int8.json"
 "$EDGEAD" eval "$WORK/$MODEL-bundle" --precision int8-cpu --data "$DATA" --json "$WORK/$MODEL.eval-int8.json"
-"$EDGEAD" bench "$WORK/$MODEL-bundle" --precision int8-cpu --json "$WORK/$MODEL.bench-int8.json"
+"$EDGEAD" bench "$WORK/$MODEL-bundle" --precision fp32 --precision int8-cpu --json "$WORK/$MODEL.bench-int8.json"
+# Parity against the PyTorch reference (layered gates); a failing gate is reported, not hidden.
+"$EDGEAD" verify "$WORK/$MODEL-bundle" --precision fp32 --data "$DATA" --html "$WORK/$MODEL.verify-fp32.html"
+"$EDGEAD" verify "$WORK/$MODEL-bundle" --precision int8 --data "$DATA" --html "$WORK/$MODEL.verify-int8.html" \
+  || echo "demo: INT8 did not pass every default gate; the report says which, where and the likely culprit layers"
 echo "demo: metrics in $WORK/$MODEL.eval.json (torch) and $WORK/$MODEL.eval-int8.json (ONNX Runtime INT8),"
-echo "      overlays in $WORK/$MODEL/eval/overlays/, bundle in $WORK/$MODEL-bundle/"
+echo "      overlays in $WORK/$MODEL/eval/overlays/, bundle in $WORK/$MODEL-bundle/,"
+echo "      parity reports $WORK/$MODEL.verify-fp32.html and $WORK/$MODEL.verify-int8.html"

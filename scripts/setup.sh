@@ -5,7 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-APT_PKGS=(ca-certificates)
+APT_PKGS=(ca-certificates
+  # headless Chromium renders the verify HTML report in the tests
+  chromium fonts-dejavu-core
+  # GStreamer for live inspection, and the headers to build PyGObject in the venv
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
+  gir1.2-gst-rtsp-server-1.0 libgirepository1.0-dev libcairo2-dev pkg-config gcc python3-dev)
 # A system Python needs python3-venv; a pyenv/conda Python already has venv.
 "$PY" -c "import venv, ensurepip" 2>/dev/null || APT_PKGS+=(python3-venv python3-pip)
 

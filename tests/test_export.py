@@ -100,8 +100,11 @@ def test_bench_reports_side_by_side_and_enforces_budget(bundle, tmp_path):
     r = CliRunner().invoke(app, ["bench", str(bundle), "--iters", "5", "--json", str(js)])
     assert r.exit_code == 0, r.output
     res = json.loads(js.read_text())
-    for key in ("engine", "torch_reference", "preprocess", "machine"):
+    for key in ("engines", "torch_reference", "preprocess", "postprocess", "machine"):
         assert key in res, key
-    assert res["engine"]["p50_ms"] > 0 and res["speedup_vs_torch"] > 0 and res["engine"]["iters"] == 5
+    e = res["engines"]["onnxruntime fp32"]
+    assert e["p50_ms"] > 0 and res["speedup_vs_torch"]["onnxruntime fp32"] > 0 and e["iters"] == 5
+    assert res["machine"]["cores"] and "onnxruntime" in res["machine"] and res["machine"]["tensorrt"] is None
+    assert json.loads((bundle / "reports" / "bench.json").read_text())["engines"].keys() == res["engines"].keys()
     r = CliRunner().invoke(app, ["bench", str(bundle), "--iters", "5", "--budget-ms", "0.0001", "--json", str(js)])
     assert r.exit_code == 1 and "budget missed" in r.output

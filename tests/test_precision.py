@@ -17,7 +17,7 @@ from edgead.data import mvtec
 from edgead.errors import EdgeadError
 from edgead.export import ExportRequest, export_bundle
 from edgead.precision.int8 import activation_scales
-from edgead.precision.rules import scope
+from edgead.precision.rules import in_scopes, scope
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +47,13 @@ def test_fp16_keeps_head_in_fp32_and_tracks_fp32(bundle, real_batch):
     model = onnx.load(str(bundle / entry["path"]))
     inits = {i.name: i.data_type for i in model.graph.initializer}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    scopes = json.loads((bundle / "meta.json").read_text())["precision_scopes"]["fp16"]
     for n in convs:
-        want = TensorProto.FLOAT16 if scope(n.name) in ("backbone", "fusion", "out") else TensorProto.FLOAT
+        want = TensorProto.FLOAT16 if in_scopes(n.name, scopes) else TensorProto.FLOAT
         assert inits[n.input[1]] == want, n.name
+    # the trunk up to the stride-8 tap stays FP32, later backbone blocks run FP16
+    assert inits[next(n for n in convs if n.name.startswith("/backbone/stem/")).input[1]] == TensorProto.FLOAT
+    assert inits[next(n for n in convs if n.name.startswith("/backbone/blocks.6/")).input[1]] == TensorProto.FLOAT16
     inferred = {v.name: v.type.tensor_type.elem_type
                 for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
     for n in model.graph.node:  # distance, smoothing and score run on FP32 tensors

@@ -58,8 +58,13 @@ class CRAD(AnomalyModel):
     Config = CRADConfig
     summary = "continuous memory: coordinates into learnable local and global grids (ECCV 2024)"
     cache_features = True
-    # Coordinate nets, grid reads, blend and distance stay FP32 (methods brief, INT8 hazards).
-    precision_scopes = {"fp16": ("backbone", "fusion", "out"), "int8": ("backbone", "fusion")}
+    # Coordinate nets, grid reads, blend and distance stay FP32 (methods brief, INT8 hazards). Under FP16 the
+    # trunk up to the stride-8 tap (stem, blocks 0-4) stays FP32 too: the map is a small difference against
+    # those features, and in FP16 they moved normalised scores by 0.034 (magnetic_tile, edgead verify);
+    # with them in FP32, 0.0006.
+    precision_scopes = {"fp16": ("backbone", "fusion", "out", "-backbone/stem",
+                                 *(f"-backbone/blocks.{i}" for i in range(5))),
+                        "int8": ("backbone", "fusion")}
 
     def __init__(self, cfg: CRADConfig, image_size: tuple[int, int]):
         super().__init__(cfg, image_size)

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgead.precision.rules import scope, split_nodes
+from edgead.precision.rules import in_scopes, scope, split_nodes
 
 KEEP_FP32_INPUTS = {"Resize": {1, 2}}
 FLOAT = TensorProto.FLOAT
@@ -44,7 +44,7 @@ def convert(model: onnx.ModelProto, scopes: list[str] | tuple[str, ...] = (),
         n.name = n.name or f"__node{i}"
     dtype = _dtypes(model)
     # protobuf wrappers have no stable id(): the region is a set of node names
-    region = set(nodes) if nodes is not None else {n.name for n in g.node if scope(n.name) in scopes}
+    region = set(nodes) if nodes is not None else {n.name for n in g.node if in_scopes(n.name, scopes)}
     inits = {i.name: i for i in g.initializer}
     graph_outputs = {o.name for o in g.output}
     produced_inside = {o for n in g.node if n.name in region for o in n.output if dtype.get(o) == FLOAT}
@@ -134,7 +134,7 @@ def _toposort(model: onnx.ModelProto) -> onnx.ModelProto:
 def to_fp16(src: Path, dst: Path, scopes: list[str]) -> dict:
     model = onnx.load(str(src))
     inside, outside = split_nodes(model, scopes)
-    out = convert(model, scopes)
+    out = convert(model, nodes=set(inside))
     onnx.checker.check_model(out)
     onnx.save(out, str(dst))
     return {"fp16_nodes": len(inside), "fp32_nodes": len(outside),

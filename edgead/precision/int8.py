@@ -64,11 +64,17 @@ def calibrate(model_path: Path, data: np.ndarray, input_name: str, batch: int, s
         save_tensors_data(cal.compute_data(), cache)
 
 
+def prepare(src: Path, dst: Path) -> None:
+    """ORT's pre-quantization pass (shape inference, folding); INT8 node names follow this graph."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
 def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: CalibSettings, data: np.ndarray,
             input_name: str, batch: int, scopes: list[str], work: Path, keep_fp16: list[str] = ()) -> dict:
     """Quantize the nodes inside ``scopes``, except ``keep_fp16`` (they run in FP16 instead)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if len(data) < batch:
         raise EdgeadError(f"{len(data)} calibration images < batch {batch}; raise --calib-count")
@@ -76,7 +82,7 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
     pre = work / "preprocessed.onnx"
     cache = work / f"ranges.{settings.method}.json"
     if not (pre.is_file() and cache.is_file()):  # a fallback rebuild reuses the ranges
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        prepare(src, pre)
         calibrate(pre, data, input_name, batch, settings, cache)
     inside, outside = split_nodes(onnx.load(str(pre)), scopes)
     inside = [n for n in inside if n not in set(keep_fp16)]

@@ -15,11 +15,20 @@ def scope(node_name: str) -> str:
     return parts[0] if len(parts) > 1 else ""
 
 
+def in_scopes(node_name: str, scopes: list[str] | tuple[str, ...]) -> bool:
+    """Whether a node is inside ``scopes``: top-level module names, minus entries '-prefix'
+    ('-backbone/blocks.0' keeps every node under /backbone/blocks.0/ in FP32)."""
+    if scope(node_name) not in scopes:
+        return False
+    path = node_name.strip("/") + "/"
+    return not any(path.startswith(s[1:].strip("/") + "/") for s in scopes if s.startswith("-"))
+
+
 def split_nodes(model: onnx.ModelProto, scopes: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
     """(nodes inside the reduced-precision scopes, nodes kept FP32), computational nodes only."""
     inside, outside = [], []
     for n in model.graph.node:
         if n.op_type in SHAPE_OPS:
             continue
-        (inside if scope(n.name) in scopes else outside).append(n.name)
+        (inside if in_scopes(n.name, scopes) else outside).append(n.name)
     return inside, outside

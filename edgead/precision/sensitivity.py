@@ -65,25 +65,54 @@ def sqnr(x: np.ndarray, y: np.ndarray) -> float:
     return 20 * math.log10(max(float(np.linalg.norm(x)), 1e-12) / max(noise, 1e-12))
 
 
-def rank_nodes(fp32: Path, int8: Path, candidates: list[str], images: np.ndarray, input_name: str, batch: int,
-               work: Path) -> list[tuple[str, float]]:
-    """Quantized Conv nodes ordered by the SQNR they lose (input SQNR - output SQNR), worst first."""
+def layer_sqnr(fp32: Path, int8: Path, images: np.ndarray, input_name: str, batch: int, work: Path) -> list[dict]:
+    """Per quantized activation, in graph order: its SQNR (dB) after Q/DQ against the FP32 tensor, the
+    lowest SQNR of the quantized activations its producer reads, and the SQNR the step adds (in - out):
+    the producer's weight quantization plus this activation's own Q/DQ (range, saturation).
+
+    ``fp32`` must be the graph the INT8 one was quantized from (``int8.prepare`` output), so tensor
+    names match. Compared after DequantizeLinear because the CPU recipe fuses Conv+Clip into the Q.
+    """
     import onnxruntime as ort
 
-    model = onnx.load(str(fp32))
-    convs = [n for n in model.graph.node if n.name in candidates and n.op_type == "Conv"]
-    tensors = sorted({t for n in convs for t in (n.input[0], n.output[0]) if t != input_name})
+    model, qmodel = onnx.load(str(fp32)), onnx.load(str(int8))
+    fp_tensors = {t for n in model.graph.node for t in n.output} | {input_name}
+    producer = {o: n for n in qmodel.graph.node for o in n.output}
+    dq_of: dict[str, str] = {}  # activation tensor -> its DQ output in the INT8 graph
+    for n in qmodel.graph.node:
+        if n.op_type == "DequantizeLinear":
+            q = producer.get(n.input[0])
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in fp_tensors:
+                dq_of[q.input[0]] = n.output[0]
+    back = {v: k for k, v in dq_of.items()}
+    acts = list(dq_of)
+    fetch_fp = sorted(set(acts) - {input_name})
+    fetch_q = sorted(dq_of[t] for t in acts)
     outs = {}
-    for name, path in (("fp32", fp32), ("int8", int8)):
+    for name, path, fetch in (("fp32", fp32, fetch_fp), ("int8", int8, fetch_q)):
         aug = work / f"{name}.aug.onnx"
-        _with_outputs(path, tensors, aug)
+        _with_outputs(path, fetch, aug)
         sess = ort.InferenceSession(str(aug), providers=["CPUExecutionProvider"])
-        res = [sess.run(tensors, {input_name: images[i:i + batch]}) for i in range(0, len(images) - batch + 1, batch)]
-        outs[name] = {t: np.concatenate([r[k] for r in res]) for k, t in enumerate(tensors)}
+        res = [sess.run(fetch, {input_name: images[i:i + batch]}) for i in range(0, len(images) - batch + 1, batch)]
+        outs[name] = {t: np.concatenate([r[k] for r in res]) for k, t in enumerate(fetch)}
+    n_img = len(images) // batch * batch
+    outs["fp32"][input_name] = images[:n_img]
     cap = 60.0
-    ranked = []
-    for n in convs:
-        s_in = cap if n.input[0] == input_name else min(cap, sqnr(outs["fp32"][n.input[0]], outs["int8"][n.input[0]]))
-        s_out = min(cap, sqnr(outs["fp32"][n.output[0]], outs["int8"][n.output[0]]))
-        ranked.append((n.name, s_in - s_out))
+    snr = {t: min(cap, sqnr(outs["fp32"][t], outs["int8"][dq_of[t]])) for t in acts}
+    rows = []
+    for t in acts:
+        prod = producer.get(t)
+        ins = [snr[back[i]] for i in (prod.input if prod is not None else []) if i in back]
+        s_in = min(ins) if ins else cap
+        rows.append({"tensor": t, "producer": prod.name if prod is not None else "(graph input)",
+                     "op": prod.op_type if prod is not None else "", "sqnr_in_db": s_in, "sqnr_out_db": snr[t],
+                     "added_db": s_in - snr[t]})
+    return rows
+
+
+def rank_nodes(fp32: Path, int8: Path, candidates: list[str], images: np.ndarray, input_name: str, batch: int,
+               work: Path) -> list[tuple[str, float]]:
+    """Quantized Conv nodes ordered by the SQNR their step loses (see ``layer_sqnr``), worst first."""
+    rows = layer_sqnr(fp32, int8, images, input_name, batch, work)
+    ranked = [(r["producer"], r["added_db"]) for r in rows if r["op"] == "Conv" and r["producer"] in set(candidates)]
     return sorted(ranked, key=lambda t: -t[1])
