@@ -35,6 +35,7 @@ class BuildRequest:
     recipes_file: Path | None = None
     force: bool = False
     max_drop: float | None = None  # INT8: image-AUROC points allowed to be lost on the held-out split
+    default_max_drop: float | None = None  # used when a new INT8 graph is made and max_drop is None
 
 
 def precision_key(precision: str, recipe: str | None, backend: str) -> str:
@@ -106,8 +107,9 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
             args = (src, tmp_dst, recipe_name, recipes["recipes"][recipe_name], settings, data, b.input_name,
                     b.input_shape[0], scopes["int8"], Path(tmp) / "work")
             report = to_int8(*args)
-            if req.max_drop is not None:
-                report["fallback"] = fallback(b, args, data, req.max_drop)
+            max_drop = req.max_drop if req.max_drop is not None else req.default_max_drop
+            if max_drop is not None:
+                report["fallback"] = fallback(b, args, data, max_drop)
                 report.update(kept_fp16=report["fallback"]["kept_fp16"])
             extra = {"calibration": {k: man[k] for k in ("settings", "per_category")}
                      | {"manifest": "calibration/manifest.json", "n_files": len(man["files"])}}

@@ -222,7 +222,8 @@ def build(
     workspace: Annotated[Path, typer.Option(help="Where runs live (for --model).")] = Path("runs"),
     out: Annotated[Path | None, typer.Option(help="Bundle folder when TARGET is a run (default RUN/bundle).")] = None,
     max_drop: Annotated[float | None, typer.Option(help="INT8: max image-AUROC points lost on the held-out "
-                                                   "split; worse nodes are kept in FP16.")] = 0.5,
+                                                   "split; worse nodes are kept in FP16 (default 0.5 for a new "
+                                                   "graph; an existing graph is reused unless given).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the build report as JSON.")] = None,
 ) -> None:
@@ -246,7 +247,8 @@ def build(
     entry = run_build(BuildRequest(bundle=bundle, precision=precision, backend=backend, recipe=recipe,
                                    method=calib_method, count=calib_count, seed=calib_seed,
                                    synthetic_fraction=calib_synthetic, data=data, recipes_file=recipes, force=force,
-                                   max_drop=max_drop if precision == "int8" else None))
+                                   max_drop=max_drop if precision == "int8" else None,
+                                   default_max_drop=0.5 if precision == "int8" else None))
     key = precision_key(precision, recipe, backend)
     table = Table(title=f"{bundle}: {key} ({backend})")
     table.add_column("field")
@@ -351,6 +353,78 @@ def bench_(
     for k, v in slow.items():
         console.print(f"[red]budget missed:[/] {k} p50 {v:.2f} ms > {budget_ms:g} ms")
     if slow:
+        raise typer.Exit(1)
+
+
+@app.command("inspect")
+@handle_errors
+def inspect_(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+    source: Annotated[str, typer.Option(help="csi://0, v4l2:///dev/video0, rtsp://..., file://clip.mp4, "
+                                        "images://DIR or test://")] = "test://",
+    output: Annotated[str, typer.Option(help="display://, file://out.mp4, rtsp://:8554/edgead, images://DIR "
+                                        "or none")] = "none",
+    precision: Annotated[str, typer.Option(help="fp32, fp16, int8 (int8-cpu / int8-tensorrt).")] = "fp32",
+    backend: Annotated[str, typer.Option(help="onnxruntime (here) or tensorrt (on the Jetson).")] = "onnxruntime",
+    policy: Annotated[str | None, typer.Option(help="latest (live: newest frame, drops counted) or every "
+                                               "(audit: no drops). Default by source.")] = None,
+    category: Annotated[str | None, typer.Option(help="Product seen by this camera (multi-class bundles).")] = None,
+    alerts: Annotated[Path, typer.Option(help="Folder for flagged frames, heatmaps and events.jsonl.")] = Path(
+        "alerts"),
+    max_frames: Annotated[int | None, typer.Option(min=1, help="Stop after N frames.")] = None,
+    duration: Annotated[float | None, typer.Option(min=0.1, help="Stop after S seconds.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads.")] = None,
+    platform: Annotated[str, typer.Option(help="auto, jetson or desktop (pipeline elements).")] = "auto",
+    fps: Annotated[int, typer.Option(min=1, help="images:// pace and output stream rate.")] = 10,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the run summary as JSON.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the pipeline strings and exit.")] = False,
+) -> None:
+    """Live inspection: camera -> bundle -> decision, overlay, alerts, per-stage latency."""
+    from edgead.live.inspect import InspectRequest, inspect
+
+    res = inspect(InspectRequest(bundle=bundle, source=source, output=output, precision=precision, backend=backend,
+                                 policy=policy, category=category, alerts_dir=alerts, max_frames=max_frames,
+                                 duration=duration, threads=threads, platform=platform, fps=fps, json_out=json_out,
+                                 dry_run=dry_run))
+    if dry_run:
+        stdout.print(f"# platform {res['platform']} (NVENC {'yes' if res['nvenc'] else 'no'}), policy {res['policy']}, "
+                     f"model input {res['model_input'][0]}x{res['model_input'][1]}", highlight=False)
+        stdout.print(f"source: {res['source_pipeline']}", highlight=False, soft_wrap=True)
+        stdout.print(f"output: {res['output_pipeline']}", highlight=False, soft_wrap=True)
+        _write_json(json_out, res)
+        return
+    table = Table(title=f"{source} -> {bundle} ({res['precision']}, {res['backend']['backend']}): {res['frames']} "
+                        f"frames, {res['flagged']} flagged, {res['fps']:.1f} fps, ended by {res['end']}")
+    for col in ("stage", "p50 ms", "p90 ms", "p99 ms", "mean ms"):
+        table.add_column(col)
+    for k, v in res["stages"].items():
+        table.add_row(k, f"{v['p50_ms']:.2f}", f"{v['p90_ms']:.2f}", f"{v['p99_ms']:.2f}", f"{v['mean_ms']:.2f}")
+    stdout.print(table)
+    share = res["pipeline_overhead_share"]
+    stdout.print(f"dropped {res['dropped']} of {res['produced']}, reconnects {res['reconnects']}, pipeline overhead "
+                 f"(all but inference) {share * 100 if share is not None else 0:.1f} % of frame time; "
+                 f"events in {res['events_file']}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def doctor(
+    platform: Annotated[str, typer.Option(help="auto, jetson or desktop.")] = "auto",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the findings as JSON.")] = None,
+) -> None:
+    """What is present (TensorRT, CUDA, GStreamer elements per URI, cameras, Jetson) and how to fix what is not."""
+    from edgead.doctor import doctor as run_doctor
+
+    res = run_doctor(platform)
+    table = Table(title="edgead doctor" + (" (Jetson)" if res["jetson"] else " (desktop)"))
+    for col in ("area", "item", "status", "detail", "fix"):
+        table.add_column(col)
+    for r in res["rows"]:
+        style = {"ok": "green", "missing": "red", "n/a": "dim"}[r["status"]]
+        table.add_row(r["area"], r["item"], f"[{style}]{r['status']}", r["detail"], r["fix"])
+    stdout.print(table)
+    _write_json(json_out, res)
+    if res["missing"]:
         raise typer.Exit(1)
 
 

@@ -71,7 +71,7 @@ def register_model(cls: type[AnomalyModel]) -> type[AnomalyModel]:
 
 
 def _load_builtin() -> None:
-    from edgead.models import crad  # noqa: F401  (registers itself)
+    from edgead.models import crad, crr  # noqa: F401  (register themselves)
 
 
 def available_models() -> dict[str, str]:

@@ -66,8 +66,9 @@ class MBv3Block(nn.Module):
         return x + self.body(x)
 
 
-def gaussian_kernel(sigma: float, truncate: float = 4.0) -> torch.Tensor:
-    radius = max(1, int(truncate * sigma + 0.5))
+def gaussian_kernel(sigma: float, truncate: float = 4.0, size: int = 0) -> torch.Tensor:
+    """1-D normalised Gaussian; ``size`` > 0 fixes the width (the CRR paper: 5 taps at sigma 4)."""
+    radius = size // 2 if size > 0 else max(1, int(truncate * sigma + 0.5))
     t = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     return (k / k.sum()).float()
@@ -82,13 +83,13 @@ class MapPost(nn.Module):
 
     def __init__(self, size: tuple[int, int], smoothing: str = "box", box_kernel: int = 21,
                  sigma: float = 4.0, score: str = "pool_max", score_pool: int = 32,
-                 topk_ratio: float = 0.01, align_corners: bool = True):
+                 topk_ratio: float = 0.01, align_corners: bool = True, gauss_size: int = 0):
         super().__init__()
         self.size = tuple(size)
         self.smoothing, self.box_kernel, self.score_mode = smoothing, box_kernel, score
         self.score_pool, self.align_corners = score_pool, align_corners
         self.topk = max(1, int(math.ceil(topk_ratio * size[0] * size[1])))
-        k = gaussian_kernel(sigma) if smoothing == "gaussian" else torch.ones(1)
+        k = gaussian_kernel(sigma, size=gauss_size) if smoothing == "gaussian" else torch.ones(1)
         self.register_buffer("gauss", k, persistent=False)
 
     def forward(self, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,6 +51,32 @@ def _method(settings: CalibSettings):
     return CalibrationMethod.Percentile, {"num_bins": settings.num_bins, "percentile": settings.percentile}
 
 
+def _safe_collector(cal):
+    """ORT's histogram collector, made safe for nearly constant tensors (e.g. the softmax of a barely
+    trained head, all ~0.5): numpy cannot cut a range narrower than float32 resolution into 2048
+    bins and raises. Such a tensor gets one extra 0 sample, so its range spans [0, max|x|]."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    class SafeCollector(HistogramCollector):
+        def collect(self, name_to_arr):
+            fixed = {}
+            for name, arr in name_to_arr.items():
+                parts = arr if isinstance(arr, list) else [arr]
+                a = np.concatenate([np.asarray(p).ravel() for p in parts]) if parts else np.zeros(0, np.float32)
+                if a.size:
+                    top = float(np.nanmax(np.abs(a)))
+                    if 0 < top < 1e-30:
+                        a = np.zeros_like(a)
+                    elif top > 0 and float(np.nanmax(np.abs(a)) - np.nanmin(np.abs(a))) < 1e-4 * top:
+                        a = np.append(a, np.zeros(1, a.dtype))
+                fixed[name] = a
+            return super().collect(fixed)
+
+    return SafeCollector(method=cal.method, symmetric=cal.symmetric, num_bins=cal.num_bins,
+                         num_quantized_bins=cal.num_quantized_bins, percentile=cal.percentile,
+                         scenario=getattr(cal, "scenario", "same"))
+
+
 def calibrate(model_path: Path, data: np.ndarray, input_name: str, batch: int, settings: CalibSettings,
               cache: Path) -> None:
     """Compute activation ranges with the chosen method; write ORT's calibration cache (JSON)."""
@@ -60,6 +86,8 @@ def calibrate(model_path: Path, data: np.ndarray, input_name: str, batch: int, s
     with tempfile.TemporaryDirectory(prefix="edgead-calib-") as tmp:
         cal = create_calibrator(model_path, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                 calibrate_method=method, extra_options=extra)
+        if hasattr(cal, "num_bins"):  # histogram methods: guard against nearly constant tensors
+            cal.collector = _safe_collector(cal)
         cal.collect_data(ArrayReader(data, input_name, batch))
         save_tensors_data(cal.compute_data(), cache)
 

@@ -1,0 +1,244 @@
+"""``edgead inspect``: frames from a source URI -> the bundle's preprocessing -> any backend ->
+decision at the bundle's per-category threshold -> overlay to an output, alerts to an events file,
+per-stage latency and a summary at the end. SIGINT/SIGTERM end the run cleanly (EOS, then NULL)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from edgead.bundle import Bundle
+from edgead.errors import EdgeadError
+from edgead.fileio import atomic_write_json
+from edgead.live.pipelines import Target, sink_pipeline, source_pipeline
+from edgead.live.uri import parse
+from edgead.visual import colorize, overlay
+
+STAGES = ("capture_age", "queue", "preprocess", "inference", "postprocess", "alert", "output", "frame")
+
+
+@dataclass
+class InspectRequest:
+    bundle: Path
+    source: str
+    output: str = "none"
+    precision: str = "fp32"
+    backend: str = "onnxruntime"
+    policy: str | None = None  # latest | every (default: every for file/images, latest for cameras)
+    category: str | None = None
+    alerts_dir: Path = Path("alerts")
+    events: Path | None = None  # default ALERTS_DIR/events.jsonl
+    max_frames: int | None = None
+    duration: float | None = None
+    threads: int | None = None
+    platform: str = "auto"
+    fps: int = 10  # images:// pace and output stream caps
+    stall_s: float = 5.0
+    json_out: Path | None = None
+    dry_run: bool = False
+    quiet: bool = False
+
+
+def _pct(v: list[float]) -> dict:
+    if not v:
+        return {}
+    a = np.asarray(v)
+    return {"p50_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
+            "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()), "n": len(v)}
+
+
+def plan(req: InspectRequest) -> dict:
+    """Pipelines and settings without running anything (``--dry-run``)."""
+    from edgead.live.gst import resolve_platform
+    from edgead.live.source import default_policy
+
+    b = Bundle.load(req.bundle)
+    src, out = parse(req.source, "source"), parse(req.output, "sink")
+    jetson, nvenc = resolve_platform(req.platform)
+    target = Target(b.preprocess.width, b.preprocess.height, jetson, nvenc)
+    policy = req.policy or default_policy(src)
+    return {"platform": "jetson" if jetson else "desktop", "nvenc": nvenc, "policy": policy,
+            "source_pipeline": source_pipeline(src, target, policy),
+            "output_pipeline": sink_pipeline(out, target, req.fps)
+            or ("(flagged frames written as PNG by edgead)" if out.scheme == "images" else "(none)"),
+            "model_input": [target.height, target.width]}
+
+
+def _status(rgb: np.ndarray, nmap: np.ndarray, ns: float, flagged: bool, fps: float, category: str) -> np.ndarray:
+    vis = Image.fromarray(overlay(rgb, nmap))
+    d = ImageDraw.Draw(vis)
+    text = f"{'DEFECT' if flagged else 'good'} {ns:.2f}  {category}  {fps:.1f} fps"
+    d.rectangle((0, 0, vis.width, 14), fill=(160, 0, 0) if flagged else (0, 110, 0))
+    d.text((3, 1), text, fill=(255, 255, 255))
+    return np.asarray(vis)
+
+
+def inspect(req: InspectRequest, log=None) -> dict:
+    from edgead.backends import open_backend
+    from edgead.live.alerts import EventLog, save_png
+    from edgead.live.gst import resolve_platform
+    from edgead.live.sinks import open_output
+    from edgead.live.source import Capture, EndOfStream, default_policy
+    from edgead.progress import console
+    from edgead.verify.run import resolve_precision
+
+    if req.dry_run:
+        return plan(req)
+    log = log or (lambda m: console.print(m, highlight=False, soft_wrap=True))
+    src, out_uri = parse(req.source, "source"), parse(req.output, "sink")
+    b = Bundle.load(req.bundle)
+    cats = b.meta["categories"]
+    category = req.category or (cats[0] if len(cats) == 1 else None)
+    if category is None:
+        raise EdgeadError(f"{req.bundle}: a multi-class bundle ({', '.join(cats)}); say which product this camera "
+                          f"sees with --category")
+    norm = b.category_norm(category)
+    key = resolve_precision(b, req.precision, req.backend)
+    backend = open_backend(req.backend, b.path, key, **({"threads": req.threads} if req.backend != "tensorrt"
+                                                        else {}))
+    pre = b.preprocess
+    batch = b.input_shape[0]
+    jetson, nvenc = resolve_platform(req.platform)
+    target = Target(pre.width, pre.height, jetson, nvenc)
+    policy = req.policy or default_policy(src)
+    cap = Capture(src, target, policy, stall_s=req.stall_s, fps=req.fps, log=log)
+    alerts = Path(req.alerts_dir)
+    events_path = Path(req.events or alerts / "events.jsonl")
+    events = EventLog(events_path)
+    output = open_output(out_uri, target, req.fps)
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signal.Signals(signum).name
+
+    import threading
+
+    # signal handlers can only be set from the main thread; embedded callers stop via --duration/--max-frames
+    main = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    times: dict[str, list[float]] = {k: [] for k in STAGES}
+    n = flagged_n = 0
+    last_fps, recent = 0.0, []
+    decisions: list[dict] = []
+    t_start = time.monotonic()
+    end_reason = "max frames"
+    live = _LiveView(req.quiet)
+    try:
+        cap.start()
+        while True:
+            if stop["signal"]:
+                end_reason = stop["signal"]
+                break
+            if req.max_frames and n >= req.max_frames:
+                break
+            if req.duration and time.monotonic() - t_start >= req.duration:
+                end_reason = "duration"
+                break
+            try:
+                fr = cap.read(0.5)
+            except EndOfStream:
+                end_reason = "end of stream"
+                break
+            if fr is None:
+                live.update(n, flagged_n, last_fps, cap.stats, times)
+                continue
+            t0 = time.perf_counter()
+            rgb = fr.rgb if fr.rgb.shape[:2] == (pre.height, pre.width) else np.asarray(pre.resize_image(
+                Image.fromarray(fr.rgb)))
+            x = pre.normalize(rgb)[None]
+            t1 = time.perf_counter()
+            xb = np.repeat(x, batch, 0) if batch > 1 else x
+            res = backend.infer(xb)
+            t2 = time.perf_counter()
+            raw, amap = float(res["score"][0]), res["anomaly_map"][0, 0]
+            ns = (raw - norm["center"]) / norm["scale"]
+            flagged = ns >= 1.0
+            nmap = (amap - norm["pixel_center"]) / norm["pixel_scale"]
+            now = time.monotonic()
+            recent = [t for t in recent if now - t < 2.0] + [now]
+            last_fps = (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6) if len(recent) > 1 else 0.0
+            vis = _status(rgb, nmap, ns, flagged, last_fps, category)
+            t3 = time.perf_counter()
+            name = Path(fr.name).stem if fr.name else f"frame{fr.number:07d}"
+            if flagged:
+                flagged_n += 1
+                stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{fr.number:07d}_{name}"
+                fpath, hpath = alerts / f"{stem}.frame.png", alerts / f"{stem}.heatmap.png"
+                save_png(fpath, rgb)
+                save_png(hpath, colorize(nmap))
+                events.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "unix": time.time(),
+                               "frame": fr.number, "source": req.source, "name": fr.name, "score": ns,
+                               "raw_score": raw, "threshold": 1.0, "raw_threshold": norm["threshold"],
+                               "category": category, "frame_path": str(fpath), "heatmap_path": str(hpath),
+                               "precision": key, "backend": req.backend})
+            t4 = time.perf_counter()
+            output.push(vis, flagged, name)
+            t5 = time.perf_counter()
+            n += 1
+            decisions.append({"frame": fr.number, "name": fr.name, "score": ns, "flagged": flagged})
+            decisions = decisions[-1000:]
+            for k, v in (("queue", fr.queue_ms), ("preprocess", (t1 - t0) * 1e3), ("inference", (t2 - t1) * 1e3),
+                         ("postprocess", (t3 - t2) * 1e3), ("output", (t5 - t4) * 1e3),
+                         ("frame", (t5 - t0) * 1e3)):
+                times[k].append(v)
+            if flagged:
+                times["alert"].append((t4 - t3) * 1e3)
+            if fr.age_ms is not None:
+                times["capture_age"].append(fr.age_ms)
+            live.update(n, flagged_n, last_fps, cap.stats, times)
+    finally:
+        live.close()
+        cap.stop()
+        output.close()
+        events.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    wall = time.monotonic() - t_start
+    stages = {k: _pct(v) for k, v in times.items() if v}
+    frame_mean = stages.get("frame", {}).get("mean_ms", 0.0)
+    summary = {"source": req.source, "output": req.output, "bundle": str(b.path), "precision": key,
+               "backend": backend.describe(), "category": category, "policy": policy,
+               "platform": "jetson" if jetson else "desktop",
+               "pipelines": {"source": cap.description, "output": output.description},
+               "frames": n, "flagged": flagged_n, "produced": cap.stats.produced, "dropped": cap.stats.dropped,
+               "reconnects": cap.stats.reconnects, "reconnect_events": cap.stats.events, "end": end_reason,
+               "wall_s": wall, "fps": n / wall if wall > 0 else 0.0, "stages": stages,
+               "pipeline_overhead_share": (1 - stages["inference"]["mean_ms"] / frame_mean) if frame_mean else None,
+               "events_file": str(events_path), "decisions_tail": decisions}
+    if req.json_out:
+        atomic_write_json(req.json_out, summary)
+    return summary
+
+
+class _LiveView:
+    """fps, counters and latency on the console (rich), refreshed a few times a second."""
+
+    def __init__(self, quiet: bool):
+        self.live = None
+        self._last = 0.0
+        if not quiet:
+            from rich.live import Live
+
+            from edgead.progress import console
+
+            self.live = Live(console=console, refresh_per_second=4, transient=False)
+            self.live.start()
+
+    def update(self, n, flagged, fps, stats, times) -> None:
+        if self.live is None or time.monotonic() - self._last < 0.25:
+            return
+        self._last = time.monotonic()
+        inf = times["inference"][-50:]
+        frame = times["frame"][-50:]
+        self.live.update(f"frames {n}  flagged {flagged}  fps {fps:.1f}  dropped {stats.dropped}  "
+                         f"reconnects {stats.reconnects}  inference p50 {np.median(inf) if inf else 0:.1f} ms  "
+                         f"frame p50 {np.median(frame) if frame else 0:.1f} ms")
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()

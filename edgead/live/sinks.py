@@ -1,0 +1,125 @@
+"""Outputs named by URI: display, video file, RTSP server (appsrc pipelines), flagged-image folder, none."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from edgead.errors import EdgeadError
+from edgead.live.alerts import save_png
+from edgead.live.gst import gst
+from edgead.live.pipelines import Target, sink_pipeline
+from edgead.live.uri import Uri
+
+
+class Output:
+    """Base: ``push(rgb, flagged, name)`` per frame, ``close()`` once."""
+
+    description: str | None = None
+
+    def push(self, rgb: np.ndarray, flagged: bool, name: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NoOutput(Output):
+    pass
+
+
+class ImagesOutput(Output):
+    """Flagged frames only, as PNGs (temp name, then rename)."""
+
+    def __init__(self, uri: Uri):
+        self.root = Path(uri.location)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.description = f"flagged frames -> {self.root}/*.png"
+
+    def push(self, rgb: np.ndarray, flagged: bool, name: str) -> None:
+        if flagged:
+            save_png(self.root / f"{name}.png", rgb)
+
+
+class PipelineOutput(Output):
+    """display:// and file://: frames pushed into ``appsrc name=out``; EOS on close so files are finalised."""
+
+    def __init__(self, uri: Uri, target: Target, fps: int):
+        Gst, _ = gst()
+        self.description = sink_pipeline(uri, target, fps)
+        try:
+            self.pipe = Gst.parse_launch(self.description)
+        except Exception as e:
+            raise EdgeadError(f"output {uri.text}: cannot build the pipeline ({e}); run edgead doctor") from None
+        self.src = self.pipe.get_by_name("out")
+        self.uri = uri
+        if self.pipe.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            raise EdgeadError(f"output {uri.text}: the pipeline does not start (no display? use file:// or none)")
+
+    def push(self, rgb: np.ndarray, flagged: bool, name: str) -> None:
+        Gst, _ = gst()
+        self.src.emit("push-buffer", Gst.Buffer.new_wrapped(np.ascontiguousarray(rgb).tobytes()))
+        msg = self.pipe.get_bus().pop_filtered(Gst.MessageType.ERROR)
+        if msg is not None:
+            err, _ = msg.parse_error()
+            raise EdgeadError(f"output {self.uri.text}: {err.message}")
+
+    def close(self) -> None:
+        Gst, _ = gst()
+        self.src.emit("end-of-stream")
+        self.pipe.get_bus().timed_pop_filtered(5 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+        self.pipe.set_state(Gst.State.NULL)
+
+
+class RtspOutput(Output):
+    """rtsp://:PORT/MOUNT served with gst-rtsp-server; every client shares one live appsrc."""
+
+    def __init__(self, uri: Uri, target: Target, fps: int):
+        Gst, _ = gst()
+        try:
+            import gi
+
+            gi.require_version("GstRtspServer", "1.0")
+            from gi.repository import GLib, GstRtspServer
+        except (ImportError, ValueError):
+            raise EdgeadError("rtsp:// output needs gst-rtsp-server: apt-get install gir1.2-gst-rtsp-server-1.0 "
+                              "gstreamer1.0-rtsp") from None
+        self.description = sink_pipeline(uri, target, fps)
+        self.port, self.mount = str(uri.opt("port", "8554")), uri.location or "/edgead"
+        self.server = GstRtspServer.RTSPServer()
+        self.server.set_service(self.port)
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(self.description)
+        factory.set_shared(True)
+        factory.connect("media-configure", self._configure)
+        self.server.get_mount_points().add_factory(self.mount, factory)
+        self.loop = GLib.MainLoop()
+        self.ctx = self.loop.get_context()
+        self.server_id = self.server.attach(None)
+        self.appsrc = None
+        self._thread = threading.Thread(target=self.loop.run, daemon=True)
+        self._thread.start()
+        self.url = f"rtsp://127.0.0.1:{self.port}{self.mount}"
+
+    def _configure(self, _factory, media) -> None:
+        self.appsrc = media.get_element().get_child_by_name("out")
+
+    def push(self, rgb: np.ndarray, flagged: bool, name: str) -> None:
+        Gst, _ = gst()
+        if self.appsrc is not None:  # frames are only encoded while a client watches
+            self.appsrc.emit("push-buffer", Gst.Buffer.new_wrapped(np.ascontiguousarray(rgb).tobytes()))
+
+    def close(self) -> None:
+        if self.appsrc is not None:
+            self.appsrc.emit("end-of-stream")
+        self.loop.quit()
+
+
+def open_output(uri: Uri, target: Target, fps: int = 30) -> Output:
+    if uri.scheme == "none":
+        return NoOutput()
+    if uri.scheme == "images":
+        return ImagesOutput(uri)
+    if uri.scheme == "rtsp":
+        return RtspOutput(uri, target, fps)
+    return PipelineOutput(uri, target, fps)

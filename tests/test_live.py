@@ -1,0 +1,246 @@
+"""Live inspection with real GStreamer pipelines: a conveyor video of real images decided exactly as
+offline, alerts that are complete lines, RTSP reconnects after a server restart, test:// and images://
+runs, clean SIGTERM, and the Jetson pipeline strings checked element by element."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgead.backends import open_backend
+from edgead.bundle import Bundle
+from edgead.cli import app
+from edgead.data import mvtec
+from edgead.errors import EdgeadError
+from edgead.live.alerts import EventLog, read_events
+from edgead.live.inspect import InspectRequest, inspect
+from edgead.live.pipelines import Target, source_pipeline
+from edgead.live.uri import parse
+
+gst_missing = False
+try:
+    from edgead.live.gst import gst
+
+    gst()
+except EdgeadError as e:  # make test installs GStreamer; say why when it is not there
+    gst_missing = str(e)
+needs_gst = pytest.mark.skipif(bool(gst_missing), reason=f"GStreamer missing: {gst_missing}")
+
+
+@pytest.fixture(scope="module")
+def bundle(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("live") / "crad"
+    r = CliRunner().invoke(app, ["export", str(trained_run), "--out", str(out), "--parity-images", "4"])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def conveyor(bundle, tiny_real, tmp_path_factory):
+    """Real magnetic_tile test images, good and defective alternating (a known order), lossless video;
+    the bundle's threshold set to the median of their offline scores so both decisions occur."""
+    from edgead.fileio import atomic_write_json, read_json
+    from edgead.live.conveyor import make_video
+
+    b = Bundle.load(bundle)
+    pre = b.preprocess
+    samples = mvtec.discover(tiny_real, ["magnetic_tile"], "test")
+    good = [s for s in samples if s.label == 0]
+    bad = [s for s in samples if s.label == 1]
+    order = [x for pair in zip(good, bad, strict=False) for x in pair]
+    frames = [np.asarray(pre.resize_image(mvtec.open_image(s.path))) for s in order]
+    be = open_backend("onnxruntime", bundle, "fp32")
+    raw = np.array([float(be.infer(pre.normalize(f)[None])["score"][0]) for f in frames])
+    meta = read_json(bundle / "meta.json")
+    n = meta["normalization"]["magnetic_tile"]
+    n["threshold"] = float(np.median(raw))
+    n["scale"] = max(n["threshold"] - n["center"], 1e-6)
+    atomic_write_json(bundle / "meta.json", meta)
+    offline = (raw - n["center"]) / n["scale"]
+    path = tmp_path_factory.mktemp("conveyor") / "conveyor.mkv"
+    make_video(frames, path, fps=10)
+    return path, order, offline, frames
+
+
+@needs_gst
+def test_conveyor_every_frame_decided_as_offline_and_alerts_complete(bundle, conveyor, tmp_path):
+    path, order, offline, _ = conveyor
+    res = inspect(InspectRequest(bundle=bundle, source=f"file://{path}", category="magnetic_tile",
+                                 alerts_dir=tmp_path / "alerts", policy="every", quiet=True,
+                                 json_out=tmp_path / "summary.json"))
+    assert res["frames"] == len(order) and res["dropped"] == 0 and res["end"] == "end of stream"
+    live = np.array([d["score"] for d in res["decisions_tail"]])
+    np.testing.assert_allclose(live, offline, rtol=0, atol=1e-5)  # same pixels, same graph: same scores
+    want = [i + 1 for i, s in enumerate(offline) if s >= 1.0]
+    events = read_events(tmp_path / "alerts" / "events.jsonl")
+    assert [e["frame"] for e in events] == want and 0 < len(want) < len(order)
+    lines = (tmp_path / "alerts" / "events.jsonl").read_text().splitlines()
+    assert len(lines) == len(want)
+    for e in events:
+        assert {"time", "frame", "source", "score", "threshold", "category", "frame_path", "heatmap_path"} <= set(e)
+        assert Path(e["frame_path"]).is_file() and Path(e["heatmap_path"]).is_file() and e["score"] >= 1.0
+    assert not list((tmp_path / "alerts").glob(".*.tmp"))  # no temp files left behind
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for stage in ("preprocess", "inference", "postprocess", "output", "frame"):
+        assert summary["stages"][stage]["p50_ms"] >= 0
+    assert 0 < summary["pipeline_overhead_share"] < 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(video, port):
+    proc = subprocess.Popen([sys.executable, "-m", "edgead.live.serve", str(video), "--port", str(port), "--mount",
+                             "/cam"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout.readline().startswith("serving")
+    return proc
+
+
+@needs_gst
+def test_rtsp_reconnects_after_server_restart(bundle, conveyor, tmp_path):
+    from edgead.live.conveyor import make_video
+
+    _, _, _, frames = conveyor
+    long = make_video(frames * 8, tmp_path / "long.mkv", fps=10)  # ~10 s of video per connection
+    port = _free_port()
+    servers = [_serve(long, port)]
+    logs = []
+
+    def camera_reboot():
+        time.sleep(4)
+        servers[0].kill()  # the camera goes away without a goodbye
+        servers[0].wait()
+        time.sleep(2)
+        servers.append(_serve(long, port))
+
+    t = threading.Thread(target=camera_reboot)
+    t.start()
+    try:
+        res = inspect(InspectRequest(bundle=bundle, source=f"rtsp://127.0.0.1:{port}/cam?latency=50",
+                                     category="magnetic_tile", alerts_dir=tmp_path / "alerts", duration=14,
+                                     stall_s=2.0, quiet=True), log=logs.append)
+    finally:
+        t.join()
+        for s in servers:
+            s.kill()
+    assert res["end"] == "duration" and res["reconnects"] >= 1, logs
+    after = [d for d in res["decisions_tail"] if d["frame"] > 0]
+    assert res["frames"] >= 20 and len(after) == res["frames"]
+    assert any("reconnect" in m for m in logs)
+
+
+@needs_gst
+def test_test_source_latest_policy_file_output_and_sigterm(bundle, tmp_path):
+    out = tmp_path / "out.mp4"
+    summary = tmp_path / "s.json"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgead.cli", "inspect", str(bundle), "--source", "test://",
+                             "--output", f"file://{out}", "--category", "magnetic_tile", "--alerts",
+                             str(tmp_path / "alerts"), "--json", str(summary)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(8)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    res = json.loads(summary.read_text())
+    assert res["end"] == "SIGTERM" and res["frames"] > 0 and res["policy"] == "latest"
+    assert res["produced"] >= res["frames"] and res["dropped"] == res["produced"] - res["frames"]
+    # the recording was finalised on the way out (EOS): it decodes to as many frames as were inspected
+    Gst, _ = gst()
+    pipe = Gst.parse_launch(f"filesrc location={out} ! decodebin ! fakesink name=f signal-handoffs=true")
+    count = [0]
+    pipe.get_by_name("f").connect("handoff", lambda *a: count.__setitem__(0, count[0] + 1))
+    pipe.set_state(Gst.State.PLAYING)
+    pipe.get_bus().timed_pop_filtered(30 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    pipe.set_state(Gst.State.NULL)
+    assert count[0] == res["frames"]
+
+
+@needs_gst
+def test_images_folder_source_keeps_names(bundle, tiny_real, tmp_path):
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    srcs = sorted((tiny_real / "magnetic_tile" / "test").rglob("*.png"))[:5]
+    for i, p in enumerate(srcs):
+        shutil.copy(p, folder / f"{i:03d}_{p.name}")
+    res = inspect(InspectRequest(bundle=bundle, source=f"images://{folder}", output=f"images://{tmp_path / 'flag'}",
+                                 category="magnetic_tile", alerts_dir=tmp_path / "alerts", quiet=True))
+    assert res["frames"] == 5 and res["policy"] == "every" and res["dropped"] == 0
+    assert [d["name"] for d in res["decisions_tail"]] == sorted(p.name for p in folder.iterdir())
+    flagged = sum(d["flagged"] for d in res["decisions_tail"])
+    assert len(list((tmp_path / "flag").glob("*.png"))) == flagged
+
+
+def _chain(pipeline: str) -> list[str]:
+    """Element names in order (caps filters shown as 'caps')."""
+    names = []
+    for part in pipeline.split(" ! "):
+        tok = part.strip().split(" ")[0]
+        names.append("caps" if tok.startswith(("video/", "image/")) else tok)
+    return names
+
+
+def test_jetson_pipeline_strings():
+    t = Target(256, 256, jetson=True)
+    csi = source_pipeline(parse("csi://0"), t)
+    assert _chain(csi) == ["nvarguscamerasrc", "caps", "nvvidconv", "caps", "identity", "appsink"]
+    assert "memory:NVMM" in csi and "format=RGBA,width=256,height=256" in csi and "drop=true" in csi
+    mj = source_pipeline(parse("v4l2:///dev/video1?format=mjpeg&width=1920&height=1080"), t)
+    assert _chain(mj) == ["v4l2src", "caps", "jpegparse", "nvv4l2decoder", "nvvidconv", "caps", "identity", "appsink"]
+    assert "device=/dev/video1" in mj and "mjpeg=1" in mj and "width=1920" in mj
+    yuy = source_pipeline(parse("v4l2:///dev/video0"), t)
+    assert _chain(yuy) == ["v4l2src", "caps", "nvvidconv", "caps", "identity", "appsink"] and "YUY2" in yuy
+    rtsp = source_pipeline(parse("rtsp://10.0.0.5:554/live?latency=100&codec=h265&user=x"), t)
+    assert _chain(rtsp) == ["rtspsrc", "rtph265depay", "h265parse", "nvv4l2decoder", "nvvidconv", "caps", "identity",
+                            "appsink"]
+    assert "location=rtsp://10.0.0.5:554/live?user=x latency=100 drop-on-latency=true" in rtsp
+    every = source_pipeline(parse("rtsp://cam/s"), t, policy="every")
+    assert "drop-on-latency" not in every and "max-buffers=2 drop=false" in every
+
+
+@needs_gst
+def test_desktop_pipeline_strings_are_valid_gstreamer(bundle):
+    Gst, _ = gst()
+    t = Target(160, 128)
+    for uri in ("test://", "file:///tmp/x.mkv", "v4l2:///dev/video0", "v4l2:///dev/video0?format=mjpeg",
+                "rtsp://127.0.0.1:8554/cam", "images:///tmp"):
+        Gst.parse_launch(source_pipeline(parse(uri), t))  # raises on an unknown element or property
+    r = CliRunner().invoke(app, ["inspect", str(bundle), "--source", "csi://0", "--dry-run", "--platform", "jetson",
+                                 "--category", "magnetic_tile", "--output", "file://o.mp4"])
+    assert r.exit_code == 0 and "nvarguscamerasrc sensor-id=0" in r.output and "x264enc" in r.output
+
+
+def test_event_log_survives_a_torn_line(tmp_path):
+    p = tmp_path / "events.jsonl"
+    log = EventLog(p)
+    log.append({"frame": 1})
+    log.close()
+    with open(p, "a") as f:
+        f.write('{"frame": 2, "sco')  # power cut mid-write
+    log = EventLog(p)
+    log.append({"frame": 3})
+    log.close()
+    assert [e["frame"] for e in read_events(p)] == [1, 3]
+
+
+def test_bad_uris_and_missing_inputs_are_one_line_errors(bundle, tmp_path):
+    for args, msg in ((["--source", "webcam"], "expected a URI"), (["--source", "http://x"], "unknown scheme"),
+                      (["--source", f"file://{tmp_path}/none.mp4", "--category", "magnetic_tile"],
+                       "no such video file"),
+                      (["--source", "test://"], "--category"),
+                      (["--source", f"images://{tmp_path}", "--category", "magnetic_tile"], "no .png or .jpg")):
+        r = CliRunner().invoke(app, ["inspect", str(bundle), *args, "--max-frames", "1"])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, (args, r.output)
