@@ -90,6 +90,8 @@ def train(
     seed: int = 0,
     holdout: Annotated[float, typer.Option(min=0.0, max=0.5, help="Share of normals held out for thresholds.")] = 0.1,
     max_per_category: Annotated[int | None, typer.Option(min=2, help="At most N training images per category.")] = None,
+    shots: Annotated[int | None, typer.Option(min=1, help="Few-shot: N normal images per category (seeded "
+                                              "choice, recorded in the run).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing run folder.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the run summary as JSON.")] = None,
 ) -> None:
@@ -115,6 +117,7 @@ def train(
     info = run_train(TrainRequest(model=model, data=data, out=out, categories=category or None,
                                   image_size=parse_size(image_size), epochs=epochs, batch_size=batch_size,
                                   seed=seed, holdout=holdout, model_config=cfg, max_per_category=max_per_category,
+                                  shots=shots,
                                   train_overrides={"lr_step": lr_step} if lr_step else {}, force=force))
     table = Table(title=f"{out} ({info['model']})")
     for col in ("category", "threshold", "center", "held-out normals"):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,16 +56,20 @@ class TrainRequest:
     model_config: dict = field(default_factory=dict)
     train_overrides: dict = field(default_factory=dict)
     max_per_category: int | None = None
+    shots: int | None = None  # few-shot: N normal images per category, a seeded random choice
     threads: int | None = None
     force: bool = False
     quiet: bool = False
+    # called after every epoch with (epoch, model); may return a dict stored in that epoch's curve row
+    # (e.g. a convergence probe); not part of the run's identity
+    on_epoch: Callable | None = None
 
 
 def _fingerprint(req: TrainRequest, train_cfg: dict, model_cfg: dict, categories: list[str]) -> dict:
     """What makes two trainings the same run, in its JSON form (tuples become lists)."""
     fp = {"model": req.model, "model_config": model_cfg, "train": train_cfg, "categories": categories,
           "image_size": list(req.image_size), "seed": req.seed, "holdout": req.holdout,
-          "max_per_category": req.max_per_category, "data": str(Path(req.data).resolve())}
+          "max_per_category": req.max_per_category, "shots": req.shots, "data": str(Path(req.data).resolve())}
     return json.loads(json.dumps(fp))
 
 
@@ -111,10 +117,22 @@ def train(req: TrainRequest) -> dict:
         for s in samples:
             by_cat.setdefault(s.category, []).append(s)
         samples = [s for c in categories for s in by_cat[c][: req.max_per_category]]
-    fit, held = mvtec.split_holdout(samples, req.holdout, req.seed)
+    shots_note = None
+    if req.shots:
+        rng = random.Random(req.seed)
+        by_cat = {}
+        for s in samples:
+            by_cat.setdefault(s.category, []).append(s)
+        samples = [s for c in categories for s in sorted(rng.sample(by_cat[c], min(req.shots, len(by_cat[c]))),
+                                                         key=lambda x: x.path)]
+        fit, held = samples, []  # every shot is a training image; thresholds come from them (noted)
+        shots_note = {"shots": req.shots, "seed": req.seed, "files": [str(s.path.resolve()) for s in samples]}
+    else:
+        fit, held = mvtec.split_holdout(samples, req.holdout, req.seed)
 
     torch.manual_seed(req.seed)
-    model = build_model(req.model, req.image_size, req.model_config)
+    model_cfg = {**req.model_config, **cls.data_config(categories, len(fit))}
+    model = build_model(req.model, req.image_size, model_cfg)
     pre = Preprocess(req.image_size[0], req.image_size[1], mean=model.backbone.mean, std=model.backbone.std)
     fp = _fingerprint(req, train_cfg, model_config_dict(model), categories)
 
@@ -144,6 +162,8 @@ def train(req: TrainRequest) -> dict:
                      "n_train": len(fit), "n_holdout": len(held), "holdout_fraction": req.holdout,
                      "holdout_files": [str(s.path.resolve()) for s in held]},
             "fingerprint": fp, "curve": curve, "versions": versions()}
+    if shots_note:
+        info["data"]["few_shot"] = shots_note
     write_run_json(out, info)
 
     groups = model.param_groups(train_cfg)
@@ -162,6 +182,9 @@ def train(req: TrainRequest) -> dict:
             images = mvtec.load_images(fit, pre)
             prog.update(task, completed=len(fit))
             data = _features(model, images, prog) if cls.cache_features else torch.from_numpy(images)
+            prep = model.prepare(data, [s.category for s in fit])
+            if prep is not None:
+                info["prepare"] = prep
         t_feat = time.time() - t0
         bs = train_cfg["batch_size"]
         task = prog.add_task("train", total=train_cfg["epochs"], completed=start_epoch, info="")
@@ -188,6 +211,10 @@ def train(req: TrainRequest) -> dict:
                                                "scheduler": sched.state_dict(), "epoch": epoch + 1,
                                                "rng": torch.get_rng_state()})
             write_run_json(out, info)
+            if req.on_epoch is not None:
+                model.eval()
+                row.update(req.on_epoch(epoch + 1, model) or {})
+                write_run_json(out, info)
             prog.update(task, advance=1, info=f"loss {row['loss']:.4f}")
         train_seconds = time.time() - t0
         model.eval()

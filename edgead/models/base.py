@@ -46,6 +46,15 @@ class AnomalyModel(nn.Module):
         raise NotImplementedError
 
     # -- training --------------------------------------------------------------------------
+    @classmethod
+    def data_config(cls, categories: list[str], n_train: int) -> dict:
+        """Config entries that follow from the training data (sizes of data-derived buffers)."""
+        return {}
+
+    def prepare(self, data: Any, categories: list[str]) -> dict | None:
+        """Once before training, with the training data (features if cached) and each sample's category."""
+        return None
+
     def training_step(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
         """Return a dict with at least ``loss`` (a scalar to minimise)."""
         raise NotImplementedError
@@ -71,7 +80,7 @@ def register_model(cls: type[AnomalyModel]) -> type[AnomalyModel]:
 
 
 def _load_builtin() -> None:
-    from edgead.models import crad, crr  # noqa: F401  (register themselves)
+    from edgead.models import ccad, crad, crr  # noqa: F401  (register themselves)
 
 
 def available_models() -> dict[str, str]:
