@@ -310,8 +310,8 @@ def verify(
                       f"{_fmt(r['limit'])}" + (f"; worst: {where}" if where else ""), highlight=False, soft_wrap=True)
     c = res.get("culprits", {})
     for row in c.get("top", [])[:3]:
-        console.print(f"culprit: {row['tensor']} (from {row['producer']}): SQNR {row['sqnr_in_db']:.1f} -> "
-                      f"{row['sqnr_out_db']:.1f} dB", highlight=False, soft_wrap=True)
+        console.print(f"culprit: {row['tensor']} (from {row['producer']}): left in float it removes "
+                      f"{100 * row['share_of_error']:.0f} % of the map error", highlight=False, soft_wrap=True)
     console.print(f"{'[green]PASS' if res['passed'] else '[red]FAIL'}[/] report {res['report_json']}"
                   + (f", {html_out}" if html_out else ""))
     if not res["passed"]:

@@ -46,5 +46,8 @@ def make_video(frames: list[np.ndarray], path: str | Path, fps: int = 10) -> Pat
         Path(tmp).unlink(missing_ok=True)
         raise
     pipe.set_state(Gst.State.NULL)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
     os.replace(tmp, path)
     return path

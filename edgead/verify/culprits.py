@@ -1,37 +1,106 @@
-"""When an INT8 check fails: which quantized layers add the most error (per-layer outputs, few images)."""
+"""When an INT8 check fails: which quantized activations cause it.
+
+Every activation Q/DQ pair of the INT8 graph gets a switch (a boolean graph input choosing the
+quantized or the float tensor), so one ONNX Runtime session can run the graph with all pairs on, or
+with exactly one pair off. A pair's share of the failure is how much the anomaly maps move towards the
+FP32 graph's when that pair alone is left in float (relative L2 error of the maps, a few images).
+This measures effect on the output, so a pre-activation tensor whose saturated negatives are clipped
+away anyway is not blamed (per-tensor SQNR would blame it).
+"""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import numpy as np
+import onnx
+from onnx import TensorProto, helper
 
 from edgead.bundle import Bundle
 
-LOW_SQNR_DB = 20.0  # a layer output below this is far from its FP32 twin
+
+def activation_pairs(model: onnx.ModelProto) -> list[tuple[str, onnx.NodeProto, onnx.NodeProto]]:
+    """(float tensor, QuantizeLinear, DequantizeLinear) for every quantized activation (not weights)."""
+    inits = {i.name for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    pairs = []
+    for dq in model.graph.node:
+        if dq.op_type != "DequantizeLinear":
+            continue
+        q = producer.get(dq.input[0])
+        if q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in inits:
+            pairs.append((q.input[0], q, dq))
+    return pairs
+
+
+def switchable(model: onnx.ModelProto, pairs) -> tuple[onnx.ModelProto, list[str]]:
+    """The graph with ``Where(switch_i, DQ(Q(t)), t)`` in place of each pair's DQ output."""
+    names = []
+    for i, (t, _q, dq) in enumerate(pairs):
+        sw, out = f"qdq_switch_{i}", f"{dq.output[0]}__switched"
+        model.graph.input.append(helper.make_tensor_value_info(sw, TensorProto.BOOL, []))
+        for n in model.graph.node:
+            if n is not dq:
+                for k, name in enumerate(n.input):
+                    if name == dq.output[0]:
+                        n.input[k] = out
+        model.graph.node.append(helper.make_node("Where", [sw, dq.output[0], t], [out], name=f"{sw}_where"))
+        names.append(sw)
+    return model, names
+
+
+def _order(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Topological order (the appended Where nodes must precede their consumers)."""
+    produced = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
+    pending, ordered = list(model.graph.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(not x or x in produced for x in n.input):
+                ordered.append(n)
+                produced.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise RuntimeError(f"culprits: graph is not a DAG at {rest[0].name}")
+        pending = rest
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
+    return model
 
 
 def find_culprits(bundle: Bundle, key: str, images: np.ndarray, files: list[str], top: int = 5) -> dict:
-    """Compare every quantized activation, INT8 graph vs FP32 graph, on ``images``.
-
-    The FP32 side is the bundle's FP32 graph through the same pre-quantization pass the INT8 build
-    used, so tensor names match. Ranked by the SQNR a step adds (``sensitivity.layer_sqnr``): the
-    activation whose Q/DQ (or whose producer's weights) hurts most ranks first.
-    """
-    from edgead.precision.int8 import prepare
-    from edgead.precision.sensitivity import layer_sqnr
+    import onnxruntime as ort
 
     batch = bundle.input_shape[0]
     n = max(batch, len(images) // batch * batch)
-    with tempfile.TemporaryDirectory(prefix="edgead-culprits-") as tmp:
-        pre = Path(tmp) / "fp32.prepared.onnx"
-        prepare(bundle.onnx("fp32"), pre)
-        rows = layer_sqnr(pre, bundle.onnx(key), images[:n], bundle.input_name, batch, Path(tmp))
-    ranked = sorted(rows, key=lambda r: -r["added_db"])
-    first_low = next((r for r in rows if r["sqnr_out_db"] < LOW_SQNR_DB), None)
-    return {"method": ("SQNR of each quantized activation, INT8 vs FP32 graph (ORT CPU); "
-                       "added = lowest input SQNR of its producer - its own SQNR"),
-            "images": files[:n], "n_layers": len(rows), "top": ranked[:top],
-            "first_layer_below_db": {"limit_db": LOW_SQNR_DB, "layer": first_low},
-            "final_layer": rows[-1] if rows else None}
+    x = images[:n]
+    ref_sess = ort.InferenceSession(str(bundle.onnx("fp32")), providers=["CPUExecutionProvider"])
+    name = bundle.input_name
+
+    def maps(sess, extra: dict) -> np.ndarray:
+        return np.concatenate([sess.run(["anomaly_map"], {name: x[i:i + batch], **extra})[0]
+                               for i in range(0, n, batch)])
+
+    ref = maps(ref_sess, {})
+    model = onnx.load(str(bundle.onnx(key)))
+    producer = {o: nd for nd in model.graph.node for o in nd.output}
+    pairs = activation_pairs(model)
+    model, switches = switchable(model, pairs)
+    sess = ort.InferenceSession(_order(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    on = {s: np.array(True) for s in switches}
+
+    def error(m: np.ndarray) -> float:
+        return float(np.mean([np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-12) for a, r in zip(m, ref,
+                                                                                                      strict=True)]))
+
+    base = error(maps(sess, on))
+    rows = []
+    for (t, _q, _dq), s in zip(pairs, switches, strict=True):
+        e = error(maps(sess, {**on, s: np.array(False)}))
+        p = producer.get(t)
+        rows.append({"tensor": t, "producer": p.name if p is not None else "(graph input)",
+                     "op": p.op_type if p is not None else "", "map_error_all_int8": base,
+                     "map_error_this_float": e, "share_of_error": (base - e) / base if base > 0 else 0.0})
+    ranked = sorted(rows, key=lambda r: -r["share_of_error"])
+    return {"method": "one activation Q/DQ pair at a time left in float (switches in one ORT session); share = "
+                      "reduction of the maps' relative L2 error against the FP32 graph",
+            "images": files[:n], "n_pairs": len(rows), "map_error_all_int8": base, "top": ranked[:top]}

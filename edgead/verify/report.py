@@ -126,11 +126,12 @@ def build_html(result: dict, ref: Reference, eng: dict, bundle: Bundle, bench: d
     if "culprits" in result and "top" in result["culprits"]:
         c = result["culprits"]
         out.append(f"<h2>Likely culprit layers</h2><p>{html.escape(c['method'])}; images: "
-                   f"{html.escape(', '.join(c['images']))}</p><table><tr><th>activation</th><th>producer</th>"
-                   "<th>op</th><th>SQNR in dB</th><th>SQNR out dB</th><th>added dB</th></tr>")
+                   f"{html.escape(', '.join(c['images']))}; map error with every pair quantized: "
+                   f"{c['map_error_all_int8']:.4f}</p><table><tr><th>activation</th><th>producer</th><th>op</th>"
+                   "<th>map error, this pair in float</th><th>share of the error</th></tr>")
         for r in c["top"]:
             out.append(f"<tr><td>{html.escape(r['tensor'])}</td><td>{html.escape(r['producer'])}</td><td>{r['op']}</td>"
-                       f"<td>{r['sqnr_in_db']:.1f}</td><td>{r['sqnr_out_db']:.1f}</td><td>{r['added_db']:.1f}</td></tr>")
+                       f"<td>{r['map_error_this_float']:.4f}</td><td>{100 * r['share_of_error']:.1f} %</td></tr>")
         out.append("</table>")
     out.append("<h2>Per category</h2><table><tr><th>category</th><th>good/defect</th>"
                + "".join(f"<th>{k} ref</th><th>{k} engine</th>" for k in ("image AUROC", "pixel AUROC", "AUPRO"))
