@@ -244,3 +244,27 @@ def test_bad_uris_and_missing_inputs_are_one_line_errors(bundle, tmp_path):
                       (["--source", f"images://{tmp_path}", "--category", "magnetic_tile"], "no .png or .jpg")):
         r = CliRunner().invoke(app, ["inspect", str(bundle), *args, "--max-frames", "1"])
         assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, (args, r.output)
+
+
+@needs_gst
+def test_rtsp_output_serves_the_overlay_stream(bundle, tmp_path):
+    Gst, _ = gst()
+    port = _free_port()
+    got = {"frames": 0}
+
+    def client():
+        time.sleep(2.5)
+        pipe = Gst.parse_launch(f"rtspsrc location=rtsp://127.0.0.1:{port}/edgead latency=0 ! rtph264depay ! "
+                                "h264parse ! avdec_h264 ! fakesink name=f signal-handoffs=true sync=false")
+        pipe.get_by_name("f").connect("handoff", lambda *a: got.__setitem__("frames", got["frames"] + 1))
+        pipe.set_state(Gst.State.PLAYING)
+        time.sleep(4)
+        pipe.set_state(Gst.State.NULL)
+
+    t = threading.Thread(target=client)
+    t.start()
+    res = inspect(InspectRequest(bundle=bundle, source="test://", output=f"rtsp://:{port}/edgead",
+                                 category="magnetic_tile", alerts_dir=tmp_path / "alerts", duration=8, quiet=True))
+    t.join()
+    assert res["frames"] > 0 and got["frames"] > 10, (res["frames"], got)
+    assert "rtph264pay" in res["pipelines"]["output"]
