@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The main job: train CRAD, then evaluate it. Real data when EDGEAD_DATA (an MVTec-style root) is set,
-# otherwise a small synthetic texture set generated on the fly (so it runs offline anywhere).
+# The main job: train a model (CRAD by default; MODEL=crr or ccad), evaluate it, export a bundle, make its INT8
+# graph, verify FP32 and INT8 against PyTorch, bench, and inspect a "conveyor" video through the live GStreamer
+# pipeline. Real data when EDGEAD_DATA (an MVTec-style root) is set, otherwise a small synthetic texture set
+# generated on the fly (so it runs offline anywhere).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EDGEAD=.venv/bin/edgead
@@ -34,6 +36,16 @@ fi
 "$EDGEAD" verify "$WORK/$MODEL-bundle" --precision fp32 --data "$DATA" --html "$WORK/$MODEL.verify-fp32.html"
 "$EDGEAD" verify "$WORK/$MODEL-bundle" --precision int8 --data "$DATA" --html "$WORK/$MODEL.verify-int8.html" \
   || echo "demo: INT8 did not pass every default gate; the report says which, where and the likely culprit layers"
+# Live: a conveyor video of test images (good and defective alternating) through the GStreamer pipeline
+FIRST=$(.venv/bin/python -c "import json; print(json.load(open('$WORK/$MODEL-bundle/meta.json'))['categories'][0])")
+.venv/bin/python scripts/make_conveyor.py --data "$DATA" --category "$FIRST" --bundle "$WORK/$MODEL-bundle" \
+  --per-class 8 --out "$WORK/conveyor.mkv"
+rm -rf "$WORK/alerts"
+"$EDGEAD" inspect "$WORK/$MODEL-bundle" --source "file://$WORK/conveyor.mkv" --precision int8 --category "$FIRST" \
+  --alerts "$WORK/alerts" --output "file://$WORK/inspected.mp4" --json "$WORK/$MODEL.inspect.json"
+.venv/bin/python scripts/live_parity.py "$WORK/conveyor.json" "$WORK/alerts/events.jsonl" --bundle "$WORK/$MODEL-bundle" \
+  --precision int8-cpu --category "$FIRST"
 echo "demo: metrics in $WORK/$MODEL.eval.json (torch) and $WORK/$MODEL.eval-int8.json (ONNX Runtime INT8),"
 echo "      overlays in $WORK/$MODEL/eval/overlays/, bundle in $WORK/$MODEL-bundle/,"
-echo "      parity reports $WORK/$MODEL.verify-fp32.html and $WORK/$MODEL.verify-int8.html"
+echo "      parity reports $WORK/$MODEL.verify-fp32.html and $WORK/$MODEL.verify-int8.html,"
+echo "      live: $WORK/inspected.mp4 (overlays), $WORK/alerts/events.jsonl, $WORK/$MODEL.inspect.json"

@@ -35,8 +35,11 @@ def main() -> None:
     pre = Bundle.load(args.bundle).preprocess
     samples = mvtec.discover(args.data, [args.category], "test")
     rng = random.Random(args.seed)
-    good = rng.sample([s for s in samples if s.label == 0], args.per_class)
-    bad = rng.sample([s for s in samples if s.label == 1], args.per_class)
+    goods, bads = [s for s in samples if s.label == 0], [s for s in samples if s.label == 1]
+    n = min(args.per_class, len(goods), len(bads))
+    if n == 0:
+        raise SystemExit(f"{args.data}/{args.category}/test: needs good and defective images")
+    good, bad = rng.sample(goods, n), rng.sample(bads, n)
     order = [x for pair in zip(good, bad, strict=True) for x in pair]
     frames = [np.asarray(pre.resize_image(mvtec.open_image(s.path))) for s in order]
     make_video(frames, args.out, fps=args.fps)
