@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgead.precision.rules import in_scopes, scope, split_nodes
+from edgead.precision.rules import in_scopes, scope, split_nodes, toposort
 
 KEEP_FP32_INPUTS = {"Resize": {1, 2}}
 FLOAT = TensorProto.FLOAT
@@ -108,27 +108,7 @@ def convert(model: onnx.ModelProto, scopes: list[str] | tuple[str, ...] = (),
     del g.initializer[:]
     g.initializer.extend(keep)
     del g.value_info[:]
-    return _toposort(model)
-
-
-def _toposort(model: onnx.ModelProto) -> onnx.ModelProto:
-    g = model.graph
-    ready = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
-    pending, ordered = list(g.node), []
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i in ready for i in n.input):
-                ordered.append(n)
-                ready.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            raise RuntimeError(f"fp16 pass: graph is not a DAG at {rest[0].name}")
-        pending = rest
-    del g.node[:]
-    g.node.extend(ordered)
-    return model
+    return toposort(model, "fp16 pass")
 
 
 def to_fp16(src: Path, dst: Path, scopes: list[str]) -> dict:

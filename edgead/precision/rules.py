@@ -32,3 +32,24 @@ def split_nodes(model: onnx.ModelProto, scopes: list[str] | tuple[str, ...]) -> 
             continue
         (inside if in_scopes(n.name, scopes) else outside).append(n.name)
     return inside, outside
+
+
+def toposort(model: onnx.ModelProto, what: str = "graph") -> onnx.ModelProto:
+    """Put the nodes in topological order (after passes that append or rewire nodes)."""
+    g = model.graph
+    ready = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
+    pending, ordered = list(g.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in ready for i in n.input):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise RuntimeError(f"{what}: graph is not a DAG at {rest[0].name}")
+        pending = rest
+    del g.node[:]
+    g.node.extend(ordered)
+    return model

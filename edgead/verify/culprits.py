@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from edgead.bundle import Bundle
+from edgead.precision.rules import toposort
 
 
 def activation_pairs(model: onnx.ModelProto) -> list[tuple[str, onnx.NodeProto, onnx.NodeProto]]:
@@ -47,26 +48,6 @@ def switchable(model: onnx.ModelProto, pairs) -> tuple[onnx.ModelProto, list[str
     return model, names
 
 
-def _order(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Topological order (the appended Where nodes must precede their consumers)."""
-    produced = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
-    pending, ordered = list(model.graph.node), []
-    while pending:
-        rest = []
-        for n in pending:
-            if all(not x or x in produced for x in n.input):
-                ordered.append(n)
-                produced.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            raise RuntimeError(f"culprits: graph is not a DAG at {rest[0].name}")
-        pending = rest
-    del model.graph.node[:]
-    model.graph.node.extend(ordered)
-    return model
-
-
 def find_culprits(bundle: Bundle, key: str, images: np.ndarray, files: list[str], top: int = 5) -> dict:
     import onnxruntime as ort
 
@@ -85,7 +66,7 @@ def find_culprits(bundle: Bundle, key: str, images: np.ndarray, files: list[str]
     producer = {o: nd for nd in model.graph.node for o in nd.output}
     pairs = activation_pairs(model)
     model, switches = switchable(model, pairs)
-    sess = ort.InferenceSession(_order(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(toposort(model, "culprits").SerializeToString(), providers=["CPUExecutionProvider"])
     on = {s: np.array(True) for s in switches}
 
     def error(m: np.ndarray) -> float:
