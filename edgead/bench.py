@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgead.data.preprocess import Preprocess
+from edgead.device import jetson_facts, run_cmd
 from edgead.errors import EdgeadError
 
 
@@ -108,43 +109,6 @@ def bench(bundle: Path, precisions: str | list[str], backend: str = "onnxruntime
     return out
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode(errors="replace").strip("\x00 \n")
-    except OSError:
-        return None
-
-
-def _cmd(args: list[str]) -> str | None:
-    import shutil
-
-    if not shutil.which(args[0]):
-        return None
-    try:
-        r = subprocess.run(args, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return (r.stdout or r.stderr).strip() or None
-
-
-def jetson_facts() -> dict | None:
-    """Jetson model, L4T release, power mode, clocks and temperatures; None when not on a Jetson."""
-    release = _read("/etc/nv_tegra_release")
-    model = _read("/proc/device-tree/model")
-    if release is None and not (model and "jetson" in model.lower()):
-        return None
-    temps = {}
-    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
-        t = _read(str(zone / "temp"))
-        if t and t.lstrip("-").isdigit():
-            temps[_read(str(zone / "type")) or zone.name] = int(t) / 1000
-    gpu_freq = next((_read(str(p)) for p in Path("/sys/devices").glob("**/devfreq/*gpu*/cur_freq")), None)
-    return {"model": model, "l4t": release.splitlines()[0] if release else None,
-            "power_mode": _cmd(["nvpmodel", "-q"]), "jetson_clocks": _cmd(["jetson_clocks", "--show"]),
-            "gpu_cur_freq_hz": gpu_freq, "temperatures_c": temps}
-
-
 def machine() -> dict:
     cpu = platform.processor()
     try:
@@ -153,7 +117,7 @@ def machine() -> dict:
     except OSError:
         pass
     facts = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
-             "gpu": _cmd(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])}
+             "gpu": run_cmd(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])}
     try:
         import onnxruntime
 

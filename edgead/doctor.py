@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import importlib
 import shutil
-import subprocess
 
 # GStreamer element -> the Debian/JetPack package that provides it
 PACKAGE = {
@@ -56,18 +55,8 @@ def _version(mod: str) -> str | None:
         return None
 
 
-def _run(args: list[str]) -> str | None:
-    if not shutil.which(args[0]):
-        return None
-    try:
-        r = subprocess.run(args, capture_output=True, text=True, timeout=5)
-        return (r.stdout or r.stderr).strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
 def doctor(platform: str = "auto") -> dict:
-    from edgead.bench import jetson_facts
+    from edgead.device import jetson_facts, run_cmd
     from edgead.errors import EdgeadError
 
     rows: list[dict] = []
@@ -83,7 +72,7 @@ def doctor(platform: str = "auto") -> dict:
                      if jet_facts else "not a Jetson (desktop pipelines)"))
     trt = _version("tensorrt")
     cuda = _version("cuda") or _version("cuda.bindings")
-    gpu = _run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])
+    gpu = run_cmd(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])
     gpu_expected = jetson or gpu is not None
     rows.append(_row("tensorrt", "TensorRT (python)", trt is not None if gpu_expected else None,
                      trt or "no NVIDIA GPU here: engines are built on the device",
@@ -126,7 +115,7 @@ def doctor(platform: str = "auto") -> dict:
     rows.append(_row("cameras", "V4L2 devices", bool(cams) if cams else None, ", ".join(cams) or "none found",
                      "plug in a USB camera; check with v4l2-ctl --list-devices"))
     if jetson:
-        argus = _run(["systemctl", "is-active", "nvargus-daemon"])
+        argus = run_cmd(["systemctl", "is-active", "nvargus-daemon"])
         rows.append(_row("cameras", "nvargus-daemon (csi://)", argus == "active", argus or "unknown",
                          "sudo systemctl restart nvargus-daemon"))
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

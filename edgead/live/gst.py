@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
+from edgead.device import is_jetson, jetson_model
 from edgead.errors import EdgeadError
 
 FIX = ("apt-get install gstreamer1.0-tools gstreamer1.0-plugins-{base,good,bad,ugly} gstreamer1.0-libav "
@@ -44,22 +44,6 @@ def gst():
 def has_element(name: str) -> bool:
     Gst, _ = gst()
     return Gst.ElementFactory.find(name) is not None
-
-
-def is_jetson() -> bool:
-    if Path("/etc/nv_tegra_release").is_file():
-        return True
-    try:
-        return "jetson" in Path("/proc/device-tree/model").read_text(errors="replace").lower()
-    except OSError:
-        return False
-
-
-def jetson_model() -> str | None:
-    try:
-        return Path("/proc/device-tree/model").read_text(errors="replace").strip("\x00 \n")
-    except OSError:
-        return None
 
 
 def has_nvenc() -> bool:
