@@ -31,7 +31,7 @@ from torch import nn
 
 from edgead.backbones import build_backbone
 from edgead.models.base import AnomalyModel, register_model
-from edgead.models.layers import MapPost
+from edgead.models.layers import MapPost, align_to_finest
 
 BANKS = ("adaptive", "kmeans", "full", "none")
 
@@ -192,11 +192,7 @@ class CCAD(AnomalyModel):
         return (f - self.feat_mean) / self.feat_std
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.backbone(x)
-        size = feats[0].shape[-2:]
-        feats = [f if f.shape[-2:] == size else F.interpolate(f, size=size, mode="bilinear", align_corners=True)
-                 for f in feats]
-        return torch.cat(feats, dim=1)
+        return torch.cat(align_to_finest(self.backbone(x)), dim=1)
 
     def denoise(self, xt: torch.Tensor, step: int, ctx: torch.Tensor | None) -> torch.Tensor:
         """Predict the clean (standardised) features from x_t at step index ``step``."""

@@ -24,7 +24,7 @@ from torch import nn
 
 from edgead.backbones import build_backbone
 from edgead.models.base import AnomalyModel, register_model
-from edgead.models.layers import MapPost, MBv3Block, tent_weights, tent_weights_2d
+from edgead.models.layers import MapPost, MBv3Block, align_to_finest, tent_weights, tent_weights_2d
 
 
 @dataclass
@@ -101,11 +101,7 @@ class CRAD(AnomalyModel):
     # -- features ----------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Multi-scale backbone features aligned to the finest stride and concatenated."""
-        feats = self.backbone(x)
-        size = feats[0].shape[-2:]
-        feats = [f if f.shape[-2:] == size else F.interpolate(f, size=size, mode="bilinear", align_corners=True)
-                 for f in feats]
-        return torch.cat(feats, dim=1)
+        return torch.cat(align_to_finest(self.backbone(x)), dim=1)
 
     # -- grids ---------------------------------------------------------------------------------
     def read_local(self, coord: torch.Tensor) -> torch.Tensor:

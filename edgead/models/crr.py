@@ -26,7 +26,7 @@ from torch import nn
 
 from edgead.backbones import build_backbone
 from edgead.models.base import AnomalyModel, register_model
-from edgead.models.layers import MapPost, MBv3Block
+from edgead.models.layers import MapPost, MBv3Block, align_to_finest
 
 EPS = 1e-6  # FP16-representable (the paper's 1e-12 underflows to 0 in FP16)
 
@@ -131,10 +131,7 @@ class CRR(AnomalyModel):
     # -- features --------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Encoder groups at stride 8: [shallow (stride 8), deep (stride 16, upsampled)]."""
-        feats = self.backbone(x)
-        size = feats[0].shape[-2:]
-        return [f if f.shape[-2:] == size else F.interpolate(f, size=size, mode="bilinear", align_corners=True)
-                for f in feats]
+        return align_to_finest(self.backbone(x))
 
     def decode(self, enc: list[torch.Tensor]) -> list[torch.Tensor]:
         z = torch.cat(enc, dim=1)

@@ -109,3 +109,10 @@ class MapPost(nn.Module):
             p = min(self.score_pool, *self.size)
             score = F.avg_pool2d(m, p, stride=1).flatten(1).amax(dim=1)
         return m, score
+
+
+def align_to_finest(feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Multi-scale features upsampled (bilinear, align_corners) to the first (finest) map's size."""
+    size = feats[0].shape[-2:]
+    return [f if f.shape[-2:] == size else F.interpolate(f, size=size, mode="bilinear", align_corners=True)
+            for f in feats]
