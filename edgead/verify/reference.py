@@ -149,8 +149,9 @@ def load_reference(bundle: Bundle) -> Reference:
         return Reference(**{k: z[k] for k in Reference.__dataclass_fields__})
 
 
-def check_inputs(bundle: Bundle, ref: Reference, data: Path | None) -> dict:
-    """Re-run the shared preprocessing on the source files (when present) and compare tensor hashes."""
+def check_inputs(bundle: Bundle, ref: Reference, data: Path | None, inputs: np.ndarray | None = None) -> dict:
+    """Re-run the shared preprocessing on the source files (when present) and compare tensor hashes;
+    ``inputs``: the stored images already normalised (``ref.inputs``), if the caller has them."""
     root = Path(data or bundle.meta["reference"]["data_root"])
     pre = bundle.preprocess
     checked = same = changed_files = 0
@@ -167,7 +168,8 @@ def check_inputs(bundle: Bundle, ref: Reference, data: Path | None) -> dict:
             same += 1
         else:
             mismatched.append(str(rel))
-    stored = sum(tensor_sha256(x) == h for x, h in zip(ref.inputs(bundle), ref.input_sha256, strict=True))
+    inputs = ref.inputs(bundle) if inputs is None else inputs
+    stored = sum(tensor_sha256(x) == h for x, h in zip(inputs, ref.input_sha256, strict=True))
     return {"stored_inputs_match": int(stored), "n_images": len(ref), "source_files_checked": checked,
             "source_files_identical_tensor": same, "source_files_changed": changed_files,
             "preprocessing_mismatch": mismatched[:10], "root": str(root)}

@@ -168,7 +168,7 @@ def verify(req: VerifyRequest) -> dict:
         task = prog.add_task(f"verify {key} ({req.backend})", total=len(x), info="")
         eng = run_engine(backend, x, b.input_shape[0], prog, task)
     seconds = time.perf_counter() - t0
-    rows, per_cat = evaluate_gates(b, ref, eng, gates, check_inputs(b, ref, req.data))
+    rows, per_cat = evaluate_gates(b, ref, eng, gates, check_inputs(b, ref, req.data, x))
     failed = [r for r in rows if r["passed"] is False]
     levels = {lv: ("fail" if any(r["level"] == lv and r["passed"] is False for r in rows) else "pass")
               for lv in ("L0", "L1", "L2", "L3", "L4")}
