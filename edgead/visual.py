@@ -33,9 +33,13 @@ def mask_outline(rgb: np.ndarray, mask: np.ndarray, color=(0, 255, 0)) -> np.nda
 def panel(rgb: np.ndarray, norm_map: np.ndarray, mask: np.ndarray | None, title: str) -> Image.Image:
     """Image | heatmap overlay | ground truth, with a title strip."""
     gt = mask_outline(rgb, mask) if mask is not None else rgb
-    tiles = [rgb, overlay(rgb, norm_map), gt]
-    h, w = rgb.shape[:2]
-    canvas = Image.new("RGB", (3 * w + 8, h + 18), (20, 20, 20))
+    return strip([rgb, overlay(rgb, norm_map), gt], title)
+
+
+def strip(tiles: list[np.ndarray], title: str) -> Image.Image:
+    """Same-size RGB tiles side by side (4 px apart) under a title line."""
+    h, w = tiles[0].shape[:2]
+    canvas = Image.new("RGB", (len(tiles) * (w + 4) - 4, h + 18), (20, 20, 20))
     for i, t in enumerate(tiles):
         canvas.paste(Image.fromarray(t), (i * (w + 4), 18))
     ImageDraw.Draw(canvas).text((4, 3), title, fill=(255, 255, 255))

@@ -9,13 +9,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from edgead.bundle import Bundle
 from edgead.fileio import atomic_write_bytes
 from edgead.metrics import roc_curve
 from edgead.verify.reference import Reference
-from edgead.visual import colorize, overlay
+from edgead.visual import colorize, overlay, strip
 
 CSS = """body{font-family:sans-serif;margin:24px;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
@@ -92,13 +92,7 @@ def _svg_hist(groups: list[tuple[str, np.ndarray, str]], title: str, w: int = 38
 def _disagreement_tile(rgb: np.ndarray, rn: np.ndarray, en: np.ndarray, title: str) -> Image.Image:
     """image | reference overlay | engine overlay | |difference| (same colour scale)."""
     diff = np.abs(en - rn)
-    tiles = [rgb, overlay(rgb, rn), overlay(rgb, en), colorize(diff * 2.0)]
-    h, w = rgb.shape[:2]
-    canvas = Image.new("RGB", (4 * w + 12, h + 18), (20, 20, 20))
-    for i, t in enumerate(tiles):
-        canvas.paste(Image.fromarray(t), (i * (w + 4), 18))
-    ImageDraw.Draw(canvas).text((4, 3), title, fill=(255, 255, 255))
-    return canvas
+    return strip([rgb, overlay(rgb, rn), overlay(rgb, en), colorize(diff * 2.0)], title)
 
 
 def build_html(result: dict, ref: Reference, eng: dict, bundle: Bundle, bench: dict | None = None,
