@@ -78,3 +78,18 @@ def trained_run(tiny_real, tmp_path_factory) -> Path:
     r = CliRunner().invoke(app, normalize_argv([str(a) for a in args]))
     assert r.exit_code == 0, r.output
     return out
+
+
+@pytest.fixture(scope="session")
+def export_run(trained_run):
+    """Export the tiny trained run to a fresh bundle folder through the real CLI (4 parity images).
+    Each test module gets its own copy because several of them change their bundle."""
+    from typer.testing import CliRunner
+
+    from edgead.cli import app
+
+    def export(out: Path) -> Path:
+        r = CliRunner().invoke(app, ["export", str(trained_run), "--out", str(out), "--parity-images", "4"])
+        assert r.exit_code == 0, r.output
+        return out
+    return export

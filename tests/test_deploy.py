@@ -15,10 +15,8 @@ from edgead.cli import app
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_acceptance_script_runs_every_gpu_free_step(trained_run, tmp_path):
-    bundle = tmp_path / "bundle"
-    assert CliRunner().invoke(app, ["export", str(trained_run), "--out", str(bundle), "--parity-images", "4"]
-                              ).exit_code == 0
+def test_acceptance_script_runs_every_gpu_free_step(export_run, tmp_path):
+    bundle = export_run(tmp_path / "bundle")
     r = subprocess.run(["bash", str(ROOT / "scripts" / "jetson_acceptance.sh"), str(bundle), str(tmp_path / "acc")],
                        capture_output=True, text=True, env={**os.environ, "EDGEAD_BACKEND": "onnxruntime"})
     assert r.returncode == 2 and "no reference outputs" in r.stderr  # the reference is made where the run is

@@ -17,11 +17,8 @@ from edgead.export import ExportRequest, export_bundle, parity_samples
 
 
 @pytest.fixture(scope="module")
-def bundle(trained_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundles") / "crad"
-    r = CliRunner().invoke(app, ["export", str(trained_run), "--out", str(out), "--parity-images", "4"])
-    assert r.exit_code == 0, r.output
-    return out
+def bundle(export_run, tmp_path_factory):
+    return export_run(tmp_path_factory.mktemp("bundles") / "crad")
 
 
 def test_bundle_layout_and_meta(bundle, trained_run):

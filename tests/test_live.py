@@ -38,11 +38,8 @@ needs_gst = pytest.mark.skipif(bool(gst_missing), reason=f"GStreamer missing: {g
 
 
 @pytest.fixture(scope="module")
-def bundle(trained_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("live") / "crad"
-    r = CliRunner().invoke(app, ["export", str(trained_run), "--out", str(out), "--parity-images", "4"])
-    assert r.exit_code == 0, r.output
-    return out
+def bundle(export_run, tmp_path_factory):
+    return export_run(tmp_path_factory.mktemp("live") / "crad")
 
 
 @pytest.fixture(scope="module")

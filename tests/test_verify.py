@@ -23,10 +23,8 @@ from edgead.verify.run import evaluate_gates, run_engine
 
 
 @pytest.fixture(scope="module")
-def bundle(trained_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("vbundles") / "crad"
-    r = CliRunner().invoke(app, ["export", str(trained_run), "--out", str(out), "--parity-images", "4"])
-    assert r.exit_code == 0, r.output
+def bundle(export_run, tmp_path_factory):
+    out = export_run(tmp_path_factory.mktemp("vbundles") / "crad")
     r = CliRunner().invoke(app, ["verify", str(out), "--precision", "fp32", "--json", str(out / "v.json")])
     assert r.exit_code == 0, r.output
     return out
