@@ -90,7 +90,7 @@ def bench(bundle: Path, precisions: str | list[str], backend: str = "onnxruntime
     from edgead.fileio import atomic_write_json
 
     b = Bundle.load(bundle)
-    precisions = [precisions] if isinstance(precisions, str) else list(precisions)
+    precisions = [b.resolve(p, backend) for p in ([precisions] if isinstance(precisions, str) else precisions)]
     engines = {f"{backend} {p}": measure_in_subprocess(bundle, backend, p, threads, iters) for p in precisions}
     out = {"bundle": str(bundle), "precisions": precisions, "backend": backend, "threads": threads,
            "batch": b.input_shape[0], "input_shape": list(b.input_shape), "machine": machine(), "engines": engines,

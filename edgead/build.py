@@ -7,7 +7,6 @@ fp32 is the exported graph; fp16 and int8 graphs are made here from it, by the r
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import onnx
 from edgead.bundle import META, Bundle, onnx_name
 from edgead.calibration import CalibSettings, build_cache, check_manifest, load_cache, load_recipes, manifest, select
 from edgead.errors import EdgeadError
-from edgead.fileio import atomic_write_json, read_json, sha256_file
+from edgead.fileio import atomic_write_json, read_json, scratch_dir, sha256_file
 from edgead.precision.readiness import report as readiness
 
 
@@ -86,7 +85,7 @@ def _same_settings(entry: dict, req: BuildRequest) -> bool:
 
 def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
     scopes = b.meta["precision_scopes"]
-    with tempfile.TemporaryDirectory(dir=b.path, prefix=".build-") as tmp:
+    with scratch_dir(b.path, ".build-") as tmp:
         tmp_dst = Path(tmp) / dst.name
         if req.precision == "fp16":
             from edgead.precision.fp16 import to_fp16

@@ -4,35 +4,90 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.rich_utils
 from rich.console import Console
 from rich.table import Table
 
-from edgead.errors import EdgeadError
+from edgead import __version__
+from edgead.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EdgeadError
 from edgead.progress import console
+
+PIPED_WIDTH = 160  # tables and help written to a pipe or file are this wide, not cut at 80 columns
+if not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
+    typer.rich_utils.MAX_WIDTH = typer.rich_utils.MAX_WIDTH or PIPED_WIDTH
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Industrial visual anomaly detection from workstation to Jetson.")
-stdout = Console()  # tables go to stdout; progress and messages to stderr
+# tables go to stdout (to stderr when --json - takes stdout); progress and messages to stderr
+stdout = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"edgead {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Industrial visual anomaly detection from workstation to Jetson."""
+
+
+def crash_report() -> Path:
+    """Save the current exception's traceback where a user can attach it to a bug report."""
+    import tempfile
+    import time
+    import traceback
+
+    text = f"edgead {__version__}\nargv: {sys.argv}\n\n{traceback.format_exc()}"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgead" / "crashes"
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    for folder in (base, Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+            return folder / name
+        except OSError:
+            continue
+    return Path("(not saved: no writable folder)")
 
 
 def handle_errors(fn):
-    """Turn user errors into one line on stderr and exit code 2; never a traceback."""
+    """User errors: one line on stderr, exit 2. Anything else is a bug: one line naming the saved
+    traceback, exit 3 (never a traceback on the console, never exit 1, which means a failed gate)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        json_out = kwargs.get("json_out")
+        global stdout
+        saved = stdout
+        if json_out is not None and str(json_out) == "-":  # stdout carries the JSON alone
+            stdout = Console(stderr=True)
         try:
             return fn(*args, **kwargs)
         except EdgeadError as e:
             console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(EXIT_BAD_INPUT) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: finished epochs are saved; rerun the same command to resume")
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as e:  # a bug: say where the traceback is, exit with its own code
+            path = crash_report()
+            first = (str(e).splitlines() or [""])[0][:160]
+            console.print(f"[red]internal error:[/] {type(e).__name__}: {first}; traceback saved to {path} "
+                          f"(please report it)", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_INTERNAL) from None
+        finally:
+            stdout = saved
     return wrapper
 
 
@@ -64,10 +119,11 @@ def normalize_argv(argv: list[str]) -> list[str]:
 
 def _write_json(path: Path | None, obj: dict) -> None:
     if path:
-        from edgead.fileio import atomic_write_json
+        from edgead.fileio import write_json_out
 
-        atomic_write_json(path, obj)
-        console.print(f"wrote {path}")
+        write_json_out(path, obj)
+        if str(path) != "-":
+            console.print(f"wrote {path}")
 
 
 def _fmt(v) -> str:
@@ -119,6 +175,8 @@ def train(
                                   seed=seed, holdout=holdout, model_config=cfg, max_per_category=max_per_category,
                                   shots=shots,
                                   train_overrides={"lr_step": lr_step} if lr_step else {}, force=force))
+    for w in info.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     table = Table(title=f"{out} ({info['model']})")
     for col in ("category", "threshold", "center", "held-out normals"):
         table.add_column(col)
@@ -175,7 +233,7 @@ def eval_(
         table.add_row(cat, *[_fmt(m.get(c, "")) for c in cols])
     table.add_row("[bold]mean", *[_fmt(res["mean"].get(c, "")) for c in cols])
     stdout.print(table)
-    if json_out:
+    if json_out and str(json_out) != "-":
         console.print(f"wrote {json_out}")
 
 
@@ -315,7 +373,7 @@ def verify(
     console.print(f"{'[green]PASS' if res['passed'] else '[red]FAIL'}[/] report {res['report_json']}"
                   + (f", {html_out}" if html_out else ""))
     if not res["passed"]:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command("bench")
@@ -356,7 +414,7 @@ def bench_(
     for k, v in slow.items():
         console.print(f"[red]budget missed:[/] {k} p50 {v:.2f} ms > {budget_ms:g} ms")
     if slow:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command("inspect")
@@ -378,7 +436,9 @@ def inspect_(
     duration: Annotated[float | None, typer.Option(min=0.1, help="Stop after S seconds.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads.")] = None,
     platform: Annotated[str, typer.Option(help="auto, jetson or desktop (pipeline elements).")] = "auto",
-    fps: Annotated[int, typer.Option(min=1, help="images:// pace and output stream rate.")] = 10,
+    fps: Annotated[int, typer.Option(min=1, help="Output stream rate (and images:// timestamps).")] = 10,
+    first_frame_timeout: Annotated[float, typer.Option(min=0.5, help="Exit 2 when the source gives no frame in "
+                                                       "this many seconds.")] = 30.0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the run summary as JSON.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the pipeline strings and exit.")] = False,
 ) -> None:
@@ -388,7 +448,7 @@ def inspect_(
     res = inspect(InspectRequest(bundle=bundle, source=source, output=output, precision=precision, backend=backend,
                                  policy=policy, category=category, alerts_dir=alerts, max_frames=max_frames,
                                  duration=duration, threads=threads, platform=platform, fps=fps, json_out=json_out,
-                                 dry_run=dry_run))
+                                 dry_run=dry_run, first_frame_timeout_s=first_frame_timeout))
     if dry_run:
         stdout.print(f"# platform {res['platform']} (NVENC {'yes' if res['nvenc'] else 'no'}), policy {res['policy']}, "
                      f"model input {res['model_input'][0]}x{res['model_input'][1]}", highlight=False)
@@ -407,6 +467,12 @@ def inspect_(
     stdout.print(f"dropped {res['dropped']} of {res['produced']}, reconnects {res['reconnects']}, pipeline overhead "
                  f"(all but inference) {share * 100 if share is not None else 0:.1f} % of frame time; "
                  f"events in {res['events_file']}", highlight=False)
+    if res["skipped"]:
+        names = "; ".join(f"{s['file']}: {s['reason']}" for s in res["skipped"][:5])
+        more = f" (+{len(res['skipped']) - 5} more in the summary)" if len(res["skipped"]) > 5 else ""
+        console.print(f"[red]error:[/] skipped {len(res['skipped'])} unreadable image(s): {names}{more}; replace or "
+                      f"remove them and inspect those parts again", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
 
 
 @app.command()
@@ -428,7 +494,7 @@ def doctor(
     stdout.print(table)
     _write_json(json_out, res)
     if res["missing"]:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def main() -> None:

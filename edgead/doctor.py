@@ -6,41 +6,32 @@ import glob
 import importlib
 import shutil
 
-# GStreamer element -> the Debian/JetPack package that provides it
-PACKAGE = {
-    "appsrc": "gstreamer1.0-plugins-base", "appsink": "gstreamer1.0-plugins-base",
-    "videoconvert": "gstreamer1.0-plugins-base", "videoscale": "gstreamer1.0-plugins-base",
-    "videotestsrc": "gstreamer1.0-plugins-base", "decodebin": "gstreamer1.0-plugins-base",
-    "identity": "gstreamer1.0 (core)", "filesrc": "gstreamer1.0 (core)", "filesink": "gstreamer1.0 (core)",
-    "v4l2src": "gstreamer1.0-plugins-good", "jpegdec": "gstreamer1.0-plugins-good",
-    "pngdec": "gstreamer1.0-plugins-good", "rtspsrc": "gstreamer1.0-plugins-good",
-    "rtph264depay": "gstreamer1.0-plugins-good", "rtph265depay": "gstreamer1.0-plugins-good",
-    "rtph264pay": "gstreamer1.0-plugins-good", "mp4mux": "gstreamer1.0-plugins-good",
-    "matroskamux": "gstreamer1.0-plugins-good", "autovideosink": "gstreamer1.0-plugins-good",
-    "h264parse": "gstreamer1.0-plugins-bad", "h265parse": "gstreamer1.0-plugins-bad",
-    "jpegparse": "gstreamer1.0-plugins-bad", "x264enc": "gstreamer1.0-plugins-ugly",
-    "avdec_h264": "gstreamer1.0-libav", "avdec_h265": "gstreamer1.0-libav", "avenc_ffv1": "gstreamer1.0-libav",
-    "nvarguscamerasrc": "nvidia-l4t-gstreamer (JetPack)", "nvvidconv": "nvidia-l4t-gstreamer (JetPack)",
-    "nvv4l2decoder": "nvidia-l4t-gstreamer (JetPack)", "nvv4l2h264enc": "nvidia-l4t-gstreamer (JetPack)",
-    "nv3dsink": "nvidia-l4t-gstreamer (JetPack)",
-}
+# What each URI kind needs is read off the pipeline builders themselves (one URI per kind); decodebin
+# also needs a demuxer and decoder for the usual recordings.
+EXAMPLES = {"source test://": "test://", "source file://": "file:///x.mp4", "source v4l2:// (yuy2)": "v4l2:///dev/video0",
+            "source v4l2:// (mjpeg)": "v4l2:///dev/video0?format=mjpeg", "source rtsp:// (h264)": "rtsp://cam/s",
+            "source rtsp:// (h265)": "rtsp://cam/s?codec=h265", "source csi://": "csi://0",
+            "output display://": "display://", "output file://": "file:///x.mp4", "output rtsp://": "rtsp://:8554/x"}
+DECODEBIN_EXTRA = {False: ["qtdemux", "matroskademux", "avdec_h264"], True: ["qtdemux", "matroskademux"]}
 
-NEEDS = {  # (what, platform) -> elements
-    ("source test://", "any"): ["videotestsrc", "videoconvert", "videoscale", "identity", "appsink"],
-    ("source file://", "desktop"): ["filesrc", "decodebin", "videoconvert", "videoscale", "appsink"],
-    ("source images://", "desktop"): ["appsrc", "decodebin", "pngdec", "jpegdec", "videoscale", "appsink"],
-    ("source v4l2://", "desktop"): ["v4l2src", "jpegdec", "videoconvert", "videoscale", "appsink"],
-    ("source rtsp://", "desktop"): ["rtspsrc", "rtph264depay", "h264parse", "avdec_h264", "rtph265depay",
-                                    "h265parse", "avdec_h265", "videoscale", "appsink"],
-    ("output file://", "desktop"): ["appsrc", "videoconvert", "x264enc", "h264parse", "mp4mux", "filesink"],
-    ("output display://", "desktop"): ["appsrc", "videoconvert", "autovideosink"],
-    ("output rtsp://", "any"): ["appsrc", "x264enc", "rtph264pay"],
-    ("source csi://", "jetson"): ["nvarguscamerasrc", "nvvidconv", "appsink"],
-    ("source v4l2:// (mjpeg)", "jetson"): ["v4l2src", "jpegparse", "nvv4l2decoder", "nvvidconv"],
-    ("source rtsp:// / file://", "jetson"): ["rtspsrc", "nvv4l2decoder", "nvvidconv", "decodebin"],
-    ("output display://", "jetson"): ["nvvidconv", "nv3dsink"],
-    ("output file:// (NVENC)", "jetson"): ["nvvidconv", "nvv4l2h264enc", "mp4mux"],
-}
+
+def needs(jetson: bool) -> dict[str, list[str]]:
+    """URI kind -> the GStreamer elements its pipeline on this platform is made of."""
+    from edgead.live.pipelines import Target, sink_pipeline, source_pipeline
+    from edgead.live.uri import parse
+
+    t = Target(256, 256, jetson, nvenc=jetson)
+    out: dict[str, list[str]] = {}
+    for what, text in EXAMPLES.items():
+        if what == "source csi://" and not jetson:
+            continue
+        kind = "source" if what.startswith("source") else "sink"
+        chain = source_pipeline(parse(text, kind), t) if kind == "source" else sink_pipeline(parse(text, kind), t)
+        names = list(dict.fromkeys(chain.factories()))
+        if "decodebin" in names:
+            names += DECODEBIN_EXTRA[jetson]
+        out[what] = names
+    return out
 
 
 def _row(area: str, item: str, ok: bool | None, detail: str = "", fix: str = "") -> dict:
@@ -73,16 +64,19 @@ def doctor(platform: str = "auto") -> dict:
     trt = _version("tensorrt")
     cuda = _version("cuda") or _version("cuda.bindings")
     gpu = run_cmd(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])
+    if jet_facts:
+        gpu = gpu or f"{jet_facts['model']} integrated GPU"
     gpu_expected = jetson or gpu is not None
     rows.append(_row("tensorrt", "TensorRT (python)", trt is not None if gpu_expected else None,
                      trt or "no NVIDIA GPU here: engines are built on the device",
-                     "JetPack: sudo apt install python3-libnvinfer; desktop: pip install tensorrt"))
+                     "JetPack: sudo apt-get install python3-libnvinfer; desktop: pip install tensorrt"))
     rows.append(_row("tensorrt", "CUDA Python (cuda-python)", cuda is not None if gpu_expected else None,
                      cuda or "", "pip install cuda-python"))
-    rows.append(_row("tensorrt", "GPU", gpu_expected if gpu_expected else None, gpu or ("Jetson iGPU" if jetson
-                                                                                      else "none")))
+    rows.append(_row("tensorrt", "GPU", (gpu is not None) if gpu_expected else None,
+                     gpu or ("none found: --platform jetson on a machine that is not a Jetson" if jetson else "none"),
+                     "run on the Jetson (JetPack 6), or install the NVIDIA driver (nvidia-smi must answer)"))
     try:
-        from edgead.live.gst import gst, has_element
+        from edgead.live.gst import gst, has_element, package_of
 
         Gst, _ = gst()
         rows.append(_row("gstreamer", "PyGObject + Gst", True, Gst.version_string()))
@@ -93,14 +87,11 @@ def doctor(platform: str = "auto") -> dict:
         rows.append(_row("gstreamer", "PyGObject + Gst", False, str(e).split(";")[0], FIX))
         gst_ok = False
     if gst_ok:
-        for (what, plat), elements in NEEDS.items():
-            if plat not in ("any", "jetson" if jetson else "desktop"):
-                continue
+        for what, elements in needs(jetson).items():
             missing = [e for e in elements if not has_element(e)]
-            pkgs = sorted({PACKAGE.get(e, "?") for e in missing})
+            pkgs = sorted({package_of(e) for e in missing})
             rows.append(_row("pipelines", what, not missing, "missing: " + ", ".join(missing) if missing else "",
-                             "sudo apt-get install " + " ".join(p for p in pkgs if " " not in p)
-                             if missing else ""))
+                             "sudo apt-get install " + " ".join(pkgs) if missing else ""))
         try:
             import gi
 

@@ -13,7 +13,7 @@ from edgead.backends import Backend, open_backend
 from edgead.bundle import META, Bundle
 from edgead.data import mvtec
 from edgead.data.preprocess import Preprocess
-from edgead.fileio import atomic_write_bytes, atomic_write_json
+from edgead.fileio import atomic_write_bytes, write_json_out
 from edgead.metrics import auroc, category_metrics, mean_metrics
 from edgead.progress import progress
 from edgead.runs import read_run
@@ -48,8 +48,10 @@ def open_target(req: EvalRequest) -> tuple[Backend, dict, Path]:
     target = Path(req.run)
     if (target / META).is_file():
         b = Bundle.load(target)
-        backend = open_backend(req.backend or "onnxruntime", target, req.precision, threads=req.threads)
-        return backend, {**b.meta}, Path(b.meta["data"]["root"])
+        name = req.backend or "onnxruntime"
+        key = b.resolve(req.precision, name)
+        backend = open_backend(name, target, key, **({"threads": req.threads} if name != "tensorrt" else {}))
+        return backend, {**b.meta, "precision": key}, Path(b.meta["data"]["root"])
     info = read_run(target)
     backend = open_backend(req.backend or "torch", target, threads=req.threads)
     return backend, {**info, "categories": info["data"]["categories"]}, Path(info["data"]["root"])
@@ -72,7 +74,8 @@ def evaluate(req: EvalRequest) -> dict:
     cats = req.categories or info["categories"]
     samples = mvtec.discover(data, cats, "test")
     per_cat: dict[str, dict] = {}
-    sub = "overlays" if backend.name == "torch" else f"overlays-{backend.name}-{req.precision}"
+    precision = info.get("precision", "fp32")
+    sub = "overlays" if backend.name == "torch" else f"overlays-{backend.name}-{precision}"
     overlay_dir = Path(req.overlay_dir or Path(req.run) / "eval" / sub)
     written: list[str] = []
     with progress(disable=req.quiet) as prog:
@@ -99,10 +102,10 @@ def evaluate(req: EvalRequest) -> dict:
             if req.overlays and norm:
                 written += _overlays(cs, images, maps, masks, scores, norm, pre, overlay_dir, req.overlays)
     result = {"run": str(req.run), "model": info["model"], "backend": backend.describe(),
-              "precision": req.precision if backend.name != "torch" else "fp32 (torch reference)",
+              "precision": precision if backend.name != "torch" else "fp32 (torch reference)",
               "data": str(data), "per_category": per_cat, "mean": mean_metrics(per_cat), "overlays": written}
     if req.json_out:
-        atomic_write_json(req.json_out, result)
+        write_json_out(req.json_out, result)
     return result
 
 

@@ -13,7 +13,6 @@ is an error, and nothing is left behind.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from edgead.bundle import FORMAT_VERSION, META, Bundle, onnx_name
 from edgead.data import mvtec
 from edgead.data.preprocess import Preprocess
 from edgead.errors import EdgeadError
-from edgead.fileio import atomic_write_json, sha256_file
+from edgead.fileio import atomic_write_json, scratch_dir, sha256_file
 from edgead.precision.readiness import report as readiness
 from edgead.runs import WEIGHTS, load_model, versions
 
@@ -95,7 +94,7 @@ def export_bundle(req: ExportRequest) -> dict:
     samples = parity_samples(info, req.data, req.parity_images)
     images = mvtec.load_images(samples, pre)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
+    with scratch_dir(out, ".export-") as tmp:
         tmp_onnx = Path(tmp) / onnx_name("fp32")
         export_onnx(model, tmp_onnx, shape, req.opset)
         ort = OrtBackend(tmp_onnx)

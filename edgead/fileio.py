@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +34,77 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (strict JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any) -> str:
+    """Strict JSON (NaN and infinities written as null), indented, with a final newline."""
+    return json.dumps(finite(obj), indent=2, sort_keys=False, allow_nan=False, default=_plain) + "\n"
+
+
+def _plain(o: Any) -> Any:
+    """numpy scalars and paths, which results sometimes carry, as plain JSON values."""
+    if hasattr(o, "item"):
+        return finite(o.item())
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    return atomic_write_bytes(path, json_text(obj).encode())
+
+
+def write_json_out(path: str | Path, obj: Any) -> None:
+    """A verb's ``--json PATH`` output: ``-`` is standard output, anything else an atomic file write."""
+    if str(path) == "-":
+        import sys
+
+        sys.stdout.write(json_text(obj))
+        sys.stdout.flush()
+    else:
+        atomic_write_json(path, obj)
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: str | Path, prefix: str) -> Iterator[Path]:
+    """A temporary folder ``PARENT/PREFIX<pid>-*`` removed on exit; folders of the same prefix left by a
+    process that no longer runs (killed) are removed first, so a kill -9 costs disk only until the
+    next run of the same verb."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(parent, prefix)
+    with tempfile.TemporaryDirectory(dir=parent, prefix=f"{prefix}{os.getpid()}-") as tmp:
+        yield Path(tmp)
+
+
+def clean_stale(parent: Path, prefix: str) -> list[Path]:
+    """Remove ``PREFIX<pid>-*`` folders whose process is gone (and old-style ones without a pid)."""
+    removed = []
+    for p in parent.glob(f"{prefix}*"):
+        pid = p.name[len(prefix):].split("-", 1)[0]
+        if p.is_dir() and not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_json(path: str | Path) -> Any:

@@ -39,6 +39,7 @@ from edgead.runs import (
 )
 
 THRESHOLD_QUANTILE = 0.99
+FEW_NORMALS = 20  # fewer held-out normals per category than this: the threshold gets a warning
 PIXEL_QUANTILE = 0.999
 
 
@@ -220,11 +221,17 @@ def train(req: TrainRequest) -> dict:
         model.eval()
         norm_task = prog.add_task("thresholds", total=len(categories), info="")
         info["normalization"] = {}
+        info.pop("warnings", None)
         ref = held or fit
         for cat in categories:
             cat_samples = [s for s in ref if s.category == cat]
             maps, scores = infer(model, mvtec.load_images(cat_samples, pre))
             info["normalization"][cat] = normalization(maps, scores)
+            if len(scores) < FEW_NORMALS:
+                info.setdefault("warnings", []).append(
+                    f"category {cat!r}: threshold from {len(scores)} held-out normal image(s); the "
+                    f"q{THRESHOLD_QUANTILE} of so few is about their maximum and the false-reject rate it gives is "
+                    f"unknown: hold out more (--holdout) or add normal images (about 100 make it stable)")
             prog.advance(norm_task)
     if not held:
         info["normalization_warning"] = "no held-out normals (holdout=0): thresholds come from training images"

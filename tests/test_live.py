@@ -181,40 +181,44 @@ def test_images_folder_source_keeps_names(bundle, tiny_real, tmp_path):
     assert len(list((tmp_path / "flag").glob("*.png"))) == flagged
 
 
-def _chain(pipeline: str) -> list[str]:
-    """Element names in order (caps filters shown as 'caps')."""
-    names = []
-    for part in pipeline.split(" ! "):
-        tok = part.strip().split(" ")[0]
-        names.append("caps" if tok.startswith(("video/", "image/")) else tok)
-    return names
-
-
-def test_jetson_pipeline_strings():
+def test_jetson_pipelines_element_by_element():
     t = Target(256, 256, jetson=True)
     csi = source_pipeline(parse("csi://0"), t)
-    assert _chain(csi) == ["nvarguscamerasrc", "caps", "nvvidconv", "caps", "identity", "appsink"]
-    assert "memory:NVMM" in csi and "format=RGBA,width=256,height=256" in csi and "drop=true" in csi
+    assert csi.factories() == ["nvarguscamerasrc", "capsfilter", "nvvidconv", "capsfilter", "identity", "appsink"]
+    assert "memory:NVMM" in str(csi) and "format=RGBA,width=256,height=256" in str(csi) and "drop=true" in str(csi)
     mj = source_pipeline(parse("v4l2:///dev/video1?format=mjpeg&width=1920&height=1080"), t)
-    assert _chain(mj) == ["v4l2src", "caps", "jpegparse", "nvv4l2decoder", "nvvidconv", "caps", "identity", "appsink"]
-    assert "device=/dev/video1" in mj and "mjpeg=1" in mj and "width=1920" in mj
+    assert mj.factories() == ["v4l2src", "capsfilter", "jpegparse", "nvv4l2decoder", "nvvidconv", "capsfilter",
+                              "identity", "appsink"]
+    assert "device=/dev/video1" in str(mj) and "mjpeg=true" in str(mj) and "width=1920" in str(mj)
     yuy = source_pipeline(parse("v4l2:///dev/video0"), t)
-    assert _chain(yuy) == ["v4l2src", "caps", "nvvidconv", "caps", "identity", "appsink"] and "YUY2" in yuy
+    assert yuy.factories() == ["v4l2src", "capsfilter", "nvvidconv", "capsfilter", "identity", "appsink"]
+    assert "YUY2" in str(yuy)
     rtsp = source_pipeline(parse("rtsp://10.0.0.5:554/live?latency=100&codec=h265&user=x"), t)
-    assert _chain(rtsp) == ["rtspsrc", "rtph265depay", "h265parse", "nvv4l2decoder", "nvvidconv", "caps", "identity",
-                            "appsink"]
-    assert "location=rtsp://10.0.0.5:554/live?user=x latency=100 drop-on-latency=true" in rtsp
+    assert rtsp.factories() == ["rtspsrc", "rtph265depay", "h265parse", "nvv4l2decoder", "nvvidconv", "capsfilter",
+                                "identity", "appsink"]
+    assert ('location="rtsp://10.0.0.5:554/live?user=x" latency=100 drop-on-latency=true') in str(rtsp)
     every = source_pipeline(parse("rtsp://cam/s"), t, policy="every")
-    assert "drop-on-latency" not in every and "max-buffers=2 drop=false" in every
+    assert "drop-on-latency" not in str(every) and "max-buffers=2 drop=false" in str(every)
 
 
 @needs_gst
-def test_desktop_pipeline_strings_are_valid_gstreamer(bundle):
+def test_desktop_pipelines_build_and_render_as_valid_gstreamer(bundle):
+    from edgead.live.pipelines import build
+
     Gst, _ = gst()
     t = Target(160, 128)
-    for uri in ("test://", "file:///tmp/x.mkv", "v4l2:///dev/video0", "v4l2:///dev/video0?format=mjpeg",
-                "rtsp://127.0.0.1:8554/cam", "images:///tmp"):
-        Gst.parse_launch(source_pipeline(parse(uri), t))  # raises on an unknown element or property
+    for uri in ("test://", "file:///tmp/x.mkv", "file:///tmp/a dir/with \"quotes\".mkv", "v4l2:///dev/video0",
+                "v4l2:///dev/video0?format=mjpeg", "rtsp://127.0.0.1:8554/cam"):
+        chain = source_pipeline(parse(uri), t)
+        pipe = build(chain, uri)  # every element made and every property set one by one
+        made = sorted(e.get_factory().get_name() for e in pipe.children)
+        assert made == sorted(chain.factories()), uri
+        text_pipe = Gst.parse_launch(str(chain))  # the rendered description is valid and means the same
+        assert sorted(e.get_factory().get_name() for e in text_pipe.children) == made, uri
+        if uri.startswith("file"):
+            assert pipe.get_by_name("tap") is not None
+            src = next(e for e in pipe.children if e.get_factory().get_name() == "filesrc")
+            assert src.get_property("location") == uri.removeprefix("file://")
     r = CliRunner().invoke(app, ["inspect", str(bundle), "--source", "csi://0", "--dry-run", "--platform", "jetson",
                                  "--category", "magnetic_tile", "--output", "file://o.mp4"])
     assert r.exit_code == 0 and "nvarguscamerasrc sensor-id=0" in r.output and "x264enc" in r.output
@@ -238,7 +242,7 @@ def test_bad_uris_and_missing_inputs_are_one_line_errors(bundle, tmp_path):
                       (["--source", f"file://{tmp_path}/none.mp4", "--category", "magnetic_tile"],
                        "no such video file"),
                       (["--source", "test://"], "--category"),
-                      (["--source", f"images://{tmp_path}", "--category", "magnetic_tile"], "no .png or .jpg")):
+                      (["--source", f"images://{tmp_path}", "--category", "magnetic_tile"], "no .png, .jpg")):
         r = CliRunner().invoke(app, ["inspect", str(bundle), *args, "--max-frames", "1"])
         assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, (args, r.output)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from edgead.data.image import read_image
 from edgead.errors import EdgeadError
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -167,7 +168,7 @@ class Synthesizer:
     def _texture(self, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
         if self.files:
             p = self.files[int(rng.integers(len(self.files)))]
-            img = Image.open(p).convert("RGB").resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+            img = read_image(p).convert("RGB").resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
             return np.asarray(img)
         return procedural_texture(shape, rng)
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from edgead.data.image import image_size, read_image
 from edgead.data.preprocess import Preprocess
 from edgead.errors import EdgeadError
 
@@ -92,15 +93,8 @@ def holdout_samples(files: Iterable[str | Path], category: str) -> list[Sample]:
 
 
 def open_image(path: Path) -> Image.Image:
-    """Open and fully decode an image, or raise a one-line error naming it."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except FileNotFoundError:
-        raise EdgeadError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise EdgeadError(f"{path}: cannot decode image ({type(e).__name__}); replace or remove the file") from None
+    """Decode an image with the one reader (:func:`edgead.data.image.read_image`)."""
+    return read_image(path)
 
 
 def load_images(samples: Sequence[Sample], pre: Preprocess, workers: int = 2) -> np.ndarray:
@@ -119,7 +113,12 @@ def load_masks(samples: Sequence[Sample], pre: Preprocess) -> np.ndarray:
     out = np.zeros((len(samples), pre.height, pre.width), np.uint8)
     for i, s in enumerate(samples):
         if s.mask_path is not None:
-            out[i] = pre.mask(open_image(s.mask_path))
+            mask = open_image(s.mask_path)
+            want = image_size(s.path)
+            if mask.size != want:
+                raise EdgeadError(f"{s.mask_path}: mask is {mask.width}x{mask.height} px but its image {s.path.name} "
+                                  f"is {want[0]}x{want[1]}; a mask must cover its image pixel for pixel")
+            out[i] = pre.mask(mask)
     return out
 
 

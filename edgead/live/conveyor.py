@@ -11,6 +11,7 @@ import numpy as np
 
 from edgead.errors import EdgeadError
 from edgead.live.gst import gst
+from edgead.live.pipelines import Chain, build, caps, el, out_caps
 
 
 def make_video(frames: list[np.ndarray], path: str | Path, fps: int = 10) -> Path:
@@ -23,9 +24,9 @@ def make_video(frames: list[np.ndarray], path: str | Path, fps: int = 10) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".mkv", dir=path.parent)
     os.close(fd)
-    pipe = Gst.parse_launch(
-        f"appsrc name=src format=time caps=video/x-raw,format=RGB,width={w},height={h},framerate={fps}/1 ! "
-        f"videoconvert ! video/x-raw,format=BGRx ! avenc_ffv1 ! matroskamux ! filesink location={tmp}")
+    pipe = build(Chain((el("appsrc", "src", format="time", caps=out_caps(w, h, fps)), el("videoconvert"),
+                        caps("video/x-raw", format="BGRx"), el("avenc_ffv1"), el("matroskamux"),
+                        el("filesink", location=tmp))), f"conveyor {path}")
     src = pipe.get_by_name("src")
     pipe.set_state(Gst.State.PLAYING)
     dur = Gst.SECOND // fps

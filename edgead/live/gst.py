@@ -7,6 +7,25 @@ import os
 from edgead.device import is_jetson, jetson_model
 from edgead.errors import EdgeadError
 
+# GStreamer element -> the Debian (or JetPack) package that provides it
+PACKAGE = {
+    **dict.fromkeys(("identity", "filesrc", "filesink", "capsfilter", "queue", "fakesink"), "libgstreamer1.0-0"),
+    **dict.fromkeys(("appsrc", "appsink", "videoconvert", "videoscale", "videotestsrc", "decodebin"),
+                    "gstreamer1.0-plugins-base"),
+    **dict.fromkeys(("v4l2src", "jpegdec", "pngdec", "rtspsrc", "rtph264depay", "rtph265depay", "rtph264pay", "mp4mux",
+                     "qtmux", "matroskamux", "autovideosink", "qtdemux", "matroskademux"), "gstreamer1.0-plugins-good"),
+    **dict.fromkeys(("h264parse", "h265parse", "jpegparse"), "gstreamer1.0-plugins-bad"),
+    "x264enc": "gstreamer1.0-plugins-ugly",
+    **dict.fromkeys(("avdec_h264", "avdec_h265", "avenc_ffv1"), "gstreamer1.0-libav"),
+    **dict.fromkeys(("nvarguscamerasrc", "nvvidconv", "nvv4l2decoder", "nvv4l2h264enc", "nv3dsink"),
+                    "nvidia-l4t-gstreamer"),
+}
+
+
+def package_of(element: str) -> str:
+    return PACKAGE.get(element, "gstreamer1.0-plugins-bad")  # most remaining elements live there
+
+
 FIX = ("apt-get install gstreamer1.0-tools gstreamer1.0-plugins-{base,good,bad,ugly} gstreamer1.0-libav "
        "gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 libgirepository1.0-dev libcairo2-dev, then "
        "pip install 'PyGObject>=3.42,<3.51' (make setup does both)")

@@ -4,8 +4,9 @@ per-stage latency and a summary at the end. SIGINT/SIGTERM end the run cleanly (
 
 from __future__ import annotations
 
-import signal
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from edgead.bundle import Bundle
-from edgead.errors import EdgeadError
-from edgead.fileio import atomic_write_json
+from edgead.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EdgeadError
+from edgead.fileio import write_json_out
 from edgead.live.pipelines import Target, sink_pipeline, source_pipeline
+from edgead.live.source import Source
 from edgead.live.uri import parse
 from edgead.visual import colorize, overlay
 
@@ -39,6 +41,8 @@ class InspectRequest:
     platform: str = "auto"
     fps: int = 10  # images:// pace and output stream caps
     stall_s: float = 5.0
+    first_frame_timeout_s: float = 30.0  # a source that gives no frame in this long is an error (exit 2)
+    grace_s: float = 15.0  # after a stop (signal or --duration), the run ends within this long, whatever happens
     json_out: Path | None = None
     dry_run: bool = False
     quiet: bool = False
@@ -62,10 +66,12 @@ def plan(req: InspectRequest) -> dict:
     jetson, nvenc = resolve_platform(req.platform)
     target = Target(b.preprocess.width, b.preprocess.height, jetson, nvenc)
     policy = req.policy or default_policy(src)
+    sink = sink_pipeline(out, target, req.fps)
     return {"platform": "jetson" if jetson else "desktop", "nvenc": nvenc, "policy": policy,
-            "source_pipeline": source_pipeline(src, target, policy),
-            "output_pipeline": sink_pipeline(out, target, req.fps)
-            or ("(flagged frames written as PNG by edgead)" if out.scheme == "images" else "(none)"),
+            "source_pipeline": str(source_pipeline(src, target, policy)) if src.scheme != "images"
+            else f"(stills in {src.location} read by edgead's image reader, resized by the bundle's preprocessing)",
+            "output_pipeline": str(sink) if sink else
+            ("(flagged frames written as PNG by edgead)" if out.scheme == "images" else "(none)"),
             "model_input": [target.height, target.width]}
 
 
@@ -78,14 +84,25 @@ def _status(rgb: np.ndarray, nmap: np.ndarray, ns: float, flagged: bool, fps: fl
     return np.asarray(vis)
 
 
+def _hard_exit(source: Source, uri: str, n: list[int]) -> Callable[[str], int]:
+    """What the stop watchdog says and returns when the run does not end in time (see live.stopper)."""
+    def say(why: str) -> int:
+        never = n[0] == 0
+        tail = (f"source {uri} produced no frame ({source.stats.last_problem or 'it never started'})" if never
+                else f"{n[0]} frames inspected")
+        os.write(2, f"error: {why}; exiting now ({tail}; events.jsonl is complete)\n".encode())
+        return EXIT_BAD_INPUT if never else EXIT_INTERNAL
+    return say
+
+
 def inspect(req: InspectRequest, log=None) -> dict:
     from edgead.backends import open_backend
     from edgead.live.alerts import EventLog, save_png
     from edgead.live.gst import resolve_platform
     from edgead.live.sinks import open_output
-    from edgead.live.source import Capture, EndOfStream, default_policy
+    from edgead.live.source import EndOfStream, default_policy, open_source
+    from edgead.live.stopper import Stopper
     from edgead.progress import console
-    from edgead.verify.run import resolve_precision
 
     if req.dry_run:
         return plan(req)
@@ -98,107 +115,108 @@ def inspect(req: InspectRequest, log=None) -> dict:
         raise EdgeadError(f"{req.bundle}: a multi-class bundle ({', '.join(cats)}); say which product this camera "
                           f"sees with --category")
     norm = b.category_norm(category)
-    key = resolve_precision(b, req.precision, req.backend)
-    backend = open_backend(req.backend, b.path, key, **({"threads": req.threads} if req.backend != "tensorrt"
-                                                        else {}))
+    key = b.resolve(req.precision, req.backend)
     pre = b.preprocess
-    batch = b.input_shape[0]
     jetson, nvenc = resolve_platform(req.platform)
     target = Target(pre.width, pre.height, jetson, nvenc)
     policy = req.policy or default_policy(src)
-    cap = Capture(src, target, policy, stall_s=req.stall_s, fps=req.fps, log=log)
+    cap = open_source(src, target, pre, policy, stall_s=req.stall_s, log=log)
+    backend = open_backend(req.backend, b.path, key, **({"threads": req.threads} if req.backend != "tensorrt"
+                                                        else {}))
+    batch = b.input_shape[0]
     alerts = Path(req.alerts_dir)
     events_path = Path(req.events or alerts / "events.jsonl")
     events = EventLog(events_path)
     output = open_output(out_uri, target, req.fps)
-    stop = {"signal": None}
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signal.Signals(signum).name
-
-    import threading
-
-    # signal handlers can only be set from the main thread; embedded callers stop via --duration/--max-frames
-    main = threading.current_thread() is threading.main_thread()
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     times: dict[str, list[float]] = {k: [] for k in STAGES}
+    count = [0]  # frames inspected, shared with the stop watchdog
     n = flagged_n = 0
     last_fps, recent = 0.0, []
     decisions: list[dict] = []
-    t_start = time.monotonic()
     end_reason = "max frames"
     live = _LiveView(req.quiet)
+    stopper = Stopper(req.duration, req.grace_s, _hard_exit(cap, req.source, count), on_stop=cap.interrupt)
     try:
-        cap.start()
-        while True:
-            if stop["signal"]:
-                end_reason = stop["signal"]
-                break
-            if req.max_frames and n >= req.max_frames:
-                break
-            if req.duration and time.monotonic() - t_start >= req.duration:
-                end_reason = "duration"
-                break
+        with stopper:
+            t_start = stopper.start
             try:
-                fr = cap.read(0.5)
-            except EndOfStream:
-                end_reason = "end of stream"
-                break
-            if fr is None:
-                live.update(n, flagged_n, last_fps, cap.stats, times)
-                continue
-            t0 = time.perf_counter()
-            rgb = fr.rgb if fr.rgb.shape[:2] == (pre.height, pre.width) else np.asarray(pre.resize_image(
-                Image.fromarray(fr.rgb)))
-            x = pre.normalize(rgb)[None]
-            t1 = time.perf_counter()
-            xb = np.repeat(x, batch, 0) if batch > 1 else x
-            res = backend.infer(xb)
-            t2 = time.perf_counter()
-            raw, amap = float(res["score"][0]), res["anomaly_map"][0, 0]
-            ns = (raw - norm["center"]) / norm["scale"]
-            flagged = ns >= 1.0
-            nmap = (amap - norm["pixel_center"]) / norm["pixel_scale"]
-            now = time.monotonic()
-            recent = [t for t in recent if now - t < 2.0] + [now]
-            last_fps = (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6) if len(recent) > 1 else 0.0
-            vis = _status(rgb, nmap, ns, flagged, last_fps, category)
-            t3 = time.perf_counter()
-            name = Path(fr.name).stem if fr.name else f"frame{fr.number:07d}"
-            if flagged:
-                flagged_n += 1
-                stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{fr.number:07d}_{name}"
-                fpath, hpath = alerts / f"{stem}.frame.png", alerts / f"{stem}.heatmap.png"
-                save_png(fpath, rgb)
-                save_png(hpath, colorize(nmap))
-                events.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "unix": time.time(),
-                               "frame": fr.number, "source": req.source, "name": fr.name, "score": ns,
-                               "raw_score": raw, "threshold": 1.0, "raw_threshold": norm["threshold"],
-                               "category": category, "frame_path": str(fpath), "heatmap_path": str(hpath),
-                               "precision": key, "backend": req.backend})
-            t4 = time.perf_counter()
-            output.push(vis, flagged, name)
-            t5 = time.perf_counter()
-            n += 1
-            decisions.append({"frame": fr.number, "name": fr.name, "score": ns, "flagged": flagged})
-            decisions = decisions[-1000:]
-            for k, v in (("queue", fr.queue_ms), ("preprocess", (t1 - t0) * 1e3), ("inference", (t2 - t1) * 1e3),
-                         ("postprocess", (t3 - t2) * 1e3), ("output", (t5 - t4) * 1e3),
-                         ("frame", (t5 - t0) * 1e3)):
-                times[k].append(v)
-            if flagged:
-                times["alert"].append((t4 - t3) * 1e3)
-            if fr.age_ms is not None:
-                times["capture_age"].append(fr.age_ms)
-            live.update(n, flagged_n, last_fps, cap.stats, times)
+                cap.start()
+                while True:
+                    if stopper.reason:
+                        end_reason = stopper.reason
+                        break
+                    if req.max_frames and n >= req.max_frames:
+                        break
+                    waited = time.monotonic() - t_start
+                    if req.duration and waited >= req.duration:
+                        end_reason = "duration"
+                        break
+                    if n == 0 and waited >= req.first_frame_timeout_s:
+                        end_reason = "no first frame"
+                        break
+                    try:
+                        fr = cap.read(0.5)
+                    except EndOfStream:
+                        end_reason = "end of stream"
+                        break
+                    if fr is None:
+                        live.update(n, flagged_n, last_fps, cap.stats, times)
+                        continue
+                    t0 = time.perf_counter()
+                    rgb = fr.rgb if fr.rgb.shape[:2] == (pre.height, pre.width) else np.asarray(pre.resize_image(
+                        Image.fromarray(fr.rgb)))
+                    x = pre.normalize(rgb)[None]
+                    t1 = time.perf_counter()
+                    xb = np.repeat(x, batch, 0) if batch > 1 else x
+                    res = backend.infer(xb)
+                    t2 = time.perf_counter()
+                    raw, amap = float(res["score"][0]), res["anomaly_map"][0, 0]
+                    ns = (raw - norm["center"]) / norm["scale"]
+                    flagged = ns >= 1.0
+                    nmap = (amap - norm["pixel_center"]) / norm["pixel_scale"]
+                    now = time.monotonic()
+                    recent = [t for t in recent if now - t < 2.0] + [now]
+                    last_fps = (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6) if len(recent) > 1 else 0.0
+                    vis = _status(rgb, nmap, ns, flagged, last_fps, category)
+                    t3 = time.perf_counter()
+                    name = Path(fr.name).stem if fr.name else f"frame{fr.number:07d}"
+                    if flagged:
+                        flagged_n += 1
+                        stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{fr.number:07d}_{name}"
+                        fpath, hpath = alerts / f"{stem}.frame.png", alerts / f"{stem}.heatmap.png"
+                        save_png(fpath, rgb)
+                        save_png(hpath, colorize(nmap))
+                        events.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "unix": time.time(),
+                                       "frame": fr.number, "source": req.source, "name": fr.name, "score": ns,
+                                       "raw_score": raw, "threshold": 1.0, "raw_threshold": norm["threshold"],
+                                       "category": category, "frame_path": str(fpath), "heatmap_path": str(hpath),
+                                       "precision": key, "backend": req.backend})
+                    t4 = time.perf_counter()
+                    output.push(vis, flagged, name)
+                    t5 = time.perf_counter()
+                    n += 1
+                    count[0] = n
+                    decisions.append({"frame": fr.number, "name": fr.name, "score": ns, "flagged": flagged})
+                    decisions = decisions[-1000:]
+                    for k, v in (("queue", fr.queue_ms), ("preprocess", (t1 - t0) * 1e3),
+                                 ("inference", (t2 - t1) * 1e3), ("postprocess", (t3 - t2) * 1e3),
+                                 ("output", (t5 - t4) * 1e3), ("frame", (t5 - t0) * 1e3)):
+                        times[k].append(v)
+                    if flagged:
+                        times["alert"].append((t4 - t3) * 1e3)
+                    if fr.age_ms is not None:
+                        times["capture_age"].append(fr.age_ms)
+                    live.update(n, flagged_n, last_fps, cap.stats, times)
+            finally:
+                live.close()
+                cap.stop()
+                output.close()
     finally:
         live.close()
-        cap.stop()
-        output.close()
         events.close()
-        for s, h in old.items():
-            signal.signal(s, h)
     wall = time.monotonic() - t_start
+    if n == 0:
+        raise EdgeadError(_no_frames(req.source, src.scheme, cap.stats, wall, end_reason))
     stages = {k: _pct(v) for k, v in times.items() if v}
     frame_mean = stages.get("frame", {}).get("mean_ms", 0.0)
     summary = {"source": req.source, "output": req.output, "bundle": str(b.path), "precision": key,
@@ -206,13 +224,25 @@ def inspect(req: InspectRequest, log=None) -> dict:
                "platform": "jetson" if jetson else "desktop",
                "pipelines": {"source": cap.description, "output": output.description},
                "frames": n, "flagged": flagged_n, "produced": cap.stats.produced, "dropped": cap.stats.dropped,
-               "reconnects": cap.stats.reconnects, "reconnect_events": cap.stats.events, "end": end_reason,
+               "skipped": cap.stats.skipped, "reconnects": cap.stats.reconnects,
+               "reconnect_events": cap.stats.events, "end": end_reason,
                "wall_s": wall, "fps": n / wall if wall > 0 else 0.0, "stages": stages,
                "pipeline_overhead_share": (1 - stages["inference"]["mean_ms"] / frame_mean) if frame_mean else None,
                "events_file": str(events_path), "decisions_tail": decisions}
     if req.json_out:
-        atomic_write_json(req.json_out, summary)
+        write_json_out(req.json_out, summary)
     return summary
+
+
+def _no_frames(uri: str, scheme: str, stats, wall: float, end: str) -> str:
+    if stats.skipped:
+        names = "; ".join(f"{Path(s['file']).name}: {s['reason']}" for s in stats.skipped[:3])
+        return (f"source {uri}: no readable image ({len(stats.skipped)} skipped: {names}); replace or remove "
+                f"the files")
+    why = stats.last_problem or "nothing arrived"
+    fix = ("check the camera, its cable or network and the URI (edgead doctor); the timeout is "
+           "--first-frame-timeout" if scheme in ("csi", "v4l2", "rtsp", "test") else "check the file")
+    return f"source {uri}: no frame in {wall:.1f} s ({why}; ended by {end}); {fix}"
 
 
 class _LiveView:
@@ -243,3 +273,4 @@ class _LiveView:
     def close(self) -> None:
         if self.live is not None:
             self.live.stop()
+            self.live = None

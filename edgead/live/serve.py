@@ -10,7 +10,9 @@ import sys
 
 
 def launch_string(path: str | None, fps: int) -> str:
-    src = (f"filesrc location={path} ! decodebin" if path
+    from edgead.live.pipelines import el
+
+    src = (f"{el('filesrc', location=path)} ! decodebin" if path
            else f"videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate={fps}/1")
     return (f"( {src} ! videoconvert ! video/x-raw,format=I420 ! "
             f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! rtph264pay name=pay0 pt=96 "

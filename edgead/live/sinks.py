@@ -10,7 +10,7 @@ import numpy as np
 from edgead.errors import EdgeadError
 from edgead.live.alerts import save_png
 from edgead.live.gst import gst
-from edgead.live.pipelines import Target, sink_pipeline
+from edgead.live.pipelines import Target, build, sink_pipeline
 from edgead.live.uri import Uri
 
 
@@ -46,11 +46,12 @@ class PipelineOutput(Output):
 
     def __init__(self, uri: Uri, target: Target, fps: int):
         Gst, _ = gst()
-        self.description = sink_pipeline(uri, target, fps)
-        try:
-            self.pipe = Gst.parse_launch(self.description)
-        except Exception as e:
-            raise EdgeadError(f"output {uri.text}: cannot build the pipeline ({e}); run edgead doctor") from None
+        if uri.scheme == "file" and not Path(uri.location).parent.is_dir():
+            raise EdgeadError(f"output {uri.text}: folder {Path(uri.location).parent} does not exist; create it or "
+                              f"choose another path")
+        chain = sink_pipeline(uri, target, fps)
+        self.description = str(chain)
+        self.pipe = build(chain, f"output {uri.text}")
         self.src = self.pipe.get_by_name("out")
         self.uri = uri
         if self.pipe.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
@@ -84,12 +85,13 @@ class RtspOutput(Output):
         except (ImportError, ValueError):
             raise EdgeadError("rtsp:// output needs gst-rtsp-server: apt-get install gir1.2-gst-rtsp-server-1.0 "
                               "gstreamer1.0-rtsp") from None
-        self.description = sink_pipeline(uri, target, fps)
-        self.port, self.mount = str(uri.opt("port", "8554")), uri.location or "/edgead"
+        # gst-rtsp-server takes a description; every value in it is edgead's own or a validated number
+        self.description = str(sink_pipeline(uri, target, fps))
+        self.port, self.mount = str(uri.int_opt("port", 8554)), uri.location or "/edgead"
         self.server = GstRtspServer.RTSPServer()
         self.server.set_service(self.port)
         factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(self.description)
+        factory.set_launch(f"( {self.description} )")
         factory.set_shared(True)
         factory.connect("media-configure", self._configure)
         self.server.get_mount_points().add_factory(self.mount, factory)

@@ -1,7 +1,14 @@
-"""Frames from a source URI through an appsink: policies, timestamps, drop counting, reconnects."""
+"""Frame sources behind one interface (jetson-utils' videoSource is the model): ``start``, ``read``,
+``stop``, ``stats`` and ``description``. :class:`GstSource` runs a GStreamer capture pipeline (cameras,
+RTSP, video files, the test pattern) with policies, timestamps, drop counting and reconnects;
+:class:`ImageFolderSource` reads a folder of stills with edgead's one image reader and the bundle's own
+preprocessing, so ``images://`` sees exactly the pixels that eval and verify saw, and a damaged file is
+named, counted and skipped instead of ending the run.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -11,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edgead.data.image import read_image
+from edgead.data.mvtec import IMAGE_EXTS
+from edgead.data.preprocess import Preprocess
 from edgead.errors import EdgeadError
 from edgead.live.gst import gst
-from edgead.live.pipelines import Target, source_pipeline
+from edgead.live.pipelines import Target, build, source_pipeline
 from edgead.live.uri import Uri
 
 LIVE = ("csi", "v4l2", "rtsp", "test")  # sources that are reconnected on error, EOS or stall
-STILLS = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
 class EndOfStream(Exception):
@@ -36,86 +45,123 @@ class Frame:
 
 @dataclass
 class CaptureStats:
-    produced: int = 0  # buffers that reached the appsink tap
+    produced: int = 0  # buffers that reached the appsink tap (images: files tried)
     delivered: int = 0
     reconnects: int = 0
     events: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # unreadable stills: {"file", "reason"}
+    last_problem: str | None = None
 
     @property
     def dropped(self) -> int:
-        return max(0, self.produced - self.delivered)
+        return max(0, self.produced - self.delivered - len(self.skipped))
 
 
 def default_policy(uri: Uri) -> str:
     return "every" if uri.scheme in ("file", "images") else "latest"
 
 
-class Capture:
-    def __init__(self, uri: Uri, target: Target, policy: str, stall_s: float = 5.0, fps: int = 10,
+class Source:
+    """What the inspection loop needs of any source."""
+
+    description: str
+    stats: CaptureStats
+
+    def start(self) -> None: ...
+
+    def read(self, timeout_s: float = 0.5) -> Frame | None:
+        """The next frame, or None when none arrived in ``timeout_s``; raises EndOfStream at the end."""
+        raise NotImplementedError
+
+    def stop(self) -> None: ...
+
+    def interrupt(self) -> None:
+        """From another thread: stop any wait (a reconnect back-off) so the loop can end."""
+
+
+def open_source(uri: Uri, target: Target, pre: Preprocess, policy: str, stall_s: float = 5.0,
+                log: Callable[[str], None] = print) -> Source:
+    if uri.scheme == "images":
+        return ImageFolderSource(uri, pre, log)
+    return GstSource(uri, target, policy, stall_s=stall_s, log=log)
+
+
+class ImageFolderSource(Source):
+    """``images://DIR``: every still in name order, decoded and resized exactly as offline."""
+
+    def __init__(self, uri: Uri, pre: Preprocess, log: Callable[[str], None] = print):
+        self.uri, self.pre, self.log = uri, pre, log
+        root = Path(uri.location)
+        if not root.is_dir():
+            raise EdgeadError(f"{root}: no such folder; images:// takes a folder of stills (png, jpg, bmp, tif)")
+        self.files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+                            and p.is_file())
+        if not self.files:
+            raise EdgeadError(f"{root}: no .png, .jpg, .bmp or .tif images; put the stills there or choose another "
+                              f"folder")
+        self.description = f"{root}/* ({len(self.files)} stills; edgead's image reader and the bundle's resize)"
+        self.stats = CaptureStats()
+        self._next = 0
+
+    def read(self, timeout_s: float = 0.5) -> Frame | None:
+        while self._next < len(self.files):
+            p = self.files[self._next]
+            self._next += 1
+            self.stats.produced += 1
+            t0 = time.perf_counter()
+            try:
+                rgb = np.asarray(self.pre.resize_image(read_image(p)))
+            except EdgeadError as e:
+                reason = str(e).removeprefix(f"{p}: ")
+                self.stats.skipped.append({"file": str(p), "reason": reason})
+                self.stats.last_problem = f"{p.name}: {reason}"
+                self.log(f"skipped {p}: {reason}")
+                continue
+            self.stats.delivered += 1
+            return Frame(rgb, self.stats.delivered, None, None, (time.perf_counter() - t0) * 1e3, p.name)
+        raise EndOfStream
+
+
+class GstSource(Source):
+    """A capture pipeline per URI; live sources are rebuilt with back-off on error, EOS or stall."""
+
+    def __init__(self, uri: Uri, target: Target, policy: str, stall_s: float = 5.0,
                  log: Callable[[str], None] = print, max_backoff_s: float = 8.0):
         self.uri, self.target, self.policy = uri, target, policy
-        self.stall_s, self.fps, self.log, self.max_backoff_s = stall_s, fps, log, max_backoff_s
-        self.description = source_pipeline(uri, target, policy)
+        self.stall_s, self.log, self.max_backoff_s = stall_s, log, max_backoff_s
+        self.chain = source_pipeline(uri, target, policy)
+        self.description = str(self.chain)
         self.stats = CaptureStats()
         self.pipe = None
         self._arrivals: OrderedDict[int, int] = OrderedDict()
-        self._names: dict[int, str] = {}
-        self._files: list[Path] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._feeder: threading.Thread | None = None
         self._last_frame = time.monotonic()
         self._backoff = 0.5
-        if uri.scheme == "images":
-            self._files = self._list_images()
         if uri.scheme == "file" and not Path(uri.location).is_file():
             raise EdgeadError(f"{uri.location}: no such video file; check the path in {uri.text}")
+        if uri.scheme == "v4l2" and not os.path.exists(uri.location):
+            raise EdgeadError(f"{uri.location}: no such camera device; check the cable and v4l2-ctl --list-devices "
+                              f"(edgead doctor lists the devices it sees)")
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def _list_images(self) -> list[Path]:
-        root = Path(self.uri.location)
-        if not root.is_dir():
-            raise EdgeadError(f"{root}: no such folder; images:// takes a folder of .png or .jpg stills")
-        files = sorted(p for p in root.iterdir() if p.suffix.lower() in STILLS)
-        if not files:
-            raise EdgeadError(f"{root}: no .png or .jpg images; put the stills there or choose another folder")
-        kinds = {STILLS[p.suffix.lower()] for p in files}
-        if len(kinds) > 1:
-            raise EdgeadError(f"{root}: mixes PNG and JPEG stills; one folder per format")
-        return files
-
     def start(self) -> None:
         Gst, _ = gst()
-        try:
-            self.pipe = Gst.parse_launch(self.description)
-        except Exception as e:  # GLib.Error: a missing element or bad property
-            raise EdgeadError(f"source {self.uri.text}: cannot build the pipeline ({e}); run edgead doctor") from None
+        self.pipe = build(self.chain, f"source {self.uri.text}")
         self.sink = self.pipe.get_by_name("sink")
         self.pipe.get_by_name("tap").connect("handoff", self._on_handoff)
-        if self.uri.scheme == "images":
-            src = self.pipe.get_by_name("imgsrc")
-            src.set_property("caps", Gst.Caps.from_string(f"{STILLS[self._files[0].suffix.lower()]},"
-                                                          f"framerate={self.fps}/1"))
-            self._feeder = threading.Thread(target=self._feed, args=(src,), daemon=True)
         if self.pipe.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            why = self._bus_error() or "the pipeline does not start"
             if self.uri.scheme not in LIVE:
-                raise EdgeadError(f"source {self.uri.text}: the pipeline does not start; run edgead doctor")
-        if self._feeder is not None:
-            self._feeder.start()
+                self._teardown()
+                raise EdgeadError(f"source {self.uri.text}: {why}; run edgead doctor")
+            self.stats.last_problem = why
         self._last_frame = time.monotonic()
 
-    def _feed(self, src) -> None:
+    def _bus_error(self) -> str | None:
         Gst, _ = gst()
-        dur = Gst.SECOND // self.fps
-        for i, p in enumerate(self._files):
-            if self._stop.is_set():
-                break
-            buf = Gst.Buffer.new_wrapped(p.read_bytes())
-            buf.pts, buf.duration = i * dur, dur
-            self._names[i * dur] = p.name
-            if src.emit("push-buffer", buf) != Gst.FlowReturn.OK:
-                break
-        src.emit("end-of-stream")
+        msg = self.pipe.get_bus().pop_filtered(Gst.MessageType.ERROR) if self.pipe is not None else None
+        return msg.parse_error()[0].message if msg is not None else None
 
     def _on_handoff(self, _identity, buf) -> None:
         with self._lock:
@@ -124,20 +170,29 @@ class Capture:
             while len(self._arrivals) > 256:
                 self._arrivals.popitem(last=False)
 
+    def _teardown(self) -> None:
+        Gst, _ = gst()
+        if self.pipe is not None:
+            self.pipe.set_state(Gst.State.NULL)
+            self.pipe = None
+
     def stop(self) -> None:
         """EOS first (a Jetson camera daemon needs a clean end), then NULL."""
         self._stop.set()
         if self.pipe is None:
             return
         Gst, _ = gst()
-        self.pipe.send_event(Gst.Event.new_eos())
-        self.pipe.get_bus().timed_pop_filtered(2 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
-        self.pipe.set_state(Gst.State.NULL)
-        self.pipe = None
+        if self.stats.delivered:  # a pipeline that never ran has nothing to finish
+            self.pipe.send_event(Gst.Event.new_eos())
+            self.pipe.get_bus().timed_pop_filtered(2 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+        self._teardown()
+
+    def interrupt(self) -> None:
+        """From another thread: stop waiting for a reconnect."""
+        self._stop.set()
 
     # -- frames ----------------------------------------------------------------------------------
     def read(self, timeout_s: float = 0.5) -> Frame | None:
-        """The next frame, or None when none arrived in ``timeout_s``; raises EndOfStream at the end."""
         Gst, GstVideo = gst()
         if self.pipe is None:
             self._reconnect("pipeline down")
@@ -171,7 +226,7 @@ class Capture:
         self.stats.delivered += 1
         self._last_frame = time.monotonic()
         self._backoff = 0.5
-        return Frame(rgb, self.stats.delivered, pts, age, (now - arrived) / 1e6, self._names.get(pts))
+        return Frame(rgb, self.stats.delivered, pts, age, (now - arrived) / 1e6)
 
     def _check_bus(self) -> None:
         Gst, _ = gst()
@@ -191,11 +246,9 @@ class Capture:
 
     def _reconnect(self, why: str) -> None:
         """Tear down, wait (exponential back-off, interruptible), rebuild; counted and logged."""
-        Gst, _ = gst()
-        if self.pipe is not None:
-            self.pipe.set_state(Gst.State.NULL)
-            self.pipe = None
+        self._teardown()
         self.stats.reconnects += 1
+        self.stats.last_problem = why
         self.stats.events.append({"time": time.time(), "event": "reconnect", "reason": why,
                                   "backoff_s": self._backoff})
         self.log(f"source {self.uri.text}: {why}; reconnecting in {self._backoff:.1f} s "

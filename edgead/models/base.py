@@ -9,6 +9,8 @@ knows nothing else about it.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from typing import Any, ClassVar
 
 import torch
@@ -95,14 +97,48 @@ def model_class(name: str) -> type[AnomalyModel]:
     return _REGISTRY[name]
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a config value (from JSON or --set) has the field's declared type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is tuple:
+        item = args[0] if args else Any
+        return isinstance(value, (list, tuple)) and all(_fits(v, item) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
 def config_from_dict(cls: type[AnomalyModel], d: dict) -> Any:
+    """The model's Config from a mapping: unknown keys, wrong types and values outside a field's
+    ``choices`` (dataclass field metadata) are one-line errors naming the key."""
     fields = {f.name: f for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(d) - set(fields))
     if unknown:
         raise EdgeadError(f"model {cls.name!r}: unknown config key {unknown[0]!r}; known: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls.Config)
     conv: dict[str, Any] = {}
     for k, v in d.items():
-        conv[k] = tuple(v) if isinstance(v, list) else v
+        if not _fits(v, hints[k]):
+            raise EdgeadError(f"model {cls.name!r}: {k}={v!r} is not {_type_name(hints[k])} (default "
+                              f"{fields[k].default!r})")
+        choices = fields[k].metadata.get("choices")
+        if choices and v not in choices:
+            raise EdgeadError(f"model {cls.name!r}: {k}={v!r}; choose {', '.join(map(str, choices))}")
+        conv[k] = float(v) if hints[k] is float else tuple(v) if isinstance(v, list) else v
     return cls.Config(**conv)
 
 

@@ -22,7 +22,7 @@ graph needs no category input.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -43,12 +43,12 @@ class CCADConfig:
     dim: int = 128
     heads: int = 4
     blocks: int = 4
-    bank: str = "adaptive"
+    bank: str = field(default="adaptive", metadata={"choices": BANKS})
     k: int = 8  # tokens per category
     steps: int = 2  # denoising steps at inference (1-4)
     t_start: int = 50  # of a 1000-step linear-beta schedule: how far the input is noised (sweep: 50 > 100 > 200 > 300)
     noise_seed: int = 1234
-    smoothing: str = "box"
+    smoothing: str = field(default="box", metadata={"choices": ("box", "gaussian", "none")})
     box_kernel: int = 9
     score_pool: int = 16
     bank_rows: int = 0  # from the data (data_config): training normals in the bank

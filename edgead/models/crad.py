@@ -16,7 +16,7 @@ with expansion 4C as in the paper's code.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -36,13 +36,14 @@ class CRADConfig:
     use_local: bool = True
     use_global: bool = True
     blend: bool = True
-    size: str = "edge"  # "edge": 6 blocks, expansion C; "paper": 11 blocks, expansion 4C
+    # "edge": 6 blocks, expansion C; "paper": 11 blocks, expansion 4C
+    size: str = field(default="edge", metadata={"choices": ("edge", "paper")})
     fusion_blocks: int | None = None
     expansion: int | None = None
     jitter_std: float = 0.05
     jitter_prob: float = 0.5
-    sampling: str = "tent"  # or "grid_sample" (reference)
-    smoothing: str = "box"
+    sampling: str = field(default="tent", metadata={"choices": ("tent", "grid_sample")})  # grid_sample: reference
+    smoothing: str = field(default="box", metadata={"choices": ("box", "gaussian", "none")})
     box_kernel: int = 21
     score_pool: int = 32
 

@@ -18,7 +18,7 @@ light segmentation head (methods brief 2.8), L2-normalisation eps 1e-6 (FP16-rep
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +43,8 @@ class CRRConfig:
     alpha: float = 0.7  # A = alpha * cos-map + (1 - alpha) * P(defect)
     seg_width: int = 64
     texture_dir: str | None = None  # None: procedural textures
-    foreground: str = "all"  # "all" (textures) or "auto"
-    smoothing: str = "gaussian"
+    foreground: str = field(default="all", metadata={"choices": ("all", "auto")})  # "all" (textures) or "auto"
+    smoothing: str = field(default="gaussian", metadata={"choices": ("box", "gaussian", "none")})
     sigma: float = 4.0
     gauss_size: int = 5
     topk_ratio: float = 0.01

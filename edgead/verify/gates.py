@@ -15,6 +15,7 @@ Override file (``--gates FILE``), any subset::
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 from edgead.errors import EdgeadError
@@ -77,15 +78,23 @@ def load_gates(precision: str, path: Path | None = None) -> dict:
         raise EdgeadError(f"{path}: gates file not found; pass an existing YAML file to --gates") from None
     except yaml.YAMLError as e:
         raise EdgeadError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise EdgeadError(f"{path}: cannot read the gates file ({type(e).__name__}); pass a readable YAML file"
+                          ) from None
     if not isinstance(raw, dict):
         raise EdgeadError(f"{path}: expected a mapping precision -> level -> gate: value")
     for prec, levels in raw.items():
         if prec not in DEFAULTS:
             raise EdgeadError(f"{path}: unknown precision {prec!r}; use fp32, fp16 or int8")
-        for level, vals in (levels or {}).items():
+        if levels is None:
+            continue
+        if not isinstance(levels, dict):
+            raise EdgeadError(f"{path}: {prec}: expected a mapping of levels (L1-L4, atol, rtol), got {levels!r}")
+        for level, vals in levels.items():
             if level in ("atol", "rtol"):
+                value = _limit(path, f"{prec}.{level}", vals, allow_none=False)
                 if prec == base:
-                    gates[level] = float(vals)
+                    gates[level] = value
                 continue
             if level not in GATES or not isinstance(vals, dict):
                 raise EdgeadError(f"{path}: {prec}.{level}: expected one of {', '.join(GATES)} with gate: value")
@@ -93,9 +102,20 @@ def load_gates(precision: str, path: Path | None = None) -> dict:
                 if k not in GATES[level]:
                     raise EdgeadError(f"{path}: {prec}.{level}.{k} is not a gate; {level} has "
                                       f"{', '.join(GATES[level])}")
+                value = _limit(path, f"{prec}.{level}.{k}", v)  # every section is checked, not only this one's
                 if prec == base:
-                    gates[level][k] = None if v is None else float(v)
+                    gates[level][k] = value
     return gates
+
+
+def _limit(path: Path, where: str, v, allow_none: bool = True) -> float | None:
+    """A gate limit from the file: a finite number (or null = report only)."""
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        also = " or null (report only)" if allow_none else ""
+        raise EdgeadError(f"{path}: {where} = {v!r} must be a number{also}")
+    return float(v)
 
 
 def check(value: float, limit: float | None, op: str) -> bool | None:

@@ -145,8 +145,30 @@ def load_reference(bundle: Bundle) -> Reference:
                           f"edgead verify {bundle.path} --remake-reference")
     if entry["weights_sha256"] != bundle.meta["source"]["weights_sha256"]:
         raise EdgeadError(f"{path}: made for other weights than this bundle's; remake it with --remake-reference")
-    with np.load(path) as z:
-        return Reference(**{k: z[k] for k in Reference.__dataclass_fields__})
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ref = Reference(**{k: z[k] for k in Reference.__dataclass_fields__})
+    except Exception as e:  # damaged zip, object arrays (never unpickled), missing arrays
+        raise EdgeadError(f"{path}: not a readable reference ({str(e).splitlines()[0][:100]}); remake it with "
+                          f"edgead verify {bundle.path} --remake-reference") from None
+    problem = _check_arrays(ref, bundle.preprocess.height, bundle.preprocess.width)
+    if problem:
+        raise EdgeadError(f"{path}: {problem}; remake it with edgead verify {bundle.path} --remake-reference")
+    return ref
+
+
+def _check_arrays(ref: Reference, h: int, w: int) -> str | None:
+    n = len(ref.labels)
+    want = {"images": ((n, h, w, 3), "u"), "masks": ((n, h, w), "u"), "maps": ((n, h, w), "f"),
+            "scores": ((n,), "f"), "labels": ((n,), "i"), "categories": ((n,), "U"), "defects": ((n,), "U"),
+            "files": ((n,), "U"), "file_sha256": ((n,), "U"), "input_sha256": ((n,), "U")}
+    for name, (shape, kind) in want.items():
+        a = getattr(ref, name)
+        if a.shape != shape or a.dtype.kind != kind:
+            return f"array {name} is {a.dtype}{list(a.shape)}, expected {kind}-kind {list(shape)}"
+    if n == 0:
+        return "no images"
+    return None
 
 
 def check_inputs(bundle: Bundle, ref: Reference, data: Path | None, inputs: np.ndarray | None = None) -> dict:

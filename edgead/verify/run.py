@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from edgead.backends import open_backend
-from edgead.bundle import Bundle, onnx_name
+from edgead.bundle import Bundle
 from edgead.errors import EdgeadError
-from edgead.fileio import atomic_write_json
+from edgead.fileio import atomic_write_json, write_json_out
 from edgead.metrics import category_metrics
 from edgead.progress import progress
 from edgead.verify import compare
@@ -39,17 +39,6 @@ class VerifyRequest:
     remake_reference: bool = False
     culprits: bool = True
     quiet: bool = False
-
-
-def resolve_precision(bundle: Bundle, precision: str, backend: str) -> str:
-    """'int8' -> the bundle's INT8 graph for this backend (TensorRT recipe on TensorRT, else cpu first)."""
-    if precision != "int8":
-        return precision
-    order = ["int8-tensorrt"] if backend == "tensorrt" else ["int8-cpu", "int8-tensorrt"]
-    for key in order:
-        if (bundle.path / onnx_name(key)).is_file():
-            return key
-    raise EdgeadError(f"{bundle.path}: no INT8 graph; create it with edgead build {bundle.path} --precision int8")
 
 
 def run_engine(backend, x: np.ndarray, batch: int, prog=None, task=None) -> dict[str, np.ndarray]:
@@ -156,7 +145,7 @@ def evaluate_gates(b: Bundle, ref: Reference, eng: dict, gates: dict, inputs: di
 
 def verify(req: VerifyRequest) -> dict:
     b = Bundle.load(req.bundle)
-    key = resolve_precision(b, req.precision, req.backend)
+    key = b.resolve(req.precision, req.backend)
     gates = load_gates(key, req.gates_file)
     if req.remake_reference or not (b.meta.get("reference") and (b.path / REFERENCE).is_file()):
         make_reference(b, req.data, req.per_category, req.seed, req.quiet)
@@ -185,7 +174,7 @@ def verify(req: VerifyRequest) -> dict:
     atomic_write_json(out, result)
     result["report_json"] = str(out)
     if req.json_out:
-        atomic_write_json(req.json_out, result)
+        write_json_out(req.json_out, result)
     if req.html_out:
         from edgead.verify.report import write_html
 
