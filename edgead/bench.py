@@ -7,6 +7,7 @@ fresh process (thread settings do not carry over reliably within one process); p
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -72,12 +73,11 @@ def postprocess_ms(bundle, iters: int = 50) -> dict:
     _, _, h, w = bundle.input_shape
     rng = np.random.default_rng(0)
     amap, score = rng.random((1, 1, h, w), np.float32), rng.random(1, np.float32)
-    norm = next(iter(bundle.meta["normalization"].values()))
+    norm = bundle.category_norm(bundle.meta["categories"][0])
     times = []
     for _ in range(iters):
         t = time.perf_counter()
-        s = (float(score[0]) - norm["center"]) / norm["scale"]
-        _ = s >= 1.0, amap[0, 0] >= norm["pixel_threshold"]
+        _ = norm.score(float(score[0])), norm.decide(float(score[0])), norm.mask(amap[0, 0])
         times.append((time.perf_counter() - t) * 1e3)
     return percentiles(times)
 
@@ -100,7 +100,7 @@ def bench(bundle: Path, precisions: str | list[str], backend: str = "onnxruntime
         out["preprocess"] = preprocess_ms(b.preprocess, image)
     out["postprocess"] = postprocess_ms(b)
     run = Path(b.meta["source"]["run"])
-    if reference and (run / "run.json").is_file():
+    if reference and (run / "run.json").is_file() and importlib.util.find_spec("torch") is not None:
         ref = measure_in_subprocess(run, "torch", "fp32", threads, iters)
         out["torch_reference"] = ref
         out["speedup_vs_torch"] = {k: ref["p50_ms"] / e["p50_ms"] for k, e in engines.items()}
@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
     args = ap.parse_args()
-    from edgead.backends import open_backend
+    from edgead.backends import EngineOptions, open_engine
     from edgead.bundle import META, Bundle
     from edgead.runs import read_run
 
@@ -154,7 +154,7 @@ def main() -> None:
     else:
         pre = read_run(args.target)["preprocess"]
         shape = (1, 3, pre["height"], pre["width"])
-    be = open_backend(args.backend, args.target, args.precision, threads=args.threads)
+    be = open_engine(args.target, args.precision, args.backend, EngineOptions(threads=args.threads))
     x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
     stats = measure(be, x, args.warmup, args.iters)
     stats["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -13,10 +13,20 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgead.bundle import META, Bundle, onnx_name
-from edgead.calibration import CalibSettings, build_cache, check_manifest, load_cache, load_recipes, manifest, select
+from edgead.bundle import Bundle, onnx_name, update_meta
+from edgead.calibration import (
+    RECIPES_FILE,
+    CalibSettings,
+    build_cache,
+    check_manifest,
+    load_cache,
+    load_recipes,
+    manifest,
+    select,
+)
 from edgead.errors import EdgeadError
 from edgead.fileio import atomic_write_json, read_json, scratch_dir, sha256_file
+from edgead.precision.keys import BASES, PrecisionKey
 from edgead.precision.readiness import report as readiness
 
 
@@ -37,16 +47,52 @@ class BuildRequest:
     default_max_drop: float | None = None  # used when a new INT8 graph is made and max_drop is None
 
 
+DEFAULT_MAX_DROP = 0.5  # INT8 image-AUROC points a new graph may lose on the held-out split (edgead build)
+
+
+def bundle_for(target: Path | None, model: str | None = None, workspace: Path = Path("runs"), out: Path | None = None,
+               data: Path | None = None, log=None) -> Path:
+    """The bundle to build in: a bundle folder as it is; a run folder, or the newest trained run of ``model``
+    in ``workspace``, exported first (to ``out``, default ``RUN/bundle``)."""
+    from edgead.bundle import META
+    from edgead.runs import RUN_JSON, find_latest_run
+
+    if target is None and model is None:
+        raise EdgeadError("edgead build needs a BUNDLE or RUN folder, or --model NAME (e.g. --model crad)")
+    target = Path(target) if target is not None else find_latest_run(workspace, model)
+    if (target / RUN_JSON).is_file() and not (target / META).is_file():
+        from edgead.export import ExportRequest, export_bundle
+
+        bundle = Path(out or target / "bundle")
+        export_bundle(ExportRequest(run=target, out=bundle, data=data))
+        if log:
+            log(f"exported {target} -> {bundle}")
+        return bundle
+    return target
+
+
+def build_command(target: Path | None, model: str | None = None, workspace: Path = Path("runs"),
+                  out: Path | None = None, log=None, **fields) -> tuple[Path, dict]:
+    """What ``edgead build`` does: find or export the bundle, then build with the command's defaults (a new
+    INT8 graph keeps nodes in FP16 until it loses at most ``DEFAULT_MAX_DROP`` points)."""
+    bundle = bundle_for(target, model, workspace, out, fields.get("data"), log)
+    int8 = fields.get("precision") == "int8"
+    fields["max_drop"] = fields.get("max_drop") if int8 else None
+    fields["default_max_drop"] = DEFAULT_MAX_DROP if int8 else None
+    return bundle, build(BuildRequest(bundle=bundle, **fields))
+
+
 def precision_key(precision: str, recipe: str | None, backend: str) -> str:
-    if precision != "int8":
-        return precision
-    return f"int8-{recipe or ('tensorrt' if backend == 'tensorrt' else 'cpu')}"
+    """The graph a build makes: ``int8`` + recipe (default by backend) -> ``int8-cpu`` / ``int8-tensorrt``."""
+    key = PrecisionKey.parse(precision if not recipe or precision != "int8" else f"int8-{recipe}")
+    return str(key.with_default_recipe(backend))
 
 
 def build(req: BuildRequest) -> dict:
     """Create the precision graph if missing (or ``force``); returns its entry in meta['files']."""
-    if req.precision not in ("fp32", "fp16", "int8"):
-        raise EdgeadError(f"--precision {req.precision!r}: choose fp32, fp16 or int8")
+    if req.precision not in BASES:
+        raise EdgeadError(f"--precision {req.precision!r}: edgead build takes fp32, fp16 or int8 (with --recipe "
+                          f"cpu|tensorrt)")
     if req.backend not in ("onnxruntime", "tensorrt"):
         raise EdgeadError(f"--backend {req.backend!r}: choose onnxruntime or tensorrt")
     b = Bundle.load(req.bundle)
@@ -96,9 +142,9 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
             from edgead.precision.int8 import to_int8
 
             recipes = load_recipes(req.recipes_file)
-            recipe_name = key.split("-", 1)[1]
+            recipe_name = PrecisionKey.parse(key).recipe
             if recipe_name not in recipes["recipes"]:
-                raise EdgeadError(f"recipe {recipe_name!r} not in {req.recipes_file or 'calibration/recipes.yaml'}; "
+                raise EdgeadError(f"recipe {recipe_name!r} not in {req.recipes_file or RECIPES_FILE}; "
                                   f"choose {', '.join(recipes['recipes'])}")
             settings = CalibSettings.from_recipes(recipes, method=req.method, count=req.count, seed=req.seed,
                                                  synthetic_fraction=req.synthetic_fraction)
@@ -115,9 +161,7 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
         tmp_dst.replace(dst)
     entry = {"path": dst.name, "sha256": sha256_file(dst), "report": report, "tensorrt_readiness": readiness(dst),
              **extra}
-    meta = read_json(b.path / META)
-    meta["files"][key] = entry
-    atomic_write_json(b.path / META, meta)
+    update_meta(b.path, lambda m: m["files"].__setitem__(key, entry))
     return entry
 
 

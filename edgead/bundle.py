@@ -7,18 +7,20 @@ name and config, the source run and its hash, the export settings and parity, an
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgead.data.preprocess import RESAMPLE, Preprocess
+from edgead.decision import Normalization
 from edgead.errors import EdgeadError
-from edgead.fileio import read_json, sha256_file
+from edgead.fileio import atomic_write_json, json_text, read_json, sha256_file
+from edgead.precision.keys import PrecisionKey
 
 META = "meta.json"
 FORMAT_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8")
-KEYS = ("fp32", "fp16", "int8", "int8-cpu", "int8-tensorrt")  # what --precision accepts on every verb
 
 
 def onnx_name(precision: str) -> str:
@@ -120,6 +122,31 @@ def validate_meta(meta: dict) -> str | None:
     return None
 
 
+def write_meta(path: str | Path, meta: dict) -> dict:
+    """The one writer of ``meta.json``: validated as it will be read back, then written atomically."""
+    meta = json.loads(json_text(meta))  # tuples become lists, NaN becomes null: check what is stored
+    problem = validate_meta(meta)
+    if problem:
+        raise EdgeadError(f"{Path(path) / META}: refusing to write invalid metadata ({problem})")
+    atomic_write_json(Path(path) / META, meta)
+    return meta
+
+
+def update_meta(path: str | Path, change: Callable[[dict], object]) -> dict:
+    """Read ``meta.json`` from disk, apply ``change`` to it, validate and write it back."""
+    meta = read_json(Path(path) / META)
+    change(meta)
+    return write_meta(path, meta)
+
+
+def record_graph(path: str | Path, key: str, **fields) -> dict:
+    """Record (or re-record) the graph file of ``key`` with its SHA-256 and any extra fields."""
+    f = Path(path) / onnx_name(key)
+    entry = {"path": f.name, "sha256": sha256_file(f), **fields}
+    update_meta(path, lambda m: m["files"].__setitem__(key, {**m["files"].get(key, {}), **entry}))
+    return entry
+
+
 @dataclass
 class Bundle:
     path: Path
@@ -168,10 +195,9 @@ class Bundle:
     def resolve(self, precision: str, backend: str = "onnxruntime") -> str:
         """A ``--precision`` value -> the graph key in this bundle, the same for every verb: ``int8`` is the
         TensorRT recipe on TensorRT, else the cpu recipe if built, else the TensorRT recipe."""
-        if precision not in KEYS:
-            raise EdgeadError(f"--precision {precision!r}: choose {', '.join(KEYS)}")
-        if precision != "int8":
-            return precision
+        key = PrecisionKey.parse(precision)
+        if key.resolved:
+            return str(key)
         order = ["int8-tensorrt"] if backend == "tensorrt" else ["int8-cpu", "int8-tensorrt"]
         for key in order:
             if (self.path / onnx_name(key)).is_file():
@@ -179,12 +205,9 @@ class Bundle:
         raise EdgeadError(f"{self.path}: no INT8 graph for {backend}; create it with "
                           f"{build_hint(self.path, order[0])}")
 
-    def normalize_score(self, score: float, category: str) -> float:
-        n = self.category_norm(category)
-        return (score - n["center"]) / n["scale"]
-
-    def category_norm(self, category: str) -> dict:
+    def category_norm(self, category: str) -> Normalization:
+        """The category's decision rule (normalised scores, threshold 1.0)."""
         norms = self.meta["normalization"]
         if category not in norms:
             raise EdgeadError(f"{self.path / META}: no category {category!r}; available: {', '.join(norms)}")
-        return norms[category]
+        return Normalization.from_dict(norms[category])

@@ -21,7 +21,7 @@ from edgead.data.preprocess import Preprocess
 from edgead.errors import EdgeadError
 from edgead.fileio import atomic_write_bytes, sha256_file
 
-RECIPES_FILE = Path(__file__).resolve().parents[1] / "calibration" / "recipes.yaml"
+RECIPES_FILE = Path(__file__).resolve().parent / "precision" / "recipes.yaml"  # package data
 
 
 def load_recipes(path: Path | None = None) -> dict:
@@ -29,7 +29,8 @@ def load_recipes(path: Path | None = None) -> dict:
     try:
         return yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise EdgeadError(f"{path}: calibration recipes not found; pass --recipes FILE (see calibration/)") from None
+        raise EdgeadError(f"{path}: calibration recipes not found; pass --recipes FILE (copy "
+                          f"edgead/precision/recipes.yaml)") from None
     except yaml.YAMLError as e:
         raise EdgeadError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix or restore it") from None
 

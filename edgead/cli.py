@@ -278,7 +278,8 @@ def build(
     calib_synthetic: Annotated[float | None, typer.Option(help="Share of calibration images given drawn "
                                                           "defects (0-1).")] = None,
     data: Annotated[Path | None, typer.Option(help="Data root (default: the run's).")] = None,
-    recipes: Annotated[Path | None, typer.Option(help="Calibration recipes YAML (default calibration/recipes.yaml).")
+    recipes: Annotated[Path | None, typer.Option(help="Calibration recipes YAML (default: the packaged "
+                                                 "edgead/precision/recipes.yaml).")
                        ] = None,
     workspace: Annotated[Path, typer.Option(help="Where runs live (for --model).")] = Path("runs"),
     out: Annotated[Path | None, typer.Option(help="Bundle folder when TARGET is a run (default RUN/bundle).")] = None,
@@ -289,27 +290,12 @@ def build(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the build report as JSON.")] = None,
 ) -> None:
     """Make a precision graph in a bundle (and a TensorRT engine with --backend tensorrt)."""
-    from edgead.build import BuildRequest, precision_key
-    from edgead.build import build as run_build
-    from edgead.bundle import META
-    from edgead.runs import RUN_JSON, find_latest_run
+    from edgead.build import build_command, precision_key
 
-    if target is None and model is None:
-        raise EdgeadError("edgead build needs a BUNDLE or RUN folder, or --model NAME (e.g. --model crad)")
-    target = target or find_latest_run(workspace, model)
-    if (target / RUN_JSON).is_file() and not (target / META).is_file():
-        from edgead.export import ExportRequest, export_bundle
-
-        bundle = out or target / "bundle"
-        export_bundle(ExportRequest(run=target, out=bundle, data=data))
-        console.print(f"exported {target} -> {bundle}")
-    else:
-        bundle = target
-    entry = run_build(BuildRequest(bundle=bundle, precision=precision, backend=backend, recipe=recipe,
-                                   method=calib_method, count=calib_count, seed=calib_seed,
-                                   synthetic_fraction=calib_synthetic, data=data, recipes_file=recipes, force=force,
-                                   max_drop=max_drop if precision == "int8" else None,
-                                   default_max_drop=0.5 if precision == "int8" else None))
+    bundle, entry = build_command(target, model, workspace, out, log=console.print, precision=precision,
+                                  backend=backend, recipe=recipe, method=calib_method, count=calib_count,
+                                  seed=calib_seed, synthetic_fraction=calib_synthetic, data=data,
+                                  recipes_file=recipes, force=force, max_drop=max_drop)
     key = precision_key(precision, recipe, backend)
     table = Table(title=f"{bundle}: {key} ({backend})")
     table.add_column("field")

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgead.backends import Backend, open_backend
+from edgead.backends import Backend, EngineOptions, open_engine
 from edgead.bundle import META, Bundle
 from edgead.data import mvtec
 from edgead.data.preprocess import Preprocess
+from edgead.decision import Normalization
 from edgead.fileio import atomic_write_bytes, write_json_out
 from edgead.metrics import auroc, category_metrics, mean_metrics
 from edgead.progress import progress
-from edgead.runs import read_run
 from edgead.visual import panel
 
 
@@ -34,11 +34,11 @@ class EvalRequest:
     quiet: bool = False
 
 
-def decision_stats(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
-    """What the run's own normal-derived threshold does on the test split."""
-    flagged = scores >= threshold
+def decision_stats(scores: np.ndarray, labels: np.ndarray, norm: Normalization) -> dict:
+    """What the run's own normal-derived threshold does on the test split (the shared decision rule)."""
+    flagged = norm.decide(scores)
     good, bad = labels == 0, labels == 1
-    return {"run_threshold": threshold,
+    return {"run_threshold": norm.threshold,
             "defect_recall": float(flagged[bad].mean()) if bad.any() else float("nan"),
             "false_reject_rate": float(flagged[good].mean()) if good.any() else float("nan")}
 
@@ -50,10 +50,12 @@ def open_target(req: EvalRequest) -> tuple[Backend, dict, Path]:
         b = Bundle.load(target)
         name = req.backend or "onnxruntime"
         key = b.resolve(req.precision, name)
-        backend = open_backend(name, target, key, **({"threads": req.threads} if name != "tensorrt" else {}))
+        backend = open_engine(target, key, name, EngineOptions(threads=req.threads))
         return backend, {**b.meta, "precision": key}, Path(b.meta["data"]["root"])
+    from edgead.runs import read_run  # torch: only a run folder needs it
+
     info = read_run(target)
-    backend = open_backend(req.backend or "torch", target, threads=req.threads)
+    backend = open_engine(target, "fp32", req.backend or "torch", EngineOptions(threads=req.threads))
     return backend, {**info, "categories": info["data"]["categories"]}, Path(info["data"]["root"])
 
 
@@ -83,21 +85,16 @@ def evaluate(req: EvalRequest) -> dict:
         for cat in sorted({s.category for s in samples}):
             cs = [s for s in samples if s.category == cat]
             images = mvtec.load_images(cs, pre)
-            maps, scores = [], []
-            for i in range(len(cs)):
-                out = backend.infer(images[i:i + 1])
-                maps.append(out["anomaly_map"][:, 0])
-                scores.append(out["score"])
-                prog.advance(task)
-            maps, scores = np.concatenate(maps), np.concatenate(scores)
+            out = backend.run_batched(images, lambda k: prog.advance(task, k))
+            maps, scores = out["anomaly_map"][:, 0], out["score"]
             masks = mvtec.load_masks(cs, pre)
             labels = np.array([s.label for s in cs])
-            norm = info["normalization"].get(cat)
+            norm = Normalization.from_dict(info["normalization"][cat]) if cat in info["normalization"] else None
             m = category_metrics(scores, labels, maps, masks)
             m["n_good"], m["n_defect"] = int((labels == 0).sum()), int((labels == 1).sum())
             m["per_defect_image_auroc"] = per_defect_auroc(cs, scores)
             if norm:
-                m.update(decision_stats(scores, labels, norm["threshold"]))
+                m.update(decision_stats(scores, labels, norm))
             per_cat[cat] = m
             if req.overlays and norm:
                 written += _overlays(cs, images, maps, masks, scores, norm, pre, overlay_dir, req.overlays)
@@ -121,9 +118,9 @@ def _overlays(cs, images, maps, masks, scores, norm, pre, out_dir: Path, n: int)
     paths = []
     for i in pick[:n]:
         s = cs[i]
-        nm = (maps[i] - norm["pixel_center"]) / norm["pixel_scale"]
-        ns = (scores[i] - norm["center"]) / norm["scale"]
-        title = f"{s.category}/{s.defect}/{s.path.name}  score {ns:.2f} ({'DEFECT' if ns >= 1 else 'good'})"
+        nm, ns = norm.pixel(maps[i]), norm.score(scores[i])
+        verdict = "DEFECT" if norm.decide(scores[i]) else "good"
+        title = f"{s.category}/{s.defect}/{s.path.name}  score {ns:.2f} ({verdict})"
         img = panel(pre.denormalize(images[i]), nm, masks[i] if s.label else None, title)
         buf = io.BytesIO()
         img.save(buf, format="PNG")

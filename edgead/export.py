@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgead.bundle import FORMAT_VERSION, META, Bundle, onnx_name
+from edgead.bundle import FORMAT_VERSION, META, Bundle, onnx_name, write_meta
 from edgead.data import mvtec
 from edgead.data.preprocess import Preprocess
 from edgead.errors import EdgeadError
-from edgead.fileio import atomic_write_json, scratch_dir, sha256_file
+from edgead.fileio import scratch_dir, sha256_file
 from edgead.precision.readiness import report as readiness
 from edgead.runs import WEIGHTS, load_model, versions
 
@@ -126,7 +126,7 @@ def export_bundle(req: ExportRequest) -> dict:
                     {"name": "score", "shape": [req.batch], "dtype": "float32"}],
         "normalization": info["normalization"],
         "categories": info["data"]["categories"],
-        "precision_scopes": {k: list(v) for k, v in type(model).precision_scopes.items()},
+        "precision_scopes": model.precision_scope_map(),
         "data": {"root": str(Path(req.data or info["data"]["root"]).resolve()),
                  "holdout_files": info["data"].get("holdout_files", [])},
         "source": {"run": str(Path(req.run).resolve()), "weights_sha256": run_hash},
@@ -140,5 +140,4 @@ def export_bundle(req: ExportRequest) -> dict:
                            "tensorrt_readiness": readiness(final)}},
         "versions": versions(),
     }
-    atomic_write_json(out / META, meta)
-    return meta
+    return write_meta(out, meta)

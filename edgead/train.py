@@ -104,7 +104,15 @@ def train(req: TrainRequest) -> dict:
     """Train (or resume) a run; returns the run info written to ``RUN/run.json``."""
     out = Path(req.out)
     cls = model_class(req.model)
-    train_cfg = {**cls.train_defaults(), **req.train_overrides}
+    defaults = cls.train_defaults()
+    unknown = sorted(set(req.train_overrides) - set(defaults))
+    if unknown:
+        raise EdgeadError(f"model {req.model!r}: unknown training setting {unknown[0]!r}; known: {', '.join(defaults)}")
+    for k, v in req.train_overrides.items():
+        if isinstance(defaults[k], (int, float)) and not isinstance(defaults[k], bool) and (
+                isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise EdgeadError(f"model {req.model!r}: training setting {k}={v!r} must be a number >= 0")
+    train_cfg = {**defaults, **req.train_overrides}
     if req.epochs is not None:
         train_cfg["epochs"] = req.epochs
     if req.batch_size is not None:
@@ -167,6 +175,7 @@ def train(req: TrainRequest) -> dict:
         info["data"]["few_shot"] = shots_note
     write_run_json(out, info)
 
+    model.configure_training(train_cfg)
     groups = model.param_groups(train_cfg)
     opt = torch.optim.AdamW(groups, weight_decay=train_cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=train_cfg["lr_step"], gamma=train_cfg["lr_gamma"])
@@ -174,6 +183,7 @@ def train(req: TrainRequest) -> dict:
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"])
+        model.load_training_state(ckpt.get("training_state", {}))
 
     t0 = time.time()
     with progress(disable=req.quiet) as prog:
@@ -191,12 +201,13 @@ def train(req: TrainRequest) -> dict:
         task = prog.add_task("train", total=train_cfg["epochs"], completed=start_epoch, info="")
         for epoch in range(start_epoch, train_cfg["epochs"]):
             model.train()
+            model.on_epoch_start(epoch)
             g = torch.Generator().manual_seed(req.seed * 100003 + epoch)
             order = torch.randperm(len(data), generator=g)
             losses, te = [], time.time()
             starts = [i for i in range(0, len(order), bs) if len(order) - i >= min(2, len(order))]
             for step, i in enumerate(starts):  # a last batch of one is dropped (BatchNorm)
-                out_d = model.training_step(data[order[i:i + bs]], epoch * 100000 + step)
+                out_d = model.training_step(data[order[i:i + bs]], step)
                 opt.zero_grad(set_to_none=True)
                 out_d["loss"].backward()
                 if train_cfg.get("grad_clip"):
@@ -210,6 +221,7 @@ def train(req: TrainRequest) -> dict:
             info["curve"] = curve
             save_checkpoint(out / CHECKPOINT, {"model": model.trainable_state(), "optimizer": opt.state_dict(),
                                                "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                                               "training_state": model.training_state(),
                                                "rng": torch.get_rng_state()})
             write_run_json(out, info)
             if req.on_epoch is not None:

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edgead.backends import open_backend
+from edgead.backends import open_engine
 from edgead.bundle import Bundle
 from edgead.data.mvtec import open_image
 from edgead.live.alerts import read_events
@@ -26,14 +26,16 @@ def main() -> None:
     ap.add_argument("--category", required=True)
     args = ap.parse_args()
     b = Bundle.load(args.bundle)
-    be = open_backend("onnxruntime", args.bundle, args.precision)
+    be = open_engine(args.bundle, b.resolve(args.precision))
     norm = b.category_norm(args.category)
     frames = json.loads(args.manifest.read_text())["frames"]
-    offline = {}
+    offline, want = {}, []
     for f in frames:
         raw = float(be.infer(b.preprocess(open_image(Path(f["file"])))[None])["score"][0])
-        offline[f["frame"]] = (raw - norm["center"]) / norm["scale"]
-    want = sorted(k for k, v in offline.items() if v >= 1.0)
+        offline[f["frame"]] = norm.score(raw)
+        if norm.decide(raw):
+            want.append(f["frame"])
+    want.sort()
     events = read_events(args.events)
     got = [e["frame"] for e in events]
     worst = max((abs(e["score"] - offline[e["frame"]]) for e in events), default=0.0)

@@ -65,21 +65,20 @@ def test_training_resumes_after_interrupt(tiny_real, tmp_path, monkeypatch):
     out = tmp_path / "run"
     args = ["train", "--model", "crad", "--data", tiny_real, "--category", "magnetic_tile", "--out", out,
             "--epochs", 3, "--image-size", 64, "--batch-size", 8]
-    real_step, calls = CRAD.training_step, {"n": 0}
+    real_start = CRAD.on_epoch_start
 
-    def flaky(self, batch, step):
-        calls["n"] += 1
-        if step >= 200000:  # third epoch
+    def flaky(self, epoch):
+        if epoch >= 2:  # third epoch
             raise KeyboardInterrupt
-        return real_step(self, batch, step)
+        return real_start(self, epoch)
 
-    monkeypatch.setattr(CRAD, "training_step", flaky)
+    monkeypatch.setattr(CRAD, "on_epoch_start", flaky)
     r = edgead(*args)
     assert r.exit_code == 130 and "resume" in r.output
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "training" and [c["epoch"] for c in info["curve"]] == [1, 2]
     first_two = info["curve"]
-    monkeypatch.setattr(CRAD, "training_step", real_step)
+    monkeypatch.setattr(CRAD, "on_epoch_start", real_start)
     r = edgead(*args)
     assert r.exit_code == 0, r.output
     info = json.loads((out / "run.json").read_text())

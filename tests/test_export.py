@@ -8,7 +8,7 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from edgead.backends import open_backend
+from edgead.backends import open_engine
 from edgead.bundle import Bundle
 from edgead.cli import app
 from edgead.data import mvtec
@@ -40,8 +40,8 @@ def test_ort_matches_torch_on_real_defects(bundle, trained_run, tiny_real):
     b = Bundle.load(bundle)
     samples = [s for s in mvtec.discover(tiny_real, None, "test") if s.label][:3]
     images = mvtec.load_images(samples, b.preprocess)
-    ort = open_backend("onnxruntime", bundle)
-    ref = open_backend("torch", trained_run)
+    ort = open_engine(bundle)
+    ref = open_engine(trained_run, backend="torch")
     for img in images:
         got, want = ort.infer(img[None]), ref.infer(img[None])
         assert got["anomaly_map"].shape == (1, 1, 128, 160)
@@ -71,7 +71,7 @@ def test_reexport_is_idempotent_and_failed_parity_writes_nothing(bundle, trained
 def test_fixed_larger_batch(trained_run, tmp_path):
     meta = export_bundle(ExportRequest(run=trained_run, out=tmp_path / "b2", batch=2, parity_images=4))
     assert meta["input"]["shape"][0] == 2
-    out = open_backend("onnxruntime", tmp_path / "b2").infer(np.zeros((2, 3, 128, 160), np.float32))
+    out = open_engine(tmp_path / "b2").infer(np.zeros((2, 3, 128, 160), np.float32))
     assert out["anomaly_map"].shape == (2, 1, 128, 160) and out["score"].shape == (2,)
 
 

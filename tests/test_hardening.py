@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from edgead.backends import open_backend
+from edgead.backends import open_engine
 from edgead.bundle import Bundle
 from edgead.cli import app, normalize_argv
 from edgead.data.image import read_image
@@ -148,8 +148,8 @@ def test_images_at_their_own_size_score_as_offline(bundle, tiny_real, tmp_path):
         shutil.copy(p, folder / f"{i:03d}.png")
     sizes = {Image.open(p).size for p in files}
     assert len(sizes) > 1 and all(s != (pre.width, pre.height) for s in sizes)  # real sizes, not model size
-    be = open_backend("onnxruntime", bundle, "fp32")
-    offline = np.array([(float(be.infer(pre(read_image(p))[None])["score"][0]) - norm["center"]) / norm["scale"]
+    be = open_engine(bundle, "fp32")
+    offline = np.array([norm.score(float(be.infer(pre(read_image(p))[None])["score"][0]))
                         for p in sorted(folder.iterdir())])
     r = edgead("inspect", bundle, "--source", f"images://{folder}", "--category", "magnetic_tile", "--alerts",
                tmp_path / "alerts", "--json", tmp_path / "s.json")

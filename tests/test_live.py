@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgead.backends import open_backend
+from edgead.backends import open_engine
 from edgead.bundle import Bundle
 from edgead.cli import app
 from edgead.data import mvtec
@@ -56,7 +56,7 @@ def conveyor(bundle, tiny_real, tmp_path_factory):
     bad = [s for s in samples if s.label == 1]
     order = [x for pair in zip(good, bad, strict=False) for x in pair]
     frames = [np.asarray(pre.resize_image(mvtec.open_image(s.path))) for s in order]
-    be = open_backend("onnxruntime", bundle, "fp32")
+    be = open_engine(bundle, "fp32")
     raw = np.array([float(be.infer(pre.normalize(f)[None])["score"][0]) for f in frames])
     meta = read_json(bundle / "meta.json")
     n = meta["normalization"]["magnetic_tile"]

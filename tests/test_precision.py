@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, numpy_helper
 from typer.testing import CliRunner
 
-from edgead.backends import open_backend
+from edgead.backends import open_engine
 from edgead.build import BuildRequest, build
 from edgead.bundle import Bundle
 from edgead.cli import app
@@ -34,7 +34,7 @@ def real_batch(bundle, tiny_real):
 
 
 def _scores(bundle, precision, images):
-    be = open_backend("onnxruntime", bundle, precision)
+    be = open_engine(bundle, precision)
     return np.array([be.infer(x[None])["score"][0] for x in images])
 
 
@@ -154,10 +154,9 @@ def test_tensorrt_build_here_says_what_is_missing(bundle):
 
 def test_tensorrt_engine_on_gpu(bundle):
     trt = pytest.importorskip("tensorrt", reason="no TensorRT here (no NVIDIA GPU on dev/CI machines)")
-    from edgead.backends.tensorrt import TrtBackend
 
     build(BuildRequest(bundle=bundle, precision="int8", recipe="tensorrt", count=8))
-    be = TrtBackend.load(bundle, "int8-tensorrt")
+    be = open_engine(bundle, "int8-tensorrt", "tensorrt")
     assert be.describe()["layer_datatypes"].get("Int8", 0) > 0, trt.__version__
 
 

@@ -11,15 +11,15 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from edgead.backends import open_backend
+from edgead.backends import open_engine
 from edgead.build import BuildRequest, build
-from edgead.bundle import Bundle
+from edgead.bundle import Bundle, record_graph
 from edgead.cli import app
 from edgead.verify import compare
 from edgead.verify.faults import misscale_activations
 from edgead.verify.gates import load_gates
 from edgead.verify.reference import REFERENCE, load_reference, tensor_sha256
-from edgead.verify.run import evaluate_gates, run_engine
+from edgead.verify.run import evaluate_gates
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def outputs(bundle):
     """(bundle, reference, fp32 ORT outputs on the reference inputs)."""
     b = Bundle.load(bundle)
     ref = load_reference(b)
-    eng = run_engine(open_backend("onnxruntime", bundle, "fp32"), ref.inputs(b), b.input_shape[0])
+    eng = open_engine(bundle, "fp32").run_batched(ref.inputs(b))
     return b, ref, eng
 
 
@@ -87,12 +87,12 @@ def test_each_gate_catches_its_failure(outputs):
     good = idx[ref.labels[idx] == 0]
     i = good[np.argmax(ref.scores[good])]
     bad = copy()
-    bad["score"][i] = norm["threshold"] + 0.5 * norm["scale"]
+    bad["score"][i] = norm.threshold + 0.5 * norm.scale
     rows = evaluate_gates(b, ref, bad, gates)[0]
     assert {("L2", "score_abs_max"), ("L3", "decision_agreement_min")} <= _failed(rows)
     l2 = next(r for r in rows if r["gate"] == "score_abs_max" and r["category"] == cat)
     assert l2["worst"]["file"] == ref.files[i] and l2["value"] == pytest.approx(
-        abs((bad["score"][i] - ref.scores[i]) / norm["scale"]), rel=1e-4)
+        abs((bad["score"][i] - ref.scores[i]) / norm.scale), rel=1e-4)
     l3 = next(r for r in rows if r["gate"] == "decision_agreement_min" and r["category"] == cat)
     assert [f["file"] for f in l3["worst"]["flipped"]] == [ref.files[i]]
     bad = copy()  # L3 masks: engine map shifted by 16 px
@@ -151,6 +151,7 @@ def test_planted_miscalibration_is_caught_and_located(bundle, tmp_path):
     r = CliRunner().invoke(app, ["verify", str(bundle), "--precision", "int8-tensorrt", "--json", str(js)])
     assert r.exit_code == 1 and "failed L2" in r.output
     shutil.copy(saved, good)
+    record_graph(bundle, "int8-tensorrt")  # the good graph back, as built
     del b
 
 

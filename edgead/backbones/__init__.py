@@ -1,8 +1,10 @@
 """Backbone registry: a name maps to a factory returning a frozen multi-scale feature extractor.
 
 A backbone is an ``nn.Module`` whose ``forward(x)`` returns a list of feature maps (one per
-requested stride) and which exposes ``channels`` (list[int]), ``strides`` (list[int]) and
-``preprocess`` (the input scaling its weights expect). Register your own with::
+requested stride) and which exposes ``channels`` (list[int]), ``strides`` (list[int]), ``mean``
+and ``std`` (the input scaling its weights expect) and ``sensitive_region`` (its submodules whose
+reduced precision moves anomaly maps most; models keep them FP32 under FP16 with the ``TRUNK``
+scope marker). Register your own with::
 
     @register_backbone("my_net")
     def build(image_size, strides): ...
@@ -38,3 +40,6 @@ def build_backbone(name: str, image_size: tuple[int, int], strides: tuple[int, .
 
 def _load_builtin() -> None:
     from edgead.backbones import lite0  # noqa: F401  (registers itself)
+    from edgead.plugins import load_plugins
+
+    load_plugins()

@@ -55,6 +55,12 @@ class Lite0Features(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
+    @property
+    def sensitive_region(self) -> tuple[str, ...]:
+        """Submodules whose reduced precision moves the anomaly maps most: the trunk up to the finest tap
+        (the maps are a small difference against those features). Kept FP32 under FP16 by the models."""
+        return ("stem", *(f"blocks.{i}" for i in range(min(self._taps) + 1)))
+
     def train(self, mode: bool = True) -> Lite0Features:
         return super().train(False)  # frozen: BatchNorm always in inference mode
 

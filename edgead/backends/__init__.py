@@ -1,7 +1,15 @@
-"""Backends share one small interface: load a bundle (or model), infer on a preprocessed batch, describe."""
+"""Engines share one small interface behind a registry: open a bundle graph (or the torch reference),
+infer on a preprocessed batch, run any number of images in the graph's batch, describe, close."""
 
 from __future__ import annotations
 
-from edgead.backends.base import Backend, open_backend
+from edgead.backends.base import (
+    Backend,
+    EngineOptions,
+    available_backends,
+    backend_class,
+    open_engine,
+    register_backend,
+)
 
-__all__ = ["Backend", "open_backend"]
+__all__ = ["Backend", "EngineOptions", "available_backends", "backend_class", "open_engine", "register_backend"]

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgead.backends.base import Backend
+from edgead.backends.base import OUTPUTS, Backend, EngineOptions, register_backend
 from edgead.bundle import Bundle
 from edgead.errors import EdgeadError
 
-OUTPUTS = ("anomaly_map", "score")
 
-
+@register_backend
 class OrtBackend(Backend):
     name = "onnxruntime"
+    summary = "ONNX Runtime (CPU here; CUDA when its build has it)"
 
     def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None):
         try:
@@ -36,11 +36,16 @@ class OrtBackend(Backend):
         except Exception as e:  # ORT raises its own exception types
             raise EdgeadError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:160]})") from None
         self.path, self.threads = Path(path), threads
-        self.input_name = self.session.get_inputs()[0].name
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
 
     @classmethod
-    def load(cls, bundle: str | Path, precision: str = "fp32", **kwargs) -> OrtBackend:
-        return cls(Bundle.load(bundle).onnx(precision), **kwargs)
+    def open(cls, target: Path, key: str, options: EngineOptions) -> OrtBackend:
+        return cls(Bundle.load(target).onnx(key), threads=options.threads)
+
+    def close(self) -> None:
+        self.session = None
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         out = self.session.run(list(OUTPUTS), {self.input_name: np.ascontiguousarray(batch, np.float32)})

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgead.backends.base import Backend
+from edgead.backends.base import Backend, EngineOptions, register_backend
 from edgead.bundle import Bundle
 from edgead.errors import EdgeadError
 from edgead.fileio import atomic_write_bytes, atomic_write_json
@@ -134,10 +134,12 @@ def layer_precisions(trt, engine) -> dict[str, int]:
     return counts
 
 
+@register_backend
 class TrtBackend(Backend):
     """Runs a built engine: host numpy in, host numpy out, one CUDA stream."""
 
     name = "tensorrt"
+    summary = "TensorRT engine built on this device (Jetson / NVIDIA GPU)"
 
     def __init__(self, bundle: Bundle, precision: str):
         trt = import_tensorrt()
@@ -158,10 +160,15 @@ class TrtBackend(Backend):
             self.device[name] = _check(self.cudart.cudaMalloc(self.host[name].nbytes))
             self.context.set_tensor_address(name, self.device[name])
         self.input_name = bundle.input_name
+        self.batch = int(self.host[self.input_name].shape[0])
 
     @classmethod
     def load(cls, bundle: str | Path, precision: str = "fp16") -> TrtBackend:
         return cls(Bundle.load(bundle), precision)
+
+    @classmethod
+    def open(cls, target: Path, key: str, options: EngineOptions) -> TrtBackend:
+        return cls(Bundle.load(target), key)  # threads do not apply to a GPU engine
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         c = self.cudart
@@ -181,6 +188,10 @@ class TrtBackend(Backend):
     def describe(self) -> dict:
         return {"backend": self.name, **self.info}
 
-    def __del__(self):
+    def close(self) -> None:
         for ptr in getattr(self, "device", {}).values():
             self.cudart.cudaFree(ptr)
+        self.device = {}
+
+    def __del__(self):
+        self.close()

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from edgead.bundle import Bundle
 from edgead.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EdgeadError
@@ -19,7 +19,6 @@ from edgead.fileio import write_json_out
 from edgead.live.pipelines import Target, sink_pipeline, source_pipeline
 from edgead.live.source import Source
 from edgead.live.uri import parse
-from edgead.visual import colorize, overlay
 
 STAGES = ("capture_age", "queue", "preprocess", "inference", "postprocess", "alert", "output", "frame")
 
@@ -75,15 +74,6 @@ def plan(req: InspectRequest) -> dict:
             "model_input": [target.height, target.width]}
 
 
-def _status(rgb: np.ndarray, nmap: np.ndarray, ns: float, flagged: bool, fps: float, category: str) -> np.ndarray:
-    vis = Image.fromarray(overlay(rgb, nmap))
-    d = ImageDraw.Draw(vis)
-    text = f"{'DEFECT' if flagged else 'good'} {ns:.2f}  {category}  {fps:.1f} fps"
-    d.rectangle((0, 0, vis.width, 14), fill=(160, 0, 0) if flagged else (0, 110, 0))
-    d.text((3, 1), text, fill=(255, 255, 255))
-    return np.asarray(vis)
-
-
 def _hard_exit(source: Source, uri: str, n: list[int]) -> Callable[[str], int]:
     """What the stop watchdog says and returns when the run does not end in time (see live.stopper)."""
     def say(why: str) -> int:
@@ -96,9 +86,10 @@ def _hard_exit(source: Source, uri: str, n: list[int]) -> Callable[[str], int]:
 
 
 def inspect(req: InspectRequest, log=None) -> dict:
-    from edgead.backends import open_backend
-    from edgead.live.alerts import EventLog, save_png
+    from edgead.backends import EngineOptions, open_engine
+    from edgead.live.alerts import EventLog
     from edgead.live.gst import resolve_platform
+    from edgead.live.inspector import AlertWriter, Inspector
     from edgead.live.sinks import open_output
     from edgead.live.source import EndOfStream, default_policy, open_source
     from edgead.live.stopper import Stopper
@@ -121,18 +112,16 @@ def inspect(req: InspectRequest, log=None) -> dict:
     target = Target(pre.width, pre.height, jetson, nvenc)
     policy = req.policy or default_policy(src)
     cap = open_source(src, target, pre, policy, stall_s=req.stall_s, log=log)
-    backend = open_backend(req.backend, b.path, key, **({"threads": req.threads} if req.backend != "tensorrt"
-                                                        else {}))
-    batch = b.input_shape[0]
-    alerts = Path(req.alerts_dir)
-    events_path = Path(req.events or alerts / "events.jsonl")
+    engine = open_engine(b.path, key, req.backend, EngineOptions(threads=req.threads))
+    inspector = Inspector(engine, pre, norm, category)
+    events_path = Path(req.events or Path(req.alerts_dir) / "events.jsonl")
     events = EventLog(events_path)
+    alerts = AlertWriter(req.alerts_dir, events, req.source, category, norm, key, req.backend)
     output = open_output(out_uri, target, req.fps)
     times: dict[str, list[float]] = {k: [] for k in STAGES}
     count = [0]  # frames inspected, shared with the stop watchdog
-    n = flagged_n = 0
-    last_fps, recent = 0.0, []
-    decisions: list[dict] = []
+    flagged_n, fps = 0, _Rate()
+    decisions: deque[dict] = deque(maxlen=1000)
     end_reason = "max frames"
     live = _LiveView(req.quiet)
     stopper = Stopper(req.duration, req.grace_s, _hard_exit(cap, req.source, count), on_stop=cap.interrupt)
@@ -142,12 +131,13 @@ def inspect(req: InspectRequest, log=None) -> dict:
             try:
                 cap.start()
                 while True:
+                    n = count[0]
+                    waited = time.monotonic() - t_start
                     if stopper.reason:
                         end_reason = stopper.reason
                         break
                     if req.max_frames and n >= req.max_frames:
                         break
-                    waited = time.monotonic() - t_start
                     if req.duration and waited >= req.duration:
                         end_reason = "duration"
                         break
@@ -160,78 +150,84 @@ def inspect(req: InspectRequest, log=None) -> dict:
                         end_reason = "end of stream"
                         break
                     if fr is None:
-                        live.update(n, flagged_n, last_fps, cap.stats, times)
+                        live.update(n, flagged_n, fps.value, cap.stats, times)
                         continue
-                    t0 = time.perf_counter()
-                    rgb = fr.rgb if fr.rgb.shape[:2] == (pre.height, pre.width) else np.asarray(pre.resize_image(
-                        Image.fromarray(fr.rgb)))
-                    x = pre.normalize(rgb)[None]
-                    t1 = time.perf_counter()
-                    xb = np.repeat(x, batch, 0) if batch > 1 else x
-                    res = backend.infer(xb)
-                    t2 = time.perf_counter()
-                    raw, amap = float(res["score"][0]), res["anomaly_map"][0, 0]
-                    ns = (raw - norm["center"]) / norm["scale"]
-                    flagged = ns >= 1.0
-                    nmap = (amap - norm["pixel_center"]) / norm["pixel_scale"]
-                    now = time.monotonic()
-                    recent = [t for t in recent if now - t < 2.0] + [now]
-                    last_fps = (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6) if len(recent) > 1 else 0.0
-                    vis = _status(rgb, nmap, ns, flagged, last_fps, category)
+                    d = inspector.step(fr)
                     t3 = time.perf_counter()
-                    name = Path(fr.name).stem if fr.name else f"frame{fr.number:07d}"
-                    if flagged:
-                        flagged_n += 1
-                        stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{fr.number:07d}_{name}"
-                        fpath, hpath = alerts / f"{stem}.frame.png", alerts / f"{stem}.heatmap.png"
-                        save_png(fpath, rgb)
-                        save_png(hpath, colorize(nmap))
-                        events.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "unix": time.time(),
-                                       "frame": fr.number, "source": req.source, "name": fr.name, "score": ns,
-                                       "raw_score": raw, "threshold": 1.0, "raw_threshold": norm["threshold"],
-                                       "category": category, "frame_path": str(fpath), "heatmap_path": str(hpath),
-                                       "precision": key, "backend": req.backend})
+                    vis = inspector.render(d, fps.tick())
                     t4 = time.perf_counter()
-                    output.push(vis, flagged, name)
+                    if d.flagged:
+                        flagged_n += 1
+                        alerts.write(d)
                     t5 = time.perf_counter()
-                    n += 1
-                    count[0] = n
-                    decisions.append({"frame": fr.number, "name": fr.name, "score": ns, "flagged": flagged})
-                    decisions = decisions[-1000:]
-                    for k, v in (("queue", fr.queue_ms), ("preprocess", (t1 - t0) * 1e3),
-                                 ("inference", (t2 - t1) * 1e3), ("postprocess", (t3 - t2) * 1e3),
-                                 ("output", (t5 - t4) * 1e3), ("frame", (t5 - t0) * 1e3)):
-                        times[k].append(v)
-                    if flagged:
-                        times["alert"].append((t4 - t3) * 1e3)
-                    if fr.age_ms is not None:
-                        times["capture_age"].append(fr.age_ms)
-                    live.update(n, flagged_n, last_fps, cap.stats, times)
+                    output.push(vis, d.flagged, d.stem)
+                    t6 = time.perf_counter()
+                    count[0] = n + 1
+                    decisions.append({"frame": fr.number, "name": fr.name, "score": d.score, "flagged": d.flagged})
+                    _record(times, fr, d, render_ms=(t4 - t3) * 1e3, alert_ms=(t5 - t4) * 1e3,
+                            output_ms=(t6 - t5) * 1e3)
+                    live.update(count[0], flagged_n, fps.value, cap.stats, times)
             finally:
                 live.close()
                 cap.stop()
                 output.close()
+                engine.close()
     finally:
         live.close()
         events.close()
     wall = time.monotonic() - t_start
-    if n == 0:
+    if count[0] == 0:
         raise EdgeadError(_no_frames(req.source, src.scheme, cap.stats, wall, end_reason))
-    stages = {k: _pct(v) for k, v in times.items() if v}
-    frame_mean = stages.get("frame", {}).get("mean_ms", 0.0)
-    summary = {"source": req.source, "output": req.output, "bundle": str(b.path), "precision": key,
-               "backend": backend.describe(), "category": category, "policy": policy,
-               "platform": "jetson" if jetson else "desktop",
-               "pipelines": {"source": cap.description, "output": output.description},
-               "frames": n, "flagged": flagged_n, "produced": cap.stats.produced, "dropped": cap.stats.dropped,
-               "skipped": cap.stats.skipped, "reconnects": cap.stats.reconnects,
-               "reconnect_events": cap.stats.events, "end": end_reason,
-               "wall_s": wall, "fps": n / wall if wall > 0 else 0.0, "stages": stages,
-               "pipeline_overhead_share": (1 - stages["inference"]["mean_ms"] / frame_mean) if frame_mean else None,
-               "events_file": str(events_path), "decisions_tail": decisions}
+    summary = _summary(req, b, key, engine.describe(), category, policy, jetson, cap, output, count[0], flagged_n,
+                       end_reason, wall, times, events_path, decisions)
     if req.json_out:
         write_json_out(req.json_out, summary)
     return summary
+
+
+def _record(times: dict[str, list[float]], fr, d, render_ms: float, alert_ms: float, output_ms: float) -> None:
+    """One frame's stage times (``alert`` only for flagged frames, ``capture_age`` for live sources)."""
+    times["queue"].append(fr.queue_ms)
+    times["preprocess"].append(d.ms["preprocess"])
+    times["inference"].append(d.ms["inference"])
+    times["postprocess"].append(d.ms["postprocess"] + render_ms)
+    times["output"].append(output_ms)
+    times["frame"].append(sum(d.ms.values()) + render_ms + alert_ms + output_ms)
+    if d.flagged:
+        times["alert"].append(alert_ms)
+    if fr.age_ms is not None:
+        times["capture_age"].append(fr.age_ms)
+
+
+def _summary(req, b, key, backend, category, policy, jetson, cap, output, n, flagged_n, end_reason, wall, times,
+             events_path, decisions) -> dict:
+    stages = {k: _pct(v) for k, v in times.items() if v}
+    frame_mean = stages.get("frame", {}).get("mean_ms", 0.0)
+    return {"source": req.source, "output": req.output, "bundle": str(b.path), "precision": key,
+            "backend": backend, "category": category, "policy": policy,
+            "platform": "jetson" if jetson else "desktop",
+            "pipelines": {"source": cap.description, "output": output.description},
+            "frames": n, "flagged": flagged_n, "produced": cap.stats.produced, "dropped": cap.stats.dropped,
+            "skipped": cap.stats.skipped, "reconnects": cap.stats.reconnects,
+            "reconnect_events": cap.stats.events, "end": end_reason,
+            "wall_s": wall, "fps": n / wall if wall > 0 else 0.0, "stages": stages,
+            "pipeline_overhead_share": (1 - stages["inference"]["mean_ms"] / frame_mean) if frame_mean else None,
+            "events_file": str(events_path), "decisions_tail": list(decisions)}
+
+
+class _Rate:
+    """Frames per second over the last two seconds."""
+
+    def __init__(self):
+        self.recent: list[float] = []
+        self.value = 0.0
+
+    def tick(self) -> float:
+        now = time.monotonic()
+        self.recent = [t for t in self.recent if now - t < 2.0] + [now]
+        r = self.recent
+        self.value = (len(r) - 1) / max(r[-1] - r[0], 1e-6) if len(r) > 1 else 0.0
+        return self.value
 
 
 def _no_frames(uri: str, scheme: str, stats, wall: float, end: str) -> str:

@@ -2,8 +2,8 @@
 
 A model is a torch module mapping a normalised image batch (B, 3, H, W) to
 ``(anomaly_map (B, 1, H, W), score (B,))`` with post-processing included, plus its own training
-logic (``training_step``, ``param_groups``, ``schedule``). The generic loop in ``edgead.train``
-knows nothing else about it.
+logic (``configure_training``, ``on_epoch_start``, ``training_step``, ``training_state``,
+``param_groups``, ``train_defaults``). The generic loop in ``edgead.train`` knows nothing else about it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch import nn
 from edgead.errors import EdgeadError
 
 _REGISTRY: dict[str, type[AnomalyModel]] = {}
+TRUNK = "-backbone/@sensitive"  # in precision_scopes: keep the backbone's sensitive region FP32
 
 
 class AnomalyModel(nn.Module):
@@ -33,6 +34,11 @@ class AnomalyModel(nn.Module):
     # Top-level submodules whose nodes may run in reduced precision; everything else stays FP32
     # (distance heads, normalisations, smoothing, score). Read by edgead.precision via the bundle.
     precision_scopes: ClassVar[dict[str, tuple[str, ...]]] = {"fp16": ("backbone",), "int8": ("backbone",)}
+
+    def precision_scope_map(self) -> dict[str, list[str]]:
+        """``precision_scopes`` with the ``TRUNK`` marker replaced by this backbone's sensitive region."""
+        region = [f"-backbone/{m}" for m in getattr(self.backbone, "sensitive_region", ())]
+        return {k: [x for s in v for x in (region if s == TRUNK else [s])] for k, v in self.precision_scopes.items()}
 
     def __init__(self, cfg: Any, image_size: tuple[int, int]):
         super().__init__()
@@ -57,9 +63,22 @@ class AnomalyModel(nn.Module):
         """Once before training, with the training data (features if cached) and each sample's category."""
         return None
 
+    def configure_training(self, train_cfg: dict) -> None:
+        """Once before training, with the final training settings (e.g. where a second stage starts)."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """At the start of every epoch (0-based, also the first epoch after a resume)."""
+
     def training_step(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
-        """Return a dict with at least ``loss`` (a scalar to minimise)."""
+        """One batch (``step``: its index within the epoch); a dict with at least ``loss`` to minimise."""
         raise NotImplementedError
+
+    def training_state(self) -> dict:
+        """Training-only state a resume needs besides weights and optimiser (saved in the checkpoint)."""
+        return {}
+
+    def load_training_state(self, state: dict) -> None:
+        """Restore what ``training_state`` returned."""
 
     def param_groups(self, train_cfg: dict) -> list[dict]:
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": train_cfg["lr"]}]
@@ -83,6 +102,9 @@ def register_model(cls: type[AnomalyModel]) -> type[AnomalyModel]:
 
 def _load_builtin() -> None:
     from edgead.models import ccad, crad, crr  # noqa: F401  (register themselves)
+    from edgead.plugins import load_plugins
+
+    load_plugins()
 
 
 def available_models() -> dict[str, str]:

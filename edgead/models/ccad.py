@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgead.backbones import build_backbone
-from edgead.models.base import AnomalyModel, register_model
+from edgead.models.base import TRUNK, AnomalyModel, register_model
 from edgead.models.layers import MapPost, align_to_finest
 
 BANKS = ("adaptive", "kmeans", "full", "none")
@@ -102,8 +102,7 @@ class CCAD(AnomalyModel):
     summary = "reconstruction conditioned on a compressed bank of global normal features (edge form)"
     cache_features = True
     # Attention softmaxes, layer norms, the discrepancy and post-processing stay FP32 under INT8.
-    precision_scopes = {"fp16": ("backbone", "inp", "down", "up", "out", "-backbone/stem",
-                                 *(f"-backbone/blocks.{i}" for i in range(5))),
+    precision_scopes = {"fp16": ("backbone", "inp", "down", "up", "out", TRUNK),
                         "int8": ("backbone",)}
 
     def __init__(self, cfg: CCADConfig, image_size: tuple[int, int]):

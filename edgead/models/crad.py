@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgead.backbones import build_backbone
-from edgead.models.base import AnomalyModel, register_model
+from edgead.models.base import TRUNK, AnomalyModel, register_model
 from edgead.models.layers import MapPost, MBv3Block, align_to_finest, tent_weights, tent_weights_2d
 
 
@@ -63,8 +63,7 @@ class CRAD(AnomalyModel):
     # trunk up to the stride-8 tap (stem, blocks 0-4) stays FP32 too: the map is a small difference against
     # those features, and in FP16 they moved normalised scores by 0.034 (magnetic_tile, edgead verify);
     # with them in FP32, 0.0006.
-    precision_scopes = {"fp16": ("backbone", "fusion", "out", "-backbone/stem",
-                                 *(f"-backbone/blocks.{i}" for i in range(5))),
+    precision_scopes = {"fp16": ("backbone", "fusion", "out", TRUNK),
                         "int8": ("backbone", "fusion")}
 
     def __init__(self, cfg: CRADConfig, image_size: tuple[int, int]):

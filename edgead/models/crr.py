@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgead.backbones import build_backbone
-from edgead.models.base import AnomalyModel, register_model
+from edgead.models.base import TRUNK, AnomalyModel, register_model
 from edgead.models.layers import MapPost, MBv3Block, align_to_finest
 
 EPS = 1e-6  # FP16-representable (the paper's 1e-12 underflows to 0 in FP16)
@@ -104,8 +104,7 @@ class CRR(AnomalyModel):
     cache_features = False  # synthetic anomalies are drawn on the images every step
     # Cosine map, L2 normalisations, the seg input product and the fusion stay FP32 (methods brief 2.7).
     # The trunk up to the stride-8 tap stays FP32 under FP16 for the same reason as CRAD's.
-    precision_scopes = {"fp16": ("backbone", "bottleneck", "decoder", "proj", "seg_head", "-backbone/stem",
-                                 *(f"-backbone/blocks.{i}" for i in range(5))),
+    precision_scopes = {"fp16": ("backbone", "bottleneck", "decoder", "proj", "seg_head", TRUNK),
                         "int8": ("backbone", "bottleneck", "decoder")}
 
     def __init__(self, cfg: CRRConfig, image_size: tuple[int, int]):
@@ -125,7 +124,7 @@ class CRR(AnomalyModel):
                 nn.init.trunc_normal_(m.weight, std=0.01, a=-0.03, b=0.03)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        self._iter = 0
+        self._iter, self._epoch, self._seg_from_epoch = 0, 0, 1 << 30
         self._seg_from_epoch = 10**9
 
     # -- features --------------------------------------------------------------------------
@@ -179,8 +178,23 @@ class CRR(AnomalyModel):
         xs = (torch.from_numpy(syn).permute(0, 3, 1, 2).float() / 255 - mean) / std
         return xs, torch.from_numpy(masks)
 
+    def configure_training(self, train_cfg: dict) -> None:
+        # stage 2 = the last seg_epochs epochs, at most half of them (short runs get both stages)
+        seg_epochs = min(train_cfg.get("seg_epochs", 0), train_cfg["epochs"] // 2) if self.seg_head is not None else 0
+        self._seg_from_epoch = train_cfg["epochs"] - seg_epochs
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    def training_state(self) -> dict:
+        return {"iter": self._iter}  # the hard-mining warm-up goes on where it stopped after a resume
+
+    def load_training_state(self, state: dict) -> None:
+        self._iter = int(state.get("iter", 0))
+
     def training_step(self, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        epoch = step // 100000
+        epoch = self._epoch
+        step = epoch * 100000 + step  # the synthesis seed of this batch (as runs before this interface had it)
         self._iter += 1
         with torch.no_grad():
             enc = self.encode(x)
@@ -208,9 +222,6 @@ class CRR(AnomalyModel):
         return {"loss": seg, "segment": seg.detach()}
 
     def param_groups(self, train_cfg: dict) -> list[dict]:
-        # stage 2 = the last seg_epochs epochs, at most half of them (short runs get both stages)
-        seg_epochs = min(train_cfg.get("seg_epochs", 0), train_cfg["epochs"] // 2) if self.seg_head is not None else 0
-        self._seg_from_epoch = train_cfg["epochs"] - seg_epochs
         rest = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith(("seg_head.",
                                                                                                "backbone."))]
         groups = [{"params": rest, "lr": train_cfg["lr"], "name": "reconstruct"}]

@@ -1,6 +1,6 @@
 """INT8 with explicit Q/DQ: per-channel INT8 weights, activations calibrated on real normals.
 
-Two recipes (``calibration/recipes.yaml``): ``tensorrt`` (signed, symmetric, zero point 0, no
+Two recipes (``edgead/precision/recipes.yaml``): ``tensorrt`` (signed, symmetric, zero point 0, no
 quantized bias: what a strongly typed TensorRT build accepts) and ``cpu`` (unsigned activations,
 which ONNX Runtime fuses into QLinearConv on x86). Three calibration methods that really differ:
 ranges are computed here with explicit histogram settings and handed to ``quantize_static`` as a

@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 from edgead.errors import EdgeadError
+from edgead.precision.keys import PrecisionKey
 
 # op: "max" = value must be <= limit; "min" = value must be >= limit.
 GATES: dict[str, dict[str, tuple[str, str]]] = {
@@ -59,14 +60,12 @@ DEFAULTS: dict[str, dict] = {
 
 def base_precision(key: str) -> str:
     """'int8-cpu' -> 'int8'."""
-    return key.split("-", 1)[0]
+    return PrecisionKey.parse(key).base
 
 
 def load_gates(precision: str, path: Path | None = None) -> dict:
     """The gates for a precision key: defaults, then the override file's entries for that precision."""
     base = base_precision(precision)
-    if base not in DEFAULTS:
-        raise EdgeadError(f"--precision {precision!r}: choose fp32, fp16, int8, int8-cpu or int8-tensorrt")
     gates = copy.deepcopy(DEFAULTS[base])
     if path is None:
         return gates

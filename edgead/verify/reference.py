@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgead.bundle import META, Bundle
+from edgead.bundle import Bundle, update_meta
 from edgead.data import mvtec
 from edgead.errors import EdgeadError
-from edgead.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from edgead.fileio import atomic_write_bytes, sha256_file
 from edgead.progress import progress
 
 REFERENCE = "reference.npz"
@@ -127,9 +127,7 @@ def make_reference(bundle: Bundle, data: Path | None = None, per_category: int =
              "seed": seed, "per_category_requested": per_category, "data_root": str(root.resolve()),
              "weights_sha256": bundle.meta["source"]["weights_sha256"], "backend": torch_be.describe(),
              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    meta = read_json(bundle.path / META)
-    meta["reference"] = entry
-    atomic_write_json(bundle.path / META, meta)
+    update_meta(bundle.path, lambda m: m.__setitem__("reference", entry))
     bundle.meta["reference"] = entry
     return entry
 

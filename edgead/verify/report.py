@@ -140,8 +140,7 @@ def build_html(result: dict, ref: Reference, eng: dict, bundle: Bundle, bench: d
         idx = np.flatnonzero(ref.categories == cat)
         labels = ref.labels[idx]
         norm = bundle.category_norm(cat)
-        rs = (ref.scores[idx] - norm["center"]) / norm["scale"]
-        es = (eng["score"][idx] - norm["center"]) / norm["scale"]
+        rs, es = norm.score(ref.scores[idx]), norm.score(eng["score"][idx])
         if 0 < labels.sum() < len(labels):
             curves = [("reference", *roc_curve(rs, labels), "#1565c0", "0"),
                       (f"{key}", *roc_curve(es, labels), "#e65100", "5,3")]
@@ -154,15 +153,13 @@ def build_html(result: dict, ref: Reference, eng: dict, bundle: Bundle, bench: d
     disp = []
     for i in range(len(ref)):
         norm = bundle.category_norm(str(ref.categories[i]))
-        rn = (ref.maps[i] - norm["pixel_center"]) / norm["pixel_scale"]
-        en = (eng["anomaly_map"][i, 0] - norm["pixel_center"]) / norm["pixel_scale"]
+        rn, en = norm.pixel(ref.maps[i]), norm.pixel(eng["anomaly_map"][i, 0])
         disp.append((float(np.abs(en - rn).mean()), i, rn, en, norm))
     disp.sort(key=lambda t: -t[0])
     out.append(f"<h2>Largest disagreements</h2><p>The {n_tiles} images whose maps differ most: image | reference "
                f"| {html.escape(key)} | difference (same colour scale; 1.0 = pixel threshold).</p>")
     for err, i, rn, en, norm in disp[:n_tiles]:
-        s_r = (ref.scores[i] - norm["center"]) / norm["scale"]
-        s_e = (eng["score"][i] - norm["center"]) / norm["scale"]
+        s_r, s_e = norm.score(ref.scores[i]), norm.score(eng["score"][i])
         title = f"{ref.files[i]}  score ref {s_r:.2f} / engine {s_e:.2f}  mean |diff| {err:.3f}"
         out.append(f"<figure><img src='{_png(_disagreement_tile(ref.images[i], rn, en, title))}' alt='{i}'>"
                    f"<figcaption>{html.escape(title)}</figcaption></figure>")

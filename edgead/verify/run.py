@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgead.backends import open_backend
+from edgead.backends import EngineOptions, open_engine
 from edgead.bundle import Bundle
+from edgead.decision import Normalization
 from edgead.errors import EdgeadError
 from edgead.fileio import atomic_write_json, write_json_out
 from edgead.metrics import category_metrics
@@ -41,22 +42,6 @@ class VerifyRequest:
     quiet: bool = False
 
 
-def run_engine(backend, x: np.ndarray, batch: int, prog=None, task=None) -> dict[str, np.ndarray]:
-    """Run in the graph's fixed batch; a short last batch is padded with its last image."""
-    maps, scores = [], []
-    for i in range(0, len(x), batch):
-        part = x[i:i + batch]
-        k = len(part)
-        if k < batch:
-            part = np.concatenate([part, np.repeat(part[-1:], batch - k, 0)])
-        out = backend.infer(part)
-        maps.append(out["anomaly_map"][:k])
-        scores.append(out["score"][:k])
-        if prog is not None:
-            prog.advance(task, k)
-    return {"anomaly_map": np.concatenate(maps), "score": np.concatenate(scores)}
-
-
 def _row(level: str, gate: str, category: str, value: float, limit, worst: dict | None = None) -> dict:
     op = GATES[level][gate][0] if gate in GATES.get(level, {}) else "max"
     ok = check(value, limit, op)
@@ -69,7 +54,8 @@ def _row(level: str, gate: str, category: str, value: float, limit, worst: dict 
     return row
 
 
-def _gates_for_category(c: str, idx: np.ndarray, ref: Reference, eng: dict, norm: dict, g: dict) -> tuple[list, dict]:
+def _gates_for_category(c: str, idx: np.ndarray, ref: Reference, eng: dict, norm: Normalization, g: dict
+                        ) -> tuple[list, dict]:
     files = ref.files[idx]
     rm, em = ref.maps[idx], eng["anomaly_map"][idx][:, 0]
     rs, es = ref.scores[idx].astype(np.float64), eng["score"][idx].astype(np.float64)
@@ -87,20 +73,20 @@ def _gates_for_category(c: str, idx: np.ndarray, ref: Reference, eng: dict, norm
              _row("L1", "score_rel_max", c, float(srel.max()), g["L1"]["score_rel_max"],
                   {"file": str(files[srel.argmax()]), "value": float(srel.max())})]
     # L2: normalised scores
-    rn, en = (rs - norm["center"]) / norm["scale"], (es - norm["center"]) / norm["scale"]
+    rn, en = norm.score(rs), norm.score(es)
     nerr = np.abs(en - rn)
     rows += [_row("L2", "score_abs_max", c, float(nerr.max()), g["L2"]["score_abs_max"],
                   {"file": str(files[nerr.argmax()]), "reference": float(rn[nerr.argmax()]),
                    "engine": float(en[nerr.argmax()])}),
              _row("L2", "spearman_min", c, compare.spearman(es, rs), g["L2"]["spearman_min"])]
     # L3: decisions and masks at the bundle's thresholds
-    rd, ed = rn >= 1.0, en >= 1.0
+    rd, ed = norm.decide(rs), norm.decide(es)
     flips = np.flatnonzero(rd != ed)
     worst = {"flipped": [{"file": str(files[i]), "reference": float(rn[i]), "engine": float(en[i])}
                          for i in flips[:20]]} if len(flips) else None
     rows.append(_row("L3", "decision_agreement_min", c, float((rd == ed).mean()),
                      g["L3"]["decision_agreement_min"], worst))
-    rmask, emask = rm >= norm["pixel_threshold"], em >= norm["pixel_threshold"]
+    rmask, emask = norm.mask(rm), norm.mask(em)
     iou, per = compare.pooled_iou(rmask, emask)
     w = int(per.argmin())
     rows.append(_row("L3", "mask_iou_min", c, iou, g["L3"]["mask_iou_min"],
@@ -151,11 +137,11 @@ def verify(req: VerifyRequest) -> dict:
         make_reference(b, req.data, req.per_category, req.seed, req.quiet)
     ref = load_reference(b)
     x = ref.inputs(b)
-    backend = open_backend(req.backend, b.path, key, **({"threads": req.threads} if req.backend != "tensorrt" else {}))
+    backend = open_engine(b.path, key, req.backend, EngineOptions(threads=req.threads))
     t0 = time.perf_counter()
     with progress(disable=req.quiet) as prog:
         task = prog.add_task(f"verify {key} ({req.backend})", total=len(x), info="")
-        eng = run_engine(backend, x, b.input_shape[0], prog, task)
+        eng = backend.run_batched(x, lambda k: prog.advance(task, k))
     seconds = time.perf_counter() - t0
     rows, per_cat = evaluate_gates(b, ref, eng, gates, check_inputs(b, ref, req.data, x))
     failed = [r for r in rows if r["passed"] is False]

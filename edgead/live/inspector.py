@@ -1,0 +1,86 @@
+"""The per-frame work of live inspection, apart from the loop: ``Inspector.step(frame) -> Decision``
+(the bundle's preprocessing, the engine, the shared decision rule) and ``AlertWriter`` (frame and
+heatmap PNGs by temp name and rename, then one fsynced event line)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from edgead.backends import Backend
+from edgead.data.preprocess import Preprocess
+from edgead.decision import THRESHOLD, Normalization
+from edgead.live.source import Frame
+from edgead.visual import colorize, overlay
+
+
+@dataclass
+class Decision:
+    frame: Frame
+    raw: float  # raw image score from the graph
+    score: float  # normalised (1.0 = threshold)
+    flagged: bool
+    rgb: np.ndarray  # the model-size image that was inspected
+    nmap: np.ndarray  # normalised anomaly map
+    ms: dict[str, float] = field(default_factory=dict)  # preprocess, inference, postprocess
+
+    @property
+    def stem(self) -> str:
+        return Path(self.frame.name).stem if self.frame.name else f"frame{self.frame.number:07d}"
+
+
+class Inspector:
+    """One bundle graph, one category: frames in, decisions out."""
+
+    def __init__(self, engine: Backend, pre: Preprocess, norm: Normalization, category: str):
+        self.engine, self.pre, self.norm, self.category = engine, pre, norm, category
+
+    def step(self, fr: Frame) -> Decision:
+        t0 = time.perf_counter()
+        pre = self.pre
+        rgb = fr.rgb if fr.rgb.shape[:2] == (pre.height, pre.width) else np.asarray(
+            pre.resize_image(Image.fromarray(fr.rgb)))
+        x = pre.normalize(rgb)[None]
+        t1 = time.perf_counter()
+        res = self.engine.run_batched(x)
+        t2 = time.perf_counter()
+        raw = float(res["score"][0])
+        d = Decision(fr, raw, float(self.norm.score(raw)), bool(self.norm.decide(raw)), rgb,
+                     self.norm.pixel(res["anomaly_map"][0, 0]))
+        d.ms = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
+                "postprocess": (time.perf_counter() - t2) * 1e3}
+        return d
+
+    def render(self, d: Decision, fps: float) -> np.ndarray:
+        """The output frame: heatmap overlay and a status strip."""
+        vis = Image.fromarray(overlay(d.rgb, d.nmap))
+        draw = ImageDraw.Draw(vis)
+        text = f"{'DEFECT' if d.flagged else 'good'} {d.score:.2f}  {self.category}  {fps:.1f} fps"
+        draw.rectangle((0, 0, vis.width, 14), fill=(160, 0, 0) if d.flagged else (0, 110, 0))
+        draw.text((3, 1), text, fill=(255, 255, 255))
+        return np.asarray(vis)
+
+
+class AlertWriter:
+    """Durable alerts: the images a line names are on disk before the line is appended and fsynced."""
+
+    def __init__(self, folder: Path, events, source: str, category: str, norm: Normalization, key: str,
+                 backend: str):
+        self.folder, self.events, self.source = Path(folder), events, source
+        self.fields = {"threshold": THRESHOLD, "raw_threshold": norm.threshold, "category": category,
+                       "precision": key, "backend": backend}
+
+    def write(self, d: Decision) -> None:
+        from edgead.live.alerts import save_png
+
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{d.frame.number:07d}_{d.stem}"
+        fpath, hpath = self.folder / f"{stem}.frame.png", self.folder / f"{stem}.heatmap.png"
+        save_png(fpath, d.rgb)
+        save_png(hpath, colorize(d.nmap))
+        self.events.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "unix": time.time(),
+                            "frame": d.frame.number, "source": self.source, "name": d.frame.name, "score": d.score,
+                            "raw_score": d.raw, **self.fields, "frame_path": str(fpath), "heatmap_path": str(hpath)})
