@@ -82,28 +82,40 @@ def postprocess_ms(bundle, iters: int = 50) -> dict:
     return percentiles(times)
 
 
-def bench(bundle: Path, precisions: str | list[str], backend: str = "onnxruntime", threads: int = 1, iters: int = 50,
-          reference: bool = True, save: bool = True) -> dict:
+def bench(bundle: Path, precisions: str | list[str], backend: str = "onnxruntime", threads: int | list[int] = 1,
+          iters: int = 50, reference: bool = True, save: bool = True) -> dict:
     """Engines vs the torch reference side by side (each in a fresh process), plus host pre/post-processing;
-    the ratios come from this one run. Saved in the bundle as ``reports/bench.json``."""
+    the ratios come from this one run. Several thread counts: ``engines`` etc. hold the first, ``by_threads``
+    every one. Saved in the bundle as ``reports/bench.json``."""
     from edgead.bundle import Bundle
     from edgead.fileio import atomic_write_json
 
     b = Bundle.load(bundle)
     precisions = [b.resolve(p, backend) for p in ([precisions] if isinstance(precisions, str) else precisions)]
-    engines = {f"{backend} {p}": measure_in_subprocess(bundle, backend, p, threads, iters) for p in precisions}
-    out = {"bundle": str(bundle), "precisions": precisions, "backend": backend, "threads": threads,
-           "batch": b.input_shape[0], "input_shape": list(b.input_shape), "machine": machine(), "engines": engines,
+    counts = [threads] if isinstance(threads, int) else list(threads)
+    run = Path(b.meta["source"]["run"])
+    with_ref = reference and (run / "run.json").is_file() and importlib.util.find_spec("torch") is not None
+    by_threads = {}
+    for t in counts:
+        engines = {f"{backend} {p}": measure_in_subprocess(bundle, backend, p, t, iters) for p in precisions}
+        cell = {"engines": engines}
+        if with_ref:
+            ref = measure_in_subprocess(run, "torch", "fp32", t, iters)
+            cell.update(torch_reference=ref,
+                        speedup_vs_torch={k: ref["p50_ms"] / e["p50_ms"] for k, e in engines.items()})
+        by_threads[t] = cell
+    out = {"bundle": str(bundle), "precisions": precisions, "backend": backend, "threads": counts[0],
+           "batch": b.input_shape[0], "input_shape": list(b.input_shape), "machine": machine(),
+           **by_threads[counts[0]],
+           "graph_mb": {f"{backend} {p}": (b.path / b.meta["files"][p]["path"]).stat().st_size / 1e6
+                        for p in precisions if p in b.meta["files"]},
            "note": "engine = the bundle graph incl. in-graph post-processing (map smoothing, image score)"}
+    if len(counts) > 1:
+        out["by_threads"] = {str(t): c for t, c in by_threads.items()}
     image = next((Path(p) for p in b.meta["export"]["parity"]["images"] if Path(p).is_file()), None)
     if image is not None:
         out["preprocess"] = preprocess_ms(b.preprocess, image)
     out["postprocess"] = postprocess_ms(b)
-    run = Path(b.meta["source"]["run"])
-    if reference and (run / "run.json").is_file() and importlib.util.find_spec("torch") is not None:
-        ref = measure_in_subprocess(run, "torch", "fp32", threads, iters)
-        out["torch_reference"] = ref
-        out["speedup_vs_torch"] = {k: ref["p50_ms"] / e["p50_ms"] for k, e in engines.items()}
     if save:
         atomic_write_json(b.path / "reports" / "bench.json", out)
     return out
@@ -147,12 +159,12 @@ def main() -> None:
     args = ap.parse_args()
     from edgead.backends import EngineOptions, open_engine
     from edgead.bundle import META, Bundle
-    from edgead.runs import read_run
+    from edgead.fileio import read_json
 
     if os.path.isfile(os.path.join(args.target, META)):
         shape = Bundle.load(args.target).input_shape
-    else:
-        pre = read_run(args.target)["preprocess"]
+    else:  # a run folder (the torch reference); read without importing torch's run module
+        pre = read_json(Path(args.target) / "run.json")["preprocess"]
         shape = (1, 3, pre["height"], pre["width"])
     be = open_engine(args.target, args.precision, args.backend, EngineOptions(threads=args.threads))
     x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)

@@ -221,7 +221,7 @@ def eval_(
     from edgead.evaluate import EvalRequest, evaluate
 
     res = evaluate(EvalRequest(run=run, backend=backend, precision=precision, threads=threads, data=data,
-                               categories=category or None, json_out=json_out, overlays=overlays,
+                               categories=category or None, overlays=overlays,
                                overlay_dir=overlay_dir))
     cols = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "f1_max": "F1-max",
             "defect_recall": "recall@thr", "false_reject_rate": "false rej@thr"}
@@ -233,8 +233,7 @@ def eval_(
         table.add_row(cat, *[_fmt(m.get(c, "")) for c in cols])
     table.add_row("[bold]mean", *[_fmt(res["mean"].get(c, "")) for c in cols])
     stdout.print(table)
-    if json_out and str(json_out) != "-":
-        console.print(f"wrote {json_out}")
+    _write_json(json_out, res)
 
 
 @app.command()
@@ -336,8 +335,9 @@ def verify(
     from edgead.verify import verify as run_verify
 
     res = run_verify(VerifyRequest(bundle=bundle, precision=precision, backend=backend, data=data, gates_file=gates,
-                                   json_out=json_out, html_out=html_out, per_category=per_category, threads=threads,
+                                   html_out=html_out, per_category=per_category, threads=threads,
                                    remake_reference=remake_reference))
+    _write_json(json_out, res)
     table = Table(title=f"{bundle}: {res['precision']} on {backend} vs PyTorch FP32 "
                         f"({res['n_images']} images: {res['n_good']} good, {res['n_defect']} defective)")
     for col in ("level", "gate", "category", "value", "limit", "status"):
@@ -369,7 +369,8 @@ def bench_(
     precision: Annotated[list[str] | None, typer.Option(help="fp32, fp16, int8-cpu, int8-tensorrt (repeat).")
                          ] = None,
     backend: Annotated[str, typer.Option(help="onnxruntime or tensorrt.")] = "onnxruntime",
-    threads: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 1,
+    threads: Annotated[list[int] | None, typer.Option(min=1, help="Inference threads (repeat for a table per "
+                                                     "thread count).")] = None,
     iters: Annotated[int, typer.Option(min=5, help="Timed calls after warm-up.")] = 50,
     budget_ms: Annotated[float | None, typer.Option(help="Fail (exit 1) when an engine's p50 exceeds this.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
@@ -377,30 +378,41 @@ def bench_(
     """Latency of bundle graphs (fresh process each, warm-up, p50/p90/p99) next to the torch reference."""
     from edgead.bench import bench
 
-    res = bench(bundle, precision or ["fp32"], backend, threads, iters)
-    table = Table(title=f"{bundle} ({backend}, {threads} thread(s), batch {res['batch']})")
-    for col in ("stage", "p50 ms", "p90 ms", "p99 ms", "throughput img/s", "peak RSS MB", "speed-up vs torch"):
-        table.add_column(col)
-
-    def row(name: str, p: dict, extra: bool = False, ratio: str = "") -> None:
-        table.add_row(name, f"{p['p50_ms']:.2f}", f"{p['p90_ms']:.2f}", f"{p['p99_ms']:.2f}",
-                      f"{p['throughput_ips']:.1f}" if extra else "", f"{p['peak_rss_mb']:.0f}" if extra else "", ratio)
-
-    if "preprocess" in res:
-        row("host preprocessing (1 image)", res["preprocess"])
-    ref = res.get("torch_reference")
-    for name, e in res["engines"].items():
-        row(f"{name} (graph incl. post-processing)", e, True, f"{res['speedup_vs_torch'][name]:.2f}x" if ref else "")
-    row("host post-processing (decision, mask)", res["postprocess"])
-    if ref:
-        row("torch eager reference", ref, True, "1.00x")
-    stdout.print(table)
+    counts = threads or [1]
+    res = bench(bundle, precision or ["fp32"], backend, counts, iters)
+    cells = res.get("by_threads") or {str(counts[0]): res}
+    for t, cell in cells.items():
+        stdout.print(_bench_table(f"{bundle} ({backend}, {t} thread(s), batch {res['batch']})", res, cell))
     _write_json(json_out, res)
-    slow = {k: e["p50_ms"] for k, e in res["engines"].items() if budget_ms is not None and e["p50_ms"] > budget_ms}
+    slow = {f"{k} ({t} threads)": e["p50_ms"] for t, cell in cells.items() for k, e in cell["engines"].items()
+            if budget_ms is not None and e["p50_ms"] > budget_ms}
     for k, v in slow.items():
         console.print(f"[red]budget missed:[/] {k} p50 {v:.2f} ms > {budget_ms:g} ms")
     if slow:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _bench_table(title: str, res: dict, cell: dict) -> Table:
+    table = Table(title=title)
+    for col in ("stage", "p50 ms", "p90 ms", "p99 ms", "throughput img/s", "peak RSS MB", "graph MB",
+                "speed-up vs torch"):
+        table.add_column(col)
+
+    def row(name: str, p: dict, extra: bool = False, ratio: str = "", mb: float | None = None) -> None:
+        table.add_row(name, f"{p['p50_ms']:.2f}", f"{p['p90_ms']:.2f}", f"{p['p99_ms']:.2f}",
+                      f"{p['throughput_ips']:.1f}" if extra else "", f"{p['peak_rss_mb']:.0f}" if extra else "",
+                      f"{mb:.1f}" if mb is not None else "", ratio)
+
+    if "preprocess" in res:
+        row("host preprocessing (1 image)", res["preprocess"])
+    ref = cell.get("torch_reference")
+    for name, e in cell["engines"].items():
+        row(f"{name} (graph incl. post-processing)", e, True,
+            f"{cell['speedup_vs_torch'][name]:.2f}x" if ref else "", res["graph_mb"].get(name))
+    row("host post-processing (decision, mask)", res["postprocess"])
+    if ref:
+        row("torch eager reference", ref, True, "1.00x")
+    return table
 
 
 @app.command("inspect")
@@ -433,7 +445,7 @@ def inspect_(
 
     res = inspect(InspectRequest(bundle=bundle, source=source, output=output, precision=precision, backend=backend,
                                  policy=policy, category=category, alerts_dir=alerts, max_frames=max_frames,
-                                 duration=duration, threads=threads, platform=platform, fps=fps, json_out=json_out,
+                                 duration=duration, threads=threads, platform=platform, fps=fps,
                                  dry_run=dry_run, first_frame_timeout_s=first_frame_timeout))
     if dry_run:
         stdout.print(f"# platform {res['platform']} (NVENC {'yes' if res['nvenc'] else 'no'}), policy {res['policy']}, "
@@ -442,6 +454,7 @@ def inspect_(
         stdout.print(f"output: {res['output_pipeline']}", highlight=False, soft_wrap=True)
         _write_json(json_out, res)
         return
+    _write_json(json_out, res)
     table = Table(title=f"{source} -> {bundle} ({res['precision']}, {res['backend']['backend']}): {res['frames']} "
                         f"frames, {res['flagged']} flagged, {res['fps']:.1f} fps, ended by {res['end']}")
     for col in ("stage", "p50 ms", "p90 ms", "p99 ms", "mean ms"):

@@ -14,7 +14,7 @@ from edgead.bundle import META, Bundle
 from edgead.data import mvtec
 from edgead.data.preprocess import Preprocess
 from edgead.decision import Normalization
-from edgead.fileio import atomic_write_bytes, write_json_out
+from edgead.fileio import atomic_write_bytes
 from edgead.metrics import auroc, category_metrics, mean_metrics
 from edgead.progress import progress
 from edgead.visual import panel
@@ -28,7 +28,6 @@ class EvalRequest:
     threads: int | None = None
     data: Path | None = None
     categories: list[str] | None = None
-    json_out: Path | None = None
     overlays: int = 8
     overlay_dir: Path | None = None
     quiet: bool = False
@@ -101,8 +100,6 @@ def evaluate(req: EvalRequest) -> dict:
     result = {"run": str(req.run), "model": info["model"], "backend": backend.describe(),
               "precision": precision if backend.name != "torch" else "fp32 (torch reference)",
               "data": str(data), "per_category": per_cat, "mean": mean_metrics(per_cat), "overlays": written}
-    if req.json_out:
-        write_json_out(req.json_out, result)
     return result
 
 

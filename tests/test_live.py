@@ -73,8 +73,8 @@ def conveyor(bundle, tiny_real, tmp_path_factory):
 def test_conveyor_every_frame_decided_as_offline_and_alerts_complete(bundle, conveyor, tmp_path):
     path, order, offline, _ = conveyor
     res = inspect(InspectRequest(bundle=bundle, source=f"file://{path}", category="magnetic_tile",
-                                 alerts_dir=tmp_path / "alerts", policy="every", quiet=True,
-                                 json_out=tmp_path / "summary.json"))
+                                 alerts_dir=tmp_path / "alerts", policy="every", quiet=True))
+    (tmp_path / "summary.json").write_text(json.dumps(res))
     assert res["frames"] == len(order) and res["dropped"] == 0 and res["end"] == "end of stream"
     live = np.array([d["score"] for d in res["decisions_tail"]])
     np.testing.assert_allclose(live, offline, rtol=0, atol=1e-5)  # same pixels, same graph: same scores

@@ -5,7 +5,7 @@ precision comes from the ONNX graph (Q/DQ for INT8, FP16 casts), so the network 
 strongly typed (the flag on 10.x; always on and the flag ignored on 11.x) and no FP16/INT8 builder
 flag or calibrator is used. Built layer precisions are read back with the engine inspector and
 an INT8 build without INT8 layers fails. Engines are cached by (ONNX hash, TensorRT version, GPU
-name and compute capability, precision). CUDA buffers go through cuda-python.
+name and compute capability, precision). CUDA buffers come from cuda-python or pycuda (``cuda_memory``).
 
 Imports are lazy: on a machine without TensorRT or a GPU, every entry point raises a one-line
 :class:`EdgeadError` saying what is missing. No GPU result is ever simulated.
@@ -36,30 +36,10 @@ def import_tensorrt():
     return trt
 
 
-def import_cudart():
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError:
-            raise EdgeadError("cuda-python missing: pip install cuda-python (needed for TensorRT buffers)") from None
-    return cudart
+def gpu_facts(mem=None) -> dict:
+    from edgead.backends.cuda_memory import cuda_memory
 
-
-def _check(result):
-    """cuda-python returns (err, *values); raise on error, return the values."""
-    err, *rest = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise EdgeadError(f"CUDA error {err}: is an NVIDIA GPU and driver present? ({HINT})")
-    return rest[0] if len(rest) == 1 else rest
-
-
-def gpu_facts() -> dict:
-    cudart = import_cudart()
-    prop = _check(cudart.cudaGetDeviceProperties(0))
-    name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
-    return {"gpu": name.strip("\x00 "), "compute_capability": f"{prop.major}.{prop.minor}"}
+    return (mem or cuda_memory()).gpu()
 
 
 def cache_key(onnx_sha: str, trt_version: str, gpu: dict, precision: str) -> str:
@@ -142,14 +122,15 @@ class TrtBackend(Backend):
     summary = "TensorRT engine built on this device (Jetson / NVIDIA GPU)"
 
     def __init__(self, bundle: Bundle, precision: str):
+        from edgead.backends.cuda_memory import cuda_memory
+
         trt = import_tensorrt()
-        self.cudart = import_cudart()
+        self.mem = cuda_memory()
         self.info = build_engine(bundle, precision)
         logger = trt.Logger(trt.Logger.WARNING)
         engine_bytes = (bundle.path / self.info["engine"]).read_bytes()
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(engine_bytes)
         self.context = self.engine.create_execution_context()
-        self.stream = _check(self.cudart.cudaStreamCreate())
         self.host: dict[str, np.ndarray] = {}
         self.device: dict[str, int] = {}
         for i in range(self.engine.num_io_tensors):
@@ -157,7 +138,7 @@ class TrtBackend(Backend):
             shape = tuple(self.engine.get_tensor_shape(name))
             dtype = trt.nptype(self.engine.get_tensor_dtype(name))
             self.host[name] = np.empty(shape, dtype)
-            self.device[name] = _check(self.cudart.cudaMalloc(self.host[name].nbytes))
+            self.device[name] = self.mem.alloc(self.host[name].nbytes)
             self.context.set_tensor_address(name, self.device[name])
         self.input_name = bundle.input_name
         self.batch = int(self.host[self.input_name].shape[0])
@@ -171,26 +152,24 @@ class TrtBackend(Backend):
         return cls(Bundle.load(target), key)  # threads do not apply to a GPU engine
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        c = self.cudart
-        h2d, d2h = c.cudaMemcpyKind.cudaMemcpyHostToDevice, c.cudaMemcpyKind.cudaMemcpyDeviceToHost
         x = np.ascontiguousarray(batch, self.host[self.input_name].dtype)
-        _check(c.cudaMemcpyAsync(self.device[self.input_name], x.ctypes.data, x.nbytes, h2d, self.stream))
-        if not self.context.execute_async_v3(self.stream):
+        self.mem.to_device(self.device[self.input_name], x)
+        if not self.context.execute_async_v3(self.mem.handle):
             raise EdgeadError("TensorRT execution failed")
         outs = {}
         for name, arr in self.host.items():
             if name != self.input_name:
-                _check(c.cudaMemcpyAsync(arr.ctypes.data, self.device[name], arr.nbytes, d2h, self.stream))
+                self.mem.to_host(arr, self.device[name])
                 outs[name] = arr
-        _check(c.cudaStreamSynchronize(self.stream))
+        self.mem.sync()
         return {k: v.copy() for k, v in outs.items()}
 
     def describe(self) -> dict:
-        return {"backend": self.name, **self.info}
+        return {"backend": self.name, "cuda_memory": self.mem.name, **self.info}
 
     def close(self) -> None:
         for ptr in getattr(self, "device", {}).values():
-            self.cudart.cudaFree(ptr)
+            self.mem.free(ptr)
         self.device = {}
 
     def __del__(self):

@@ -15,7 +15,6 @@ import numpy as np
 
 from edgead.bundle import Bundle
 from edgead.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EdgeadError
-from edgead.fileio import write_json_out
 from edgead.live.pipelines import Target, sink_pipeline, source_pipeline
 from edgead.live.source import Source
 from edgead.live.uri import parse
@@ -42,7 +41,6 @@ class InspectRequest:
     stall_s: float = 5.0
     first_frame_timeout_s: float = 30.0  # a source that gives no frame in this long is an error (exit 2)
     grace_s: float = 15.0  # after a stop (signal or --duration), the run ends within this long, whatever happens
-    json_out: Path | None = None
     dry_run: bool = False
     quiet: bool = False
 
@@ -180,8 +178,6 @@ def inspect(req: InspectRequest, log=None) -> dict:
         raise EdgeadError(_no_frames(req.source, src.scheme, cap.stats, wall, end_reason))
     summary = _summary(req, b, key, engine.describe(), category, policy, jetson, cap, output, count[0], flagged_n,
                        end_reason, wall, times, events_path, decisions)
-    if req.json_out:
-        write_json_out(req.json_out, summary)
     return summary
 
 

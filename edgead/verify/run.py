@@ -17,7 +17,7 @@ from edgead.backends import EngineOptions, open_engine
 from edgead.bundle import Bundle
 from edgead.decision import Normalization
 from edgead.errors import EdgeadError
-from edgead.fileio import atomic_write_json, write_json_out
+from edgead.fileio import atomic_write_json
 from edgead.metrics import category_metrics
 from edgead.progress import progress
 from edgead.verify import compare
@@ -32,7 +32,6 @@ class VerifyRequest:
     backend: str = "onnxruntime"
     data: Path | None = None
     gates_file: Path | None = None
-    json_out: Path | None = None
     html_out: Path | None = None
     per_category: int = 48
     seed: int = 0
@@ -159,8 +158,6 @@ def verify(req: VerifyRequest) -> dict:
     out = b.path / "reports" / f"verify.{key}.{req.backend}.json"
     atomic_write_json(out, result)
     result["report_json"] = str(out)
-    if req.json_out:
-        write_json_out(req.json_out, result)
     if req.html_out:
         from edgead.verify.report import write_html
 
