@@ -73,7 +73,7 @@ def postprocess_ms(bundle, iters: int = 50) -> dict:
     _, _, h, w = bundle.input_shape
     rng = np.random.default_rng(0)
     amap, score = rng.random((1, 1, h, w), np.float32), rng.random(1, np.float32)
-    norm = bundle.category_norm(bundle.meta["categories"][0])
+    norm = bundle.category_norm(bundle.categories[0])
     times = []
     for _ in range(iters):
         t = time.perf_counter()
@@ -93,7 +93,7 @@ def bench(bundle: Path, precisions: str | list[str], backend: str = "onnxruntime
     b = Bundle.load(bundle)
     precisions = [b.resolve(p, backend) for p in ([precisions] if isinstance(precisions, str) else precisions)]
     counts = [threads] if isinstance(threads, int) else list(threads)
-    run = Path(b.meta["source"]["run"])
+    run = b.source_run
     with_ref = reference and (run / "run.json").is_file() and importlib.util.find_spec("torch") is not None
     by_threads = {}
     for t in counts:
@@ -107,8 +107,8 @@ def bench(bundle: Path, precisions: str | list[str], backend: str = "onnxruntime
     out = {"bundle": str(bundle), "precisions": precisions, "backend": backend, "threads": counts[0],
            "batch": b.input_shape[0], "input_shape": list(b.input_shape), "machine": machine(),
            **by_threads[counts[0]],
-           "graph_mb": {f"{backend} {p}": (b.path / b.meta["files"][p]["path"]).stat().st_size / 1e6
-                        for p in precisions if p in b.meta["files"]},
+           "graph_mb": {f"{backend} {p}": (b.path / b.files[p]["path"]).stat().st_size / 1e6
+                        for p in precisions if p in b.files},
            "note": "engine = the bundle graph incl. in-graph post-processing (map smoothing, image score)"}
     if len(counts) > 1:
         out["by_threads"] = {str(t): c for t, c in by_threads.items()}

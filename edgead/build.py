@@ -98,12 +98,12 @@ def build(req: BuildRequest) -> dict:
     b = Bundle.load(req.bundle)
     key = precision_key(req.precision, req.recipe, req.backend)
     src = b.onnx("fp32")
-    entry = b.meta["files"].get(key)
+    entry = b.files.get(key)
     dst = b.path / onnx_name(key)
     if entry and dst.is_file() and not req.force and _same_settings(entry, req):
         out = entry
     elif req.precision == "fp32":
-        out = b.meta["files"]["fp32"]
+        out = b.files["fp32"]
     else:
         out = _make(b, req, key, src, dst)
     if req.backend == "tensorrt":
@@ -130,7 +130,7 @@ def _same_settings(entry: dict, req: BuildRequest) -> bool:
 
 
 def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
-    scopes = b.meta["precision_scopes"]
+    scopes = b.precision_scopes
     with scratch_dir(b.path, ".build-") as tmp:
         tmp_dst = Path(tmp) / dst.name
         if req.precision == "fp16":
@@ -184,7 +184,7 @@ def fallback(b: Bundle, args: tuple, calib: np.ndarray, max_drop: float) -> dict
     history = [{"kept_fp16": 0, "drop_points": drop()}]
     kept: list[str] = []
     if history[-1]["drop_points"] > max_drop:
-        inside, _ = split_nodes(onnx.load(str(work / "preprocessed.onnx")), b.meta["precision_scopes"]["int8"])
+        inside, _ = split_nodes(onnx.load(str(work / "preprocessed.onnx")), b.precision_scopes["int8"])
         ranked = rank_nodes(work / "preprocessed.onnx", dst, inside, calib[: 8 // batch * batch or batch],
                             b.input_name, batch, work)
         k = 2
@@ -201,7 +201,7 @@ def fallback(b: Bundle, args: tuple, calib: np.ndarray, max_drop: float) -> dict
 
 def calibration_set(b: Bundle, settings: CalibSettings, data: Path | None):
     """The bundle's calibration set: reuse the cache when the manifest matches, else select and cache."""
-    root = Path(data or b.meta["data"]["root"])
+    root = Path(data or b.data_root)
     cdir = b.path / "calibration"
     man_path, cache = cdir / "manifest.json", cdir / "calib.npz"
     if man_path.is_file() and cache.is_file():
@@ -212,7 +212,7 @@ def calibration_set(b: Bundle, settings: CalibSettings, data: Path | None):
             check_manifest(man, root)
             man["settings"] = settings.__dict__
             return load_cache(cache, b.input_name), man
-    samples = select(root, b.meta["categories"], set(b.meta["data"].get("holdout_files", [])),
+    samples = select(root, b.categories, set(b.holdout_files),
                      settings.count, settings.seed)
     man = manifest(samples, settings, b.preprocess, root.resolve())
     x = build_cache(samples, b.preprocess, b.input_name, cache, settings)

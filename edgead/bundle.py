@@ -167,6 +167,40 @@ class Bundle:
             raise EdgeadError(f"{path / META}: {problem}; restore the file or re-export the bundle (edgead export)")
         return cls(path, meta)
 
+    # -- typed views of meta.json (validated on load) --------------------------------------------
+    @property
+    def model(self) -> str:
+        return self.meta["model"]
+
+    @property
+    def categories(self) -> list[str]:
+        return list(self.meta["categories"])
+
+    @property
+    def files(self) -> dict[str, dict]:
+        """Precision key -> {path, sha256, ...} of every graph made for this bundle."""
+        return self.meta["files"]
+
+    @property
+    def source_run(self) -> Path:
+        return Path(self.meta["source"]["run"])
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.meta["source"]["weights_sha256"]
+
+    @property
+    def data_root(self) -> Path:
+        return Path(self.meta["data"]["root"])
+
+    @property
+    def holdout_files(self) -> list[str]:
+        return list(self.meta["data"].get("holdout_files", []))
+
+    @property
+    def precision_scopes(self) -> dict[str, list[str]]:
+        return self.meta["precision_scopes"]
+
     @property
     def preprocess(self) -> Preprocess:
         return Preprocess.from_dict(self.meta["preprocess"])

@@ -329,6 +329,11 @@ def verify(
     per_category: Annotated[int, typer.Option(min=2, help="Reference images per category (half good).")] = 48,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads.")] = None,
     remake_reference: Annotated[bool, typer.Option(help="Recompute the PyTorch reference outputs.")] = False,
+    live: Annotated[str | None, typer.Option(help="Also check the live path: images://DIR or file://VIDEO (with its "
+                                             "manifest) through edgead inspect, scored as offline.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Frame -> source file list of a --live video (default: "
+                                                  "VIDEO.json).")] = None,
+    category: Annotated[str | None, typer.Option(help="Product a --live source shows (multi-class bundles).")] = None,
 ) -> None:
     """Layered parity (L0 structure .. L4 task) of a bundle graph against the PyTorch reference; exit 1 on a fail."""
     from edgead.verify import VerifyRequest
@@ -336,7 +341,8 @@ def verify(
 
     res = run_verify(VerifyRequest(bundle=bundle, precision=precision, backend=backend, data=data, gates_file=gates,
                                    html_out=html_out, per_category=per_category, threads=threads,
-                                   remake_reference=remake_reference))
+                                   remake_reference=remake_reference, live=live, manifest=manifest,
+                                   category=category))
     _write_json(json_out, res)
     table = Table(title=f"{bundle}: {res['precision']} on {backend} vs PyTorch FP32 "
                         f"({res['n_images']} images: {res['n_good']} good, {res['n_defect']} defective)")

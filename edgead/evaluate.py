@@ -50,7 +50,7 @@ def open_target(req: EvalRequest) -> tuple[Backend, dict, Path]:
         name = req.backend or "onnxruntime"
         key = b.resolve(req.precision, name)
         backend = open_engine(target, key, name, EngineOptions(threads=req.threads))
-        return backend, {**b.meta, "precision": key}, Path(b.meta["data"]["root"])
+        return backend, {**b.meta, "precision": key}, b.data_root
     from edgead.runs import read_run  # torch: only a run folder needs it
 
     info = read_run(target)

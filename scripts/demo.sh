@@ -43,8 +43,9 @@ FIRST=$(.venv/bin/python -c "import json; print(json.load(open('$WORK/$MODEL-bun
 rm -rf "$WORK/alerts"
 "$EDGEAD" inspect "$WORK/$MODEL-bundle" --source "file://$WORK/conveyor.mkv" --precision int8 --category "$FIRST" \
   --alerts "$WORK/alerts" --output "file://$WORK/inspected.mp4" --json "$WORK/$MODEL.inspect.json"
-.venv/bin/python scripts/live_parity.py "$WORK/conveyor.json" "$WORK/alerts/events.jsonl" --bundle "$WORK/$MODEL-bundle" \
-  --precision int8-cpu --category "$FIRST"
+"$EDGEAD" verify "$WORK/$MODEL-bundle" --precision int8 --live "file://$WORK/conveyor.mkv" --category "$FIRST" \
+  --data "$DATA" --json "$WORK/$MODEL.verify-live.json" \
+  || echo "demo: see $WORK/$MODEL.verify-live.json for the live check (the INT8 gates above may fail on their own)"
 echo "demo: metrics in $WORK/$MODEL.eval.json (torch) and $WORK/$MODEL.eval-int8.json (ONNX Runtime INT8),"
 echo "      overlays in $WORK/$MODEL/eval/overlays/, bundle in $WORK/$MODEL-bundle/,"
 echo "      parity reports $WORK/$MODEL.verify-fp32.html and $WORK/$MODEL.verify-int8.html,"

@@ -9,6 +9,8 @@ BUNDLE=${1:?usage: $0 BUNDLE [OUT_DIR]}
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 EDGEAD=${EDGEAD:-$HERE/.venv/bin/edgead}
 [ -x "$EDGEAD" ] || EDGEAD=edgead
+PY="$(dirname "$(command -v "$EDGEAD")")/python"
+[ -x "$PY" ] || PY=python3
 STAMP="$(hostname)-$(date +%Y%m%d-%H%M%S)"
 OUT=${2:-acceptance-$STAMP}
 mkdir -p "$OUT"
@@ -57,24 +59,7 @@ step verify-int8 "$EDGEAD" verify "$BUNDLE" --precision int8-tensorrt --backend 
 step bench "$EDGEAD" bench "$BUNDLE" --backend "$BACKEND" --precision fp32 --precision fp16 --precision int8-tensorrt \
   --json "$OUT/bench.json"
 cp "$BUNDLE/meta.json" "$OUT/bundle-meta.json"
-"$HERE/.venv/bin/python" - "$OUT" "$BACKEND" "$status" <<'PY' || true
-import json, sys
-from pathlib import Path
-out, backend, status = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-summary = {"backend": backend, "all_steps_passed": status == 0, "verify": {}, "bench": None}
-for p in ("fp32", "fp16", "int8"):
-    f = out / f"verify-{p}.json"
-    if f.is_file():
-        r = json.loads(f.read_text())
-        summary["verify"][p] = {"passed": r["passed"], "levels": r["levels"], "precision": r["precision"],
-                                "failed": [(g["level"], g["gate"], g["category"], g["value"]) for g in r["failed"]]}
-if (out / "bench.json").is_file():
-    b = json.loads((out / "bench.json").read_text())
-    summary["bench"] = {k: v["p50_ms"] for k, v in b["engines"].items()}
-    summary["machine"] = b["machine"]
-(out / "summary.json").write_text(json.dumps(summary, indent=1))
-print(json.dumps(summary, indent=1))
-PY
+"$PY" -m edgead.acceptance "$OUT" "$BACKEND" "$status" || true
 tar -czf "$OUT.tar.gz" -C "$(dirname "$OUT")" "$(basename "$OUT")"
 echo "acceptance: $([ $status = 0 ] && echo PASSED || echo 'NOT PASSED (see log.txt)'); send back $OUT.tar.gz"
 exit $status

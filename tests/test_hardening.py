@@ -157,6 +157,15 @@ def test_images_at_their_own_size_score_as_offline(bundle, tiny_real, tmp_path):
     live = np.array([d["score"] for d in json.loads((tmp_path / "s.json").read_text())["decisions_tail"]])
     assert len(live) == len(offline) and np.abs(live - offline).max() <= 0.005
     assert ((live >= 1.0) == (offline >= 1.0)).all()
+    # the same check as a verify level: edgead verify --live
+    r = edgead("verify", bundle, "--per-category", 6, "--live", f"images://{folder}", "--category", "magnetic_tile",
+               "--json", tmp_path / "v.json")
+    assert r.exit_code == 0, r.output
+    v = json.loads((tmp_path / "v.json").read_text())
+    rows = {x["gate"]: x for x in v["gates"] if x["level"] == "LIVE"}
+    assert set(rows) == {"live_score_abs_max", "live_decision_agreement_min", "parts_not_inspected"}
+    assert all(x["passed"] for x in rows.values()) and rows["live_score_abs_max"]["value"] <= 0.005
+    assert v["live"]["n_compared"] == len(files) and v["levels"]["LIVE"] == "pass"
 
 
 # -- 3. a live run always ends: --duration, SIGTERM, a source that never starts -----------------------------

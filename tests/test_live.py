@@ -93,6 +93,20 @@ def test_conveyor_every_frame_decided_as_offline_and_alerts_complete(bundle, con
     assert 0 < summary["pipeline_overhead_share"] < 1
 
 
+@needs_gst
+def test_verify_live_compares_the_conveyor_with_its_source_images(bundle, conveyor, tmp_path):
+    path, order, offline, _ = conveyor
+    manifest = tmp_path / "conveyor.json"
+    manifest.write_text(json.dumps({"frames": [{"frame": i + 1, "file": str(s.path)} for i, s in enumerate(order)]}))
+    js = tmp_path / "v.json"
+    r = CliRunner().invoke(app, ["verify", str(bundle), "--per-category", "6", "--live", f"file://{path}",
+                                 "--manifest", str(manifest), "--category", "magnetic_tile", "--json", str(js)])
+    assert r.exit_code == 0, r.output
+    live = json.loads(js.read_text())["live"]
+    assert live["n_compared"] == len(order) and live["decision_agreement"] == 1.0
+    assert live["score_abs_max"] <= 1e-5  # frames made at model size: the same pixels as offline
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

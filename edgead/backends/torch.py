@@ -43,10 +43,10 @@ class TorchBackend(Backend):
         if not (target / META).is_file():
             return cls.load(target, options.threads)
         b = Bundle.load(target)
-        run = Path(b.meta["source"]["run"])
+        run = b.source_run
         if not (run / WEIGHTS).is_file():
             raise EdgeadError(f"{target}: its PyTorch run {run} is not on this machine; --backend torch needs it")
-        if sha256_file(run / WEIGHTS) != b.meta["source"]["weights_sha256"]:
+        if sha256_file(run / WEIGHTS) != b.weights_sha256:
             raise EdgeadError(f"{run / WEIGHTS}: weights changed since {target} was exported; re-export the bundle")
         return cls.load(run, options.threads)
 

@@ -41,6 +41,7 @@ class InspectRequest:
     stall_s: float = 5.0
     first_frame_timeout_s: float = 30.0  # a source that gives no frame in this long is an error (exit 2)
     grace_s: float = 15.0  # after a stop (signal or --duration), the run ends within this long, whatever happens
+    keep_decisions: int = 1000  # the summary keeps the last N decisions
     dry_run: bool = False
     quiet: bool = False
 
@@ -98,7 +99,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
     log = log or (lambda m: console.print(m, highlight=False, soft_wrap=True))
     src, out_uri = parse(req.source, "source"), parse(req.output, "sink")
     b = Bundle.load(req.bundle)
-    cats = b.meta["categories"]
+    cats = b.categories
     category = req.category or (cats[0] if len(cats) == 1 else None)
     if category is None:
         raise EdgeadError(f"{req.bundle}: a multi-class bundle ({', '.join(cats)}); say which product this camera "
@@ -119,7 +120,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
     times: dict[str, list[float]] = {k: [] for k in STAGES}
     count = [0]  # frames inspected, shared with the stop watchdog
     flagged_n, fps = 0, _Rate()
-    decisions: deque[dict] = deque(maxlen=1000)
+    decisions: deque[dict] = deque(maxlen=req.keep_decisions)
     end_reason = "max frames"
     live = _LiveView(req.quiet)
     stopper = Stopper(req.duration, req.grace_s, _hard_exit(cap, req.source, count), on_stop=cap.interrupt)

@@ -81,16 +81,16 @@ def make_reference(bundle: Bundle, data: Path | None = None, per_category: int =
     from edgead.backends.torch import TorchBackend
     from edgead.runs import WEIGHTS
 
-    run = Path(bundle.meta["source"]["run"])
+    run = bundle.source_run
     weights = run / WEIGHTS
     if not weights.is_file():
         raise EdgeadError(f"{bundle.path}: no {REFERENCE} and the PyTorch run {run} is not here; make the reference "
                           f"where the run is (edgead verify {bundle.path} --precision fp32) and copy the bundle")
-    if sha256_file(weights) != bundle.meta["source"]["weights_sha256"]:
+    if sha256_file(weights) != bundle.weights_sha256:
         raise EdgeadError(f"{weights}: weights changed since {bundle.path} was exported; re-export the bundle")
-    root = Path(data or bundle.meta["data"]["root"])
+    root = Path(data or bundle.data_root)
     try:
-        samples = mvtec.discover(root, bundle.meta["categories"], "test")
+        samples = mvtec.discover(root, bundle.categories, "test")
     except EdgeadError as e:
         raise EdgeadError(f"{e}; pass --data ROOT (the labelled test split) to make the reference outputs") from None
     chosen = choose(samples, per_category, seed)
@@ -123,9 +123,9 @@ def make_reference(bundle: Bundle, data: Path | None = None, per_category: int =
     atomic_write_bytes(bundle.path / REFERENCE, buf.getvalue())
     entry = {"file": REFERENCE, "sha256": sha256_file(bundle.path / REFERENCE), "n_images": len(chosen),
              "n_good": int((np_arrays["labels"] == 0).sum()), "n_defect": int((np_arrays["labels"] == 1).sum()),
-             "per_category": {c: int((np_arrays["categories"] == c).sum()) for c in bundle.meta["categories"]},
+             "per_category": {c: int((np_arrays["categories"] == c).sum()) for c in bundle.categories},
              "seed": seed, "per_category_requested": per_category, "data_root": str(root.resolve()),
-             "weights_sha256": bundle.meta["source"]["weights_sha256"], "backend": torch_be.describe(),
+             "weights_sha256": bundle.weights_sha256, "backend": torch_be.describe(),
              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     update_meta(bundle.path, lambda m: m.__setitem__("reference", entry))
     bundle.meta["reference"] = entry
@@ -141,7 +141,7 @@ def load_reference(bundle: Bundle) -> Reference:
     if sha256_file(path) != entry["sha256"]:
         raise EdgeadError(f"{path}: SHA-256 differs from meta.json (file damaged or replaced); remake it with "
                           f"edgead verify {bundle.path} --remake-reference")
-    if entry["weights_sha256"] != bundle.meta["source"]["weights_sha256"]:
+    if entry["weights_sha256"] != bundle.weights_sha256:
         raise EdgeadError(f"{path}: made for other weights than this bundle's; remake it with --remake-reference")
     try:
         with np.load(path, allow_pickle=False) as z:

@@ -38,6 +38,9 @@ class VerifyRequest:
     threads: int | None = None
     remake_reference: bool = False
     culprits: bool = True
+    live: str | None = None  # a source URI: also check that edgead inspect scores its parts as offline
+    manifest: Path | None = None  # frame -> source file, for a file:// live source
+    category: str | None = None  # the product a live source shows (multi-class bundles)
     quiet: bool = False
 
 
@@ -119,7 +122,7 @@ def evaluate_gates(b: Bundle, ref: Reference, eng: dict, gates: dict, inputs: di
                      "passed": bad == 0, "findings": inputs})
     per_cat = {}
     if not found:  # later levels need sane outputs
-        for c in b.meta["categories"]:
+        for c in b.categories:
             idx = np.flatnonzero(ref.categories == c)
             if len(idx):
                 r, m = _gates_for_category(c, idx, ref, eng, b.category_norm(c), gates)
@@ -143,14 +146,20 @@ def verify(req: VerifyRequest) -> dict:
         eng = backend.run_batched(x, lambda k: prog.advance(task, k))
     seconds = time.perf_counter() - t0
     rows, per_cat = evaluate_gates(b, ref, eng, gates, check_inputs(b, ref, req.data, x))
+    live = None
+    if req.live:
+        from edgead.verify.live import live_parity
+
+        live = live_parity(b, key, req.backend, req.live, req.category, req.manifest, req.threads)
+        rows += _live_rows(live, gates)
     failed = [r for r in rows if r["passed"] is False]
     levels = {lv: ("fail" if any(r["level"] == lv and r["passed"] is False for r in rows) else "pass")
-              for lv in ("L0", "L1", "L2", "L3", "L4")}
-    result = {"bundle": str(b.path), "model": b.meta["model"], "precision": key, "backend": backend.describe(),
+              for lv in ("L0", "L1", "L2", "L3", "L4", *(["LIVE"] if live else []))}
+    result = {"bundle": str(b.path), "model": b.model, "precision": key, "backend": backend.describe(),
               "passed": not failed, "levels": levels, "failed": failed, "gates": rows, "gate_settings": gates,
               "gates_file": str(req.gates_file) if req.gates_file else None, "per_category": per_cat,
               "reference": b.meta["reference"], "n_images": len(ref), "n_good": int((ref.labels == 0).sum()),
-              "n_defect": int(ref.labels.sum()), "engine_seconds": seconds}
+              "n_defect": int(ref.labels.sum()), "engine_seconds": seconds, "live": live}
     if failed and base_precision(key) == "int8" and req.culprits:
         err = np.array([1 - compare.cosine(a[0], r) for a, r in zip(eng["anomaly_map"], ref.maps, strict=True)])
         pick = list(np.argsort(-err)[:4])
@@ -163,6 +172,20 @@ def verify(req: VerifyRequest) -> dict:
 
         write_html(req.html_out, result, ref, eng, b)
     return result
+
+
+def _live_rows(live: dict, g: dict) -> list[dict]:
+    """The live path against the offline one, with this precision's L2 score and L3 decision limits."""
+    c, w = live["category"], live["worst"]
+    rows = [_row("L2", "score_abs_max", c, live["score_abs_max"], g["L2"]["score_abs_max"], w),
+            _row("L3", "decision_agreement_min", c, live["decision_agreement"], g["L3"]["decision_agreement_min"],
+                 {"flipped": live["flips"]} if live["flips"] else None)]
+    missing = live["n_parts"] - live["n_compared"]
+    rows.append({"level": "LIVE", "gate": "parts_not_inspected", "category": c, "value": missing, "limit": 0,
+                 "op": "max", "passed": missing == 0, "margin": -missing, "worst": {"missing": live["missing"]}})
+    for r in rows[:2]:
+        r["level"], r["gate"] = "LIVE", "live_" + r["gate"]
+    return rows
 
 
 def _culprits(b: Bundle, key: str, images: np.ndarray, files: list[str]) -> dict:
