@@ -26,8 +26,6 @@ from edgead.live.gst import gst
 from edgead.live.pipelines import Target, build, source_pipeline
 from edgead.live.uri import Uri
 
-LIVE = ("csi", "v4l2", "rtsp", "test")  # sources that are reconnected on error, EOS or stall
-
 
 class EndOfStream(Exception):
     """The source has no more frames (end of a file or image folder)."""
@@ -81,9 +79,10 @@ class Source:
 
 def open_source(uri: Uri, target: Target, pre: Preprocess, policy: str, stall_s: float = 5.0,
                 log: Callable[[str], None] = print) -> Source:
+    """The source class of a URI's kind (``SOURCES``)."""
     if uri.scheme == "images":
         return ImageFolderSource(uri, pre, log)
-    return GstSource(uri, target, policy, stall_s=stall_s, log=log)
+    return SOURCES[uri.scheme](uri, target, policy, stall_s=stall_s, log=log)
 
 
 class ImageFolderSource(Source):
@@ -125,6 +124,8 @@ class ImageFolderSource(Source):
 class GstSource(Source):
     """A capture pipeline per URI; live sources are rebuilt with back-off on error, EOS or stall."""
 
+    live = True  # a camera: reconnected on error, end of stream or stall; capture age measured
+
     def __init__(self, uri: Uri, target: Target, policy: str, stall_s: float = 5.0,
                  log: Callable[[str], None] = print, max_backoff_s: float = 8.0):
         self.uri, self.target, self.policy = uri, target, policy
@@ -138,11 +139,6 @@ class GstSource(Source):
         self._stop = threading.Event()
         self._last_frame = time.monotonic()
         self._backoff = 0.5
-        if uri.scheme == "file" and not Path(uri.location).is_file():
-            raise EdgeadError(f"{uri.location}: no such video file; check the path in {uri.text}")
-        if uri.scheme == "v4l2" and not os.path.exists(uri.location):
-            raise EdgeadError(f"{uri.location}: no such camera device; check the cable and v4l2-ctl --list-devices "
-                              f"(edgead doctor lists the devices it sees)")
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -152,7 +148,7 @@ class GstSource(Source):
         self.pipe.get_by_name("tap").connect("handoff", self._on_handoff)
         if self.pipe.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
             why = self._bus_error() or "the pipeline does not start"
-            if self.uri.scheme not in LIVE:
+            if not self.live:
                 self._teardown()
                 raise EdgeadError(f"source {self.uri.text}: {why}; run edgead doctor")
             self.stats.last_problem = why
@@ -200,7 +196,7 @@ class GstSource(Source):
         sample = self.sink.emit("try-pull-sample", int(timeout_s * Gst.SECOND))
         if sample is None:
             self._check_bus()
-            if self.uri.scheme in LIVE and time.monotonic() - self._last_frame > self.stall_s:
+            if self.live and time.monotonic() - self._last_frame > self.stall_s:
                 self._reconnect(f"no frame for {self.stall_s:g} s")
             return None
         now = time.monotonic_ns()
@@ -219,7 +215,7 @@ class GstSource(Source):
         with self._lock:
             arrived = self._arrivals.pop(pts, now) if pts is not None else now
         age = None
-        if self.uri.scheme in LIVE and pts is not None:
+        if self.live and pts is not None:
             clock = self.pipe.get_clock()
             if clock is not None:
                 age = (clock.get_time() - self.pipe.get_base_time() - pts) / 1e6
@@ -234,12 +230,12 @@ class GstSource(Source):
         if msg is None:
             return
         if msg.type == Gst.MessageType.EOS:
-            if self.uri.scheme in LIVE:
+            if self.live:
                 self._reconnect("end of stream from a live source")
                 return
             raise EndOfStream
         err, _debug = msg.parse_error()
-        if self.uri.scheme in LIVE:
+        if self.live:
             self._reconnect(f"error: {err.message}")
             return
         raise EdgeadError(f"source {self.uri.text}: {err.message}")
@@ -259,3 +255,29 @@ class GstSource(Source):
         with self._lock:
             self._arrivals.clear()
         self.start()
+
+
+class V4l2Source(GstSource):
+    """A USB/V4L2 camera: the device must exist before the pipeline is built."""
+
+    def __init__(self, uri: Uri, *args, **kwargs):
+        if not os.path.exists(uri.location):
+            raise EdgeadError(f"{uri.location}: no such camera device; check the cable and v4l2-ctl --list-devices "
+                              f"(edgead doctor lists the devices it sees)")
+        super().__init__(uri, *args, **kwargs)
+
+
+class VideoFileSource(GstSource):
+    """A recording: played once to its end (no reconnects); the file must exist."""
+
+    live = False
+
+    def __init__(self, uri: Uri, *args, **kwargs):
+        if not Path(uri.location).is_file():
+            raise EdgeadError(f"{uri.location}: no such video file; check the path in {uri.text}")
+        super().__init__(uri, *args, **kwargs)
+
+
+# URI scheme -> source class (images:// is ImageFolderSource: it needs the bundle's preprocessing)
+SOURCES: dict[str, type[GstSource]] = {"csi": GstSource, "v4l2": V4l2Source, "rtsp": GstSource, "test": GstSource,
+                                       "file": VideoFileSource}
