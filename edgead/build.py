@@ -107,7 +107,7 @@ def build(req: BuildRequest) -> dict:
     else:
         out = _make(b, req, key, src, dst)
     if req.backend == "tensorrt":
-        from edgead.backends.tensorrt import build_engine
+        from edgead.backends.tensorrt_builder import build_engine
 
         ready = out.get("tensorrt_readiness") or readiness(b.path / out["path"])
         if not ready["ok"]:

@@ -122,6 +122,29 @@ def validate_meta(meta: dict) -> str | None:
     return None
 
 
+# format version -> the function that lifts such metadata one version up (in memory; the file is rewritten by
+# the next edgead command that writes the bundle). Version 1 is the first.
+UPGRADES: dict[int, Callable[[dict], dict]] = {}
+
+
+def upgrade_meta(meta, where: Path) -> dict:
+    """Metadata of any supported format version, lifted to ``FORMAT_VERSION``; a newer or unknown
+    version is a one-line error saying which edgead to use."""
+    if not isinstance(meta, dict):
+        raise EdgeadError(f"{where}: expected a JSON object; restore the file or re-export the bundle")
+    version = meta.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise EdgeadError(f"{where}: bundle format {version} is newer than this edgead reads ({FORMAT_VERSION}); "
+                          f"upgrade edgead (pip install -U edgead)")
+    while version != FORMAT_VERSION:
+        if version not in UPGRADES:
+            raise EdgeadError(f"{where}: bundle format {version!r} is not one this edgead reads ({FORMAT_VERSION}); "
+                              f"re-export the bundle with this edgead")
+        meta = UPGRADES[version](meta)
+        version = meta.get("format_version")
+    return meta
+
+
 def write_meta(path: str | Path, meta: dict) -> dict:
     """The one writer of ``meta.json``: validated as it will be read back, then written atomically."""
     meta = json.loads(json_text(meta))  # tuples become lists, NaN becomes null: check what is stored
@@ -157,11 +180,7 @@ class Bundle:
         path = Path(path)
         if not (path / META).is_file():
             raise EdgeadError(f"{path}: not a bundle (no {META}); create one with edgead export RUN --out {path}")
-        meta = read_json(path / META)
-        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-            got = meta.get("format_version") if isinstance(meta, dict) else type(meta).__name__
-            raise EdgeadError(f"{path / META}: bundle format {got!r} is not {FORMAT_VERSION}; re-export it with "
-                              f"this edgead")
+        meta = upgrade_meta(read_json(path / META), path / META)
         problem = validate_meta(meta)
         if problem:
             raise EdgeadError(f"{path / META}: {problem}; restore the file or re-export the bundle (edgead export)")

@@ -250,6 +250,21 @@ def test_damaged_bundles_are_one_line_errors(bundle, tmp_path):
     assert r.exit_code == 2 and "files.fp32" in r.output
 
 
+def test_bundle_format_versions(bundle_copy, monkeypatch):
+    import edgead.bundle as bundle_mod
+
+    _edit_meta(bundle_copy, lambda m: m.__setitem__("format_version", 2))
+    r = edgead("verify", bundle_copy)
+    assert r.exit_code == 2 and "newer than this edgead reads" in r.output
+    _edit_meta(bundle_copy, lambda m: (m.__setitem__("format_version", 0), m["preprocess"].pop("extra")))
+    r = edgead("inspect", bundle_copy, "--source", "test://", "--dry-run", "--category", "magnetic_tile")
+    assert r.exit_code == 2 and "re-export the bundle" in r.output
+    # an upgrade path: version 0 lacked preprocess.extra
+    monkeypatch.setitem(bundle_mod.UPGRADES, 0, lambda m: {**m, "format_version": 1,
+                                                           "preprocess": {**m["preprocess"], "extra": {}}})
+    assert Bundle.load(bundle_copy).preprocess.extra == {}
+
+
 def test_object_array_in_the_reference_is_refused(bundle, tmp_path):
     b = tmp_path / "ref"
     shutil.copytree(bundle, b, ignore=shutil.ignore_patterns("engines", "reports"))
