@@ -315,6 +315,12 @@ def test_eval_json_is_strict_without_good_test_images(trained_run, tiny_copy, tm
     assert res["per_category"]["magnetic_tile"]["image_auroc"] is None
 
 
+def test_thresholds_from_few_normals_are_flagged(trained_run):
+    info = json.loads((trained_run / "run.json").read_text())
+    n = info["normalization"]["magnetic_tile"]["n_images"]
+    assert n < 20 and any(f"threshold from {n} held-out normal" in w for w in info["warnings"])
+
+
 def test_stale_temp_folders_are_cleaned_on_the_next_build(bundle_copy):
     stale = bundle_copy / ".build-999999999-abcd"  # a pid that cannot be running
     stale.mkdir()
