@@ -58,12 +58,12 @@ def measure_in_subprocess(target: Path, backend: str, precision: str, threads: i
 
 def preprocess_ms(pre: Preprocess, image: Path, iters: int = 20) -> dict:
     """Host preprocessing of one real image (decode, colour, resize, scale), as the live path does it."""
-    from edgead.data.mvtec import open_image
+    from edgead.data.image import read_image
 
     times = []
     for _ in range(iters):
         t = time.perf_counter()
-        pre(open_image(image))
+        pre(read_image(image))
         times.append((time.perf_counter() - t) * 1e3)
     return percentiles(times)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgead.bundle import Bundle
 from edgead.data import mvtec
+from edgead.data.image import read_image
 from edgead.fileio import atomic_write_json
 from edgead.live.conveyor import make_video
 
@@ -41,7 +42,7 @@ def main() -> None:
         raise SystemExit(f"{args.data}/{args.category}/test: needs good and defective images")
     good, bad = rng.sample(goods, n), rng.sample(bads, n)
     order = [x for pair in zip(good, bad, strict=True) for x in pair]
-    frames = [np.asarray(pre.resize_image(mvtec.open_image(s.path))) for s in order]
+    frames = [np.asarray(pre.resize_image(read_image(s.path))) for s in order]
     make_video(frames, args.out, fps=args.fps)
     atomic_write_json(args.out.with_suffix(".json"), {"fps": args.fps, "frames": [
         {"frame": i + 1, "file": str(s.path), "label": s.label, "defect": s.defect} for i, s in enumerate(order)]})

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from edgead.cli import app, normalize_argv
 from edgead.data import mvtec
 from edgead.data.anomaly_synth import Synthesizer, foreground, perlin, perlin_mask
+from edgead.data.image import read_image
 from edgead.data.preprocess import Preprocess
 from edgead.errors import EdgeadError
 from edgead.models import build_model
@@ -24,7 +25,7 @@ from edgead.train import TrainRequest, train
 def real_rgb(tiny_real):
     pre = Preprocess(128, 160)
     samples = mvtec.discover(tiny_real, ["magnetic_tile"], "train")[:8]
-    return np.stack([np.asarray(pre.resize_image(mvtec.open_image(s.path))) for s in samples])
+    return np.stack([np.asarray(pre.resize_image(read_image(s.path))) for s in samples])
 
 
 def test_perlin_noise_and_masks():

@@ -21,6 +21,7 @@ from edgead.backends import open_engine
 from edgead.bundle import Bundle
 from edgead.cli import app
 from edgead.data import mvtec
+from edgead.data.image import read_image
 from edgead.errors import EdgeadError
 from edgead.live.alerts import EventLog, read_events
 from edgead.live.inspect import InspectRequest, inspect
@@ -55,7 +56,7 @@ def conveyor(bundle, tiny_real, tmp_path_factory):
     good = [s for s in samples if s.label == 0]
     bad = [s for s in samples if s.label == 1]
     order = [x for pair in zip(good, bad, strict=False) for x in pair]
-    frames = [np.asarray(pre.resize_image(mvtec.open_image(s.path))) for s in order]
+    frames = [np.asarray(pre.resize_image(read_image(s.path))) for s in order]
     be = open_engine(bundle, "fp32")
     raw = np.array([float(be.infer(pre.normalize(f)[None])["score"][0]) for f in frames])
     meta = read_json(bundle / "meta.json")

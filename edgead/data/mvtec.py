@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from edgead.data.image import image_size, read_image
 from edgead.data.preprocess import Preprocess
@@ -92,15 +91,10 @@ def holdout_samples(files: Iterable[str | Path], category: str) -> list[Sample]:
     return [Sample(Path(p), category, GOOD) for p in files if Path(p).parent.parent.parent.name == category]
 
 
-def open_image(path: Path) -> Image.Image:
-    """Decode an image with the one reader (:func:`edgead.data.image.read_image`)."""
-    return read_image(path)
-
-
 def load_images(samples: Sequence[Sample], pre: Preprocess, workers: int = 2) -> np.ndarray:
     """Decode and preprocess images -> (N, 3, H, W) float32."""
     def one(s: Sample) -> np.ndarray:
-        return pre(open_image(s.path))
+        return pre(read_image(s.path))
 
     if not samples:
         return np.zeros((0, 3, pre.height, pre.width), np.float32)
@@ -113,7 +107,7 @@ def load_masks(samples: Sequence[Sample], pre: Preprocess) -> np.ndarray:
     out = np.zeros((len(samples), pre.height, pre.width), np.uint8)
     for i, s in enumerate(samples):
         if s.mask_path is not None:
-            mask = open_image(s.mask_path)
+            mask = read_image(s.mask_path)
             want = image_size(s.path)
             if mask.size != want:
                 raise EdgeadError(f"{s.mask_path}: mask is {mask.width}x{mask.height} px but its image {s.path.name} "

@@ -19,6 +19,7 @@ import numpy as np
 
 from edgead.bundle import Bundle, update_meta
 from edgead.data import mvtec
+from edgead.data.image import read_image
 from edgead.errors import EdgeadError
 from edgead.fileio import atomic_write_bytes, sha256_file
 from edgead.progress import progress
@@ -102,7 +103,7 @@ def make_reference(bundle: Bundle, data: Path | None = None, per_category: int =
         task = prog.add_task("reference (PyTorch FP32)", total=len(chosen), info="")
         for i in range(0, len(chosen), batch):
             part = chosen[i:i + batch]
-            rgb = np.stack([np.asarray(pre.resize_image(mvtec.open_image(s.path))) for s in part])
+            rgb = np.stack([np.asarray(pre.resize_image(read_image(s.path))) for s in part])
             x = np.stack([pre.normalize(r) for r in rgb])
             out = torch_be.infer(x)
             arrays["images"].append(rgb)
@@ -184,7 +185,7 @@ def check_inputs(bundle: Bundle, ref: Reference, data: Path | None, inputs: np.n
             changed_files += 1
             continue
         checked += 1
-        if tensor_sha256(pre(mvtec.open_image(p))) == xsha:
+        if tensor_sha256(pre(read_image(p))) == xsha:
             same += 1
         else:
             mismatched.append(str(rel))
