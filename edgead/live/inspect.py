@@ -153,13 +153,15 @@ def inspect(req: InspectRequest, log=None) -> dict:
                         continue
                     d = inspector.step(fr)
                     t3 = time.perf_counter()
-                    vis = inspector.render(d, fps.tick())
+                    rate = fps.tick()
+                    vis = inspector.render(d, rate) if output.wants(d.flagged) else None
                     t4 = time.perf_counter()
                     if d.flagged:
                         flagged_n += 1
                         alerts.write(d)
                     t5 = time.perf_counter()
-                    output.push(vis, d.flagged, d.stem)
+                    if vis is not None:
+                        output.push(vis, d.flagged, d.stem)
                     t6 = time.perf_counter()
                     count[0] = n + 1
                     decisions.append({"frame": fr.number, "name": fr.name, "score": d.score, "flagged": d.flagged})

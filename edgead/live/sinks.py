@@ -15,9 +15,13 @@ from edgead.live.uri import Uri
 
 
 class Output:
-    """Base: ``push(rgb, flagged, name)`` per frame, ``close()`` once."""
+    """Base: ``push(rgb, flagged, name)`` per frame, ``close()`` once; ``wants(flagged)`` says whether a
+    frame needs its overlay drawn at all (none: never; images://: flagged frames only)."""
 
     description: str | None = None
+
+    def wants(self, flagged: bool) -> bool:
+        return True
 
     def push(self, rgb: np.ndarray, flagged: bool, name: str) -> None: ...
 
@@ -25,7 +29,8 @@ class Output:
 
 
 class NoOutput(Output):
-    pass
+    def wants(self, flagged: bool) -> bool:
+        return False
 
 
 class ImagesOutput(Output):
@@ -35,6 +40,9 @@ class ImagesOutput(Output):
         self.root = Path(uri.location)
         self.root.mkdir(parents=True, exist_ok=True)
         self.description = f"flagged frames -> {self.root}/*.png"
+
+    def wants(self, flagged: bool) -> bool:
+        return flagged
 
     def push(self, rgb: np.ndarray, flagged: bool, name: str) -> None:
         if flagged:
