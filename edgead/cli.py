@@ -472,6 +472,14 @@ def inspect_(
     stdout.print(f"dropped {res['dropped']} of {res['produced']}, reconnects {res['reconnects']}, pipeline overhead "
                  f"(all but inference) {share * 100 if share is not None else 0:.1f} % of frame time; "
                  f"events in {res['events_file']}", highlight=False)
+    a = res["alerts"]
+    if a["queue_full_waits"]:
+        console.print(f"[yellow]note:[/] the alert writer fell behind {a['queue_full_waits']} time(s); the loop waited "
+                      f"(no alert lost)", highlight=False)
+    if a["errors"]:
+        console.print(f"[red]error:[/] {a['errors']} alert(s) could not be written to {alerts} ({a['last_error']}); "
+                      f"free disk space or fix the folder's permissions", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
     if res["skipped"]:
         names = "; ".join(f"{s['file']}: {s['reason']}" for s in res["skipped"][:5])
         more = f" (+{len(res['skipped']) - 5} more in the summary)" if len(res["skipped"]) > 5 else ""

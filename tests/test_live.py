@@ -169,6 +169,10 @@ def test_test_source_latest_policy_file_output_and_sigterm(bundle, tmp_path):
     assert proc.returncode == 0, err
     res = json.loads(summary.read_text())
     assert res["end"] == "SIGTERM" and res["frames"] > 0 and res["policy"] == "latest"
+    # the alert queue was drained on the way out: one complete line per flagged frame, files on disk
+    events = read_events(tmp_path / "alerts" / "events.jsonl")
+    assert res["flagged"] > 0 and len(events) == res["flagged"] == res["alerts"]["written"]
+    assert all(Path(e["frame_path"]).is_file() and Path(e["heatmap_path"]).is_file() for e in events)
     assert res["produced"] >= res["frames"] and res["dropped"] == res["produced"] - res["frames"]
     # the recording was finalised on the way out (EOS): it decodes to as many frames as were inspected
     Gst, _ = gst()
@@ -237,6 +241,26 @@ def test_desktop_pipelines_build_and_render_as_valid_gstreamer(bundle):
     r = CliRunner().invoke(app, ["inspect", str(bundle), "--source", "csi://0", "--dry-run", "--platform", "jetson",
                                  "--category", "magnetic_tile", "--output", "file://o.mp4"])
     assert r.exit_code == 0 and "nvarguscamerasrc sensor-id=0" in r.output and "x264enc" in r.output
+
+
+@needs_gst
+def test_kill_9_leaves_only_valid_alert_lines_naming_existing_files(bundle, tmp_path):
+    """Alerts are written by a thread: PNGs (temp name, rename) before the fsynced line naming them."""
+    alerts = tmp_path / "alerts"
+    proc = subprocess.Popen([sys.executable, "-m", "edgead", "inspect", str(bundle), "--source", "test://?fps=30",
+                             "--category", "magnetic_tile", "--alerts", str(alerts)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len((alerts / "events.jsonl").read_text().splitlines()
+                                              if (alerts / "events.jsonl").is_file() else []) < 5:
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait(timeout=30)
+    lines = (alerts / "events.jsonl").read_text().splitlines()
+    assert len(lines) >= 5
+    for line in lines:
+        e = json.loads(line)  # every line complete
+        assert Path(e["frame_path"]).is_file() and Path(e["heatmap_path"]).is_file()
 
 
 def test_event_log_survives_a_torn_line(tmp_path):

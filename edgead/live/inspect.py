@@ -173,14 +173,17 @@ def inspect(req: InspectRequest, log=None) -> dict:
                 cap.stop()
                 output.close()
                 engine.close()
+                alert_stats = alerts.close()  # drains the queue: every flagged frame gets its line
     finally:
         live.close()
+        alerts.close()
         events.close()
     wall = time.monotonic() - t_start
     if count[0] == 0:
         raise EdgeadError(_no_frames(req.source, src.scheme, cap.stats, wall, end_reason))
     summary = _summary(req, b, key, engine.describe(), category, policy, jetson, cap, output, count[0], flagged_n,
                        end_reason, wall, times, events_path, decisions)
+    summary["alerts"] = alert_stats
     return summary
 
 

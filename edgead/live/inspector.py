@@ -4,6 +4,8 @@ heatmap PNGs by temp name and rename, then one fsynced event line)."""
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,21 +68,58 @@ class Inspector:
 
 
 class AlertWriter:
-    """Durable alerts: the images a line names are on disk before the line is appended and fsynced."""
+    """Durable alerts off the hot path: ``write`` queues a flagged decision (bounded queue) and a writer
+    thread saves frame and heatmap PNGs (temp name, rename) before it appends and fsyncs the event line
+    that names them, so after a crash every line is valid and every file it names exists. A full queue
+    makes ``write`` wait (counted, never a lost alert); ``close`` drains the queue."""
 
     def __init__(self, folder: Path, events, source: str, category: str, norm: Normalization, key: str,
-                 backend: str):
+                 backend: str, queue_size: int = 64):
         self.folder, self.events, self.source = Path(folder), events, source
         self.fields = {"threshold": THRESHOLD, "raw_threshold": norm.threshold, "category": category,
                        "precision": key, "backend": backend}
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.stats = {"queued": 0, "written": 0, "queue_full_waits": 0, "max_depth": 0, "errors": 0}
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="edgead-alerts", daemon=True)
+        self._thread.start()
 
     def write(self, d: Decision) -> None:
+        stamp = time.time()
+        job = (d.frame.number, d.frame.name, d.stem, d.score, d.raw, d.rgb, d.nmap, stamp)
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            self.stats["queue_full_waits"] += 1
+            self.queue.put(job)
+        self.stats["queued"] += 1
+        self.stats["max_depth"] = max(self.stats["max_depth"], self.queue.qsize())
+
+    def _run(self) -> None:
         from edgead.live.alerts import save_png
 
-        stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{d.frame.number:07d}_{d.stem}"
-        fpath, hpath = self.folder / f"{stem}.frame.png", self.folder / f"{stem}.heatmap.png"
-        save_png(fpath, d.rgb)
-        save_png(hpath, colorize(d.nmap))
-        self.events.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "unix": time.time(),
-                            "frame": d.frame.number, "source": self.source, "name": d.frame.name, "score": d.score,
-                            "raw_score": d.raw, **self.fields, "frame_path": str(fpath), "heatmap_path": str(hpath)})
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            number, name, stem_name, score, raw, rgb, nmap, stamp = job
+            try:
+                stem = f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}_{number:07d}_{stem_name}"
+                fpath, hpath = self.folder / f"{stem}.frame.png", self.folder / f"{stem}.heatmap.png"
+                save_png(fpath, rgb)
+                save_png(hpath, colorize(nmap))
+                self.events.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(stamp)),
+                                    "unix": stamp, "frame": number, "source": self.source, "name": name,
+                                    "score": score, "raw_score": raw, **self.fields, "frame_path": str(fpath),
+                                    "heatmap_path": str(hpath)})
+                self.stats["written"] += 1
+            except OSError as e:  # a full or read-only disk: counted and reported, the line is not written
+                self.stats["errors"] += 1
+                self.error = f"{type(e).__name__}: {e}"
+
+    def close(self) -> dict:
+        """Write every queued alert, then stop the thread; the counts for the summary."""
+        if self._thread.is_alive():
+            self.queue.put(None)
+            self._thread.join()
+        return dict(self.stats, last_error=self.error)
