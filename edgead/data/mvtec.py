@@ -34,8 +34,10 @@ class Sample:
         return int(self.defect != GOOD)
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+def image_files(folder: Path) -> list[Path]:
+    """The image files of a folder in name order (hidden files and sub-folders left out)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+                  and p.is_file())
 
 
 def category_dirs(root: str | Path, categories: Sequence[str] | None = None) -> dict[str, Path]:
@@ -64,7 +66,7 @@ def discover(root: str | Path, categories: Sequence[str] | None = None, split: s
         split_dir = folder / split
         if split == "train":
             good = split_dir / GOOD
-            imgs = _images(good) if good.is_dir() else []
+            imgs = image_files(good) if good.is_dir() else []
             if not imgs:
                 raise EdgeadError(f"{good}: category {cat!r} has no training images; add normal images there")
             samples += [Sample(p, cat, GOOD) for p in imgs]
@@ -73,7 +75,7 @@ def discover(root: str | Path, categories: Sequence[str] | None = None, split: s
             raise EdgeadError(f"{split_dir}: no test folder for category {cat!r}; add test/good and test/<defect>")
         cat_samples = []
         for type_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
-            for p in _images(type_dir):
+            for p in image_files(type_dir):
                 mask = None
                 if type_dir.name != GOOD:
                     mask = folder / "ground_truth" / type_dir.name / f"{p.stem}_mask.png"

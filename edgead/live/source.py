@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgead.data.image import read_image
-from edgead.data.mvtec import IMAGE_EXTS
+from edgead.data.mvtec import image_files
 from edgead.data.preprocess import Preprocess
 from edgead.errors import EdgeadError
 from edgead.live.gst import gst
@@ -93,8 +93,7 @@ class ImageFolderSource(Source):
         root = Path(uri.location)
         if not root.is_dir():
             raise EdgeadError(f"{root}: no such folder; images:// takes a folder of stills (png, jpg, bmp, tif)")
-        self.files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
-                            and p.is_file())
+        self.files = image_files(root)
         if not self.files:
             raise EdgeadError(f"{root}: no .png, .jpg, .bmp or .tif images; put the stills there or choose another "
                               f"folder")

@@ -14,7 +14,7 @@ import numpy as np
 from edgead.backends import EngineOptions, open_engine
 from edgead.bundle import Bundle
 from edgead.data.image import read_image
-from edgead.data.mvtec import IMAGE_EXTS
+from edgead.data.mvtec import image_files
 from edgead.decision import THRESHOLD
 from edgead.errors import EdgeadError
 from edgead.fileio import read_json
@@ -28,8 +28,7 @@ def _parts(uri: str, manifest: Path | None) -> list[tuple[int | str, Path]]:
         root = Path(src.location)
         if not root.is_dir():
             raise EdgeadError(f"--live {uri}: no such folder")
-        return [(p.name, p) for p in sorted(root.iterdir())
-                if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_file()]
+        return [(p.name, p) for p in image_files(root)]
     if src.scheme == "file":
         if manifest is None:
             manifest = Path(src.location).with_suffix(".json")
