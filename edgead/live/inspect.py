@@ -37,7 +37,7 @@ class InspectRequest:
     duration: float | None = None
     threads: int | None = None
     platform: str = "auto"
-    fps: int = 10  # images:// pace and output stream caps
+    fps: int = 10  # output stream caps
     stall_s: float = 5.0
     first_frame_timeout_s: float = 30.0  # a source that gives no frame in this long is an error (exit 2)
     grace_s: float = 15.0  # after a stop (signal or --duration), the run ends within this long, whatever happens
@@ -73,13 +73,16 @@ def plan(req: InspectRequest) -> dict:
             "model_input": [target.height, target.width]}
 
 
-def _hard_exit(source: Source, uri: str, n: list[int]) -> Callable[[str], int]:
+def _hard_exit(source: Source, uri: str, n: list[int], alerts) -> Callable[[str], int]:
     """What the stop watchdog says and returns when the run does not end in time (see live.stopper)."""
     def say(why: str) -> int:
         never = n[0] == 0
         tail = (f"source {uri} produced no frame ({source.stats.last_problem or 'it never started'})" if never
                 else f"{n[0]} frames inspected")
-        os.write(2, f"error: {why}; exiting now ({tail}; events.jsonl is complete)\n".encode())
+        pending = alerts.queue.qsize()
+        lines = (f"{pending} queued alert(s) NOT written; the lines in events.jsonl are complete" if pending
+                 else "every alert is in events.jsonl")
+        os.write(2, f"error: {why}; exiting now ({tail}; {lines})\n".encode())
         return EXIT_BAD_INPUT if never else EXIT_INTERNAL
     return say
 
@@ -123,7 +126,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
     decisions: deque[dict] = deque(maxlen=req.keep_decisions)
     end_reason = "max frames"
     live = _LiveView(req.quiet)
-    stopper = Stopper(req.duration, req.grace_s, _hard_exit(cap, req.source, count), on_stop=cap.interrupt)
+    stopper = Stopper(req.duration, req.grace_s, _hard_exit(cap, req.source, count, alerts), on_stop=cap.interrupt)
     try:
         with stopper:
             t_start = stopper.start
