@@ -20,13 +20,14 @@ from edgead.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_INTER
 from edgead.progress import console
 
 PIPED_WIDTH = 160  # tables and help written to a pipe or file are this wide, not cut at 80 columns
-if not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
+PIPED = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
+if PIPED:
     typer.rich_utils.MAX_WIDTH = typer.rich_utils.MAX_WIDTH or PIPED_WIDTH
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Industrial visual anomaly detection from workstation to Jetson.")
 # tables go to stdout (to stderr when --json - takes stdout); progress and messages to stderr
-stdout = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH)
+stdout = Console(width=PIPED_WIDTH if PIPED else None)
 
 
 def _version(value: bool) -> None:
