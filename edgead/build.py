@@ -10,9 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import onnx
-
 from edgead.bundle import Bundle, onnx_name, update_meta
 from edgead.calibration import (
     RECIPES_FILE,
@@ -43,11 +40,11 @@ class BuildRequest:
     data: Path | None = None
     recipes_file: Path | None = None
     force: bool = False
-    max_drop: float | None = None  # INT8: image-AUROC points allowed to be lost on the held-out split
-    default_max_drop: float | None = None  # used when a new INT8 graph is made and max_drop is None
-
-
-DEFAULT_MAX_DROP = 0.5  # INT8 image-AUROC points a new graph may lose on the held-out split (edgead build)
+    qad: str | None = None  # INT8: auto (when PTQ fails the build split) | always | never
+    qad_steps: int | None = None
+    fallback: bool = True  # INT8: leave the most harmful activations in FP16 when nothing else passes
+    gates_file: Path | None = None  # INT8: gate overrides for the build split (as edgead verify --gates)
+    log: object = None
 
 
 def bundle_for(target: Path | None, model: str | None = None, workspace: Path = Path("runs"), out: Path | None = None,
@@ -73,13 +70,10 @@ def bundle_for(target: Path | None, model: str | None = None, workspace: Path = 
 
 def build_command(target: Path | None, model: str | None = None, workspace: Path = Path("runs"),
                   out: Path | None = None, log=None, **fields) -> tuple[Path, dict]:
-    """What ``edgead build`` does: find or export the bundle, then build with the command's defaults (a new
-    INT8 graph keeps nodes in FP16 until it loses at most ``DEFAULT_MAX_DROP`` points)."""
+    """What ``edgead build`` does: find or export the bundle, then build (INT8: PTQ, QAD and FP16 fallback
+    until the build split passes the default gates, see ``edgead.precision.search``)."""
     bundle = bundle_for(target, model, workspace, out, fields.get("data"), log)
-    int8 = fields.get("precision") == "int8"
-    fields["max_drop"] = fields.get("max_drop") if int8 else None
-    fields["default_max_drop"] = DEFAULT_MAX_DROP if int8 else None
-    return bundle, build(BuildRequest(bundle=bundle, **fields))
+    return bundle, build(BuildRequest(bundle=bundle, log=log, **fields))
 
 
 def precision_key(precision: str, recipe: str | None, backend: str) -> str:
@@ -124,9 +118,11 @@ def _same_settings(entry: dict, req: BuildRequest) -> bool:
         return True
     have = entry.get("calibration", {}).get("settings", {})
     want = {"method": req.method, "count": req.count, "seed": req.seed, "synthetic_fraction": req.synthetic_fraction}
-    fb = entry.get("report", {}).get("fallback")
-    same_drop = req.max_drop is None or (fb is not None and fb["max_drop_points"] == req.max_drop)
-    return same_drop and all(v is None or have.get(k) == v for k, v in want.items())
+    plan = entry.get("report", {}).get("plan", {})
+    asked = {"qad": req.qad, "qad_steps": req.qad_steps, "fallback": req.fallback,
+             "gates_file": str(req.gates_file) if req.gates_file else None}
+    same_plan = all(plan.get(k) == v for k, v in asked.items() if v is not None)
+    return same_plan and all(v is None or have.get(k) == v for k, v in want.items())
 
 
 def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
@@ -139,7 +135,6 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
             report = to_fp16(src, tmp_dst, scopes["fp16"])
             extra = {}
         else:
-            from edgead.precision.int8 import to_int8
 
             recipes = load_recipes(req.recipes_file)
             recipe_name = PrecisionKey.parse(key).recipe
@@ -149,13 +144,14 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
             settings = CalibSettings.from_recipes(recipes, method=req.method, count=req.count, seed=req.seed,
                                                  synthetic_fraction=req.synthetic_fraction)
             data, man = calibration_set(b, settings, req.data)
-            args = (src, tmp_dst, recipe_name, recipes["recipes"][recipe_name], settings, data, b.input_name,
-                    b.input_shape[0], scopes["int8"], Path(tmp) / "work")
-            report = to_int8(*args)
-            max_drop = req.max_drop if req.max_drop is not None else req.default_max_drop
-            if max_drop is not None:
-                report["fallback"] = fallback(b, args, data, max_drop)
-                report.update(kept_fp16=report["fallback"]["kept_fp16"])
+            from edgead.precision.search import SearchPlan, search
+
+            plan = SearchPlan(qad=req.qad or "auto", qad_steps=req.qad_steps or SearchPlan.qad_steps,
+                              fallback=req.fallback, gates_file=req.gates_file)
+            report = search(b, key, recipe_name, recipes["recipes"][recipe_name], settings, data, tmp_dst,
+                            Path(tmp) / "work", plan, req.log)
+            report["plan"] = {"qad": plan.qad, "qad_steps": plan.qad_steps, "fallback": plan.fallback,
+                              "gates_file": str(plan.gates_file) if plan.gates_file else None}
             extra = {"calibration": {k: man[k] for k in ("settings", "per_category")}
                      | {"manifest": "calibration/manifest.json", "n_files": len(man["files"])}}
         tmp_dst.replace(dst)
@@ -163,40 +159,6 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
              **extra}
     update_meta(b.path, lambda m: m["files"].__setitem__(key, entry))
     return entry
-
-
-def fallback(b: Bundle, args: tuple, calib: np.ndarray, max_drop: float) -> dict:
-    """Keep the worst INT8 nodes in FP16 (2, 4, 8, ...) until the held-out AUROC drop fits."""
-    from edgead.backends.onnxruntime import OrtBackend
-    from edgead.precision.int8 import to_int8
-    from edgead.precision.rules import split_nodes
-    from edgead.precision.sensitivity import SPLIT_SHIFT, holdout_split, mean_auroc, rank_nodes
-
-    src, dst, work, batch = args[0], args[1], args[-1], b.input_shape[0]
-    images, labels, cats = holdout_split(b.meta, b.preprocess)
-    n = len(images) // batch * batch
-    images, labels, cats = images[:n], labels[:n], cats[:n]
-    ref = mean_auroc(OrtBackend(src), images, labels, cats, batch)
-
-    def drop() -> float:
-        return 100 * (ref - mean_auroc(OrtBackend(dst), images, labels, cats, batch))
-
-    history = [{"kept_fp16": 0, "drop_points": drop()}]
-    kept: list[str] = []
-    if history[-1]["drop_points"] > max_drop:
-        inside, _ = split_nodes(onnx.load(str(work / "preprocessed.onnx")), b.precision_scopes["int8"])
-        ranked = rank_nodes(work / "preprocessed.onnx", dst, inside, calib[: 8 // batch * batch or batch],
-                            b.input_name, batch, work)
-        k = 2
-        while history[-1]["drop_points"] > max_drop and len(kept) < len(ranked):
-            kept = [name for name, _ in ranked[: min(k, len(ranked))]]
-            to_int8(*args, keep_fp16=kept)
-            history.append({"kept_fp16": len(kept), "drop_points": drop()})
-            k *= 2
-    return {"split": f"held-out normals + the same images with faint drawn defects (shift {SPLIT_SHIFT})",
-            "n_images": int(n),
-            "fp32_image_auroc": ref, "max_drop_points": max_drop, "history": history,
-            "budget_met": history[-1]["drop_points"] <= max_drop, "kept_fp16": kept}
 
 
 def calibration_set(b: Bundle, settings: CalibSettings, data: Path | None):

@@ -21,6 +21,7 @@ from edgead.data.preprocess import Preprocess
 from edgead.errors import EdgeadError
 from edgead.fileio import atomic_write_bytes, sha256_file
 
+METHODS = ("minmax", "entropy", "percentile", "mse")
 RECIPES_FILE = Path(__file__).resolve().parent / "precision" / "recipes.yaml"  # package data
 
 
@@ -39,7 +40,7 @@ def load_recipes(path: Path | None = None) -> dict:
 class CalibSettings:
     count: int = 64
     seed: int = 0
-    method: str = "percentile"
+    method: str = "mse"
     percentile: float = 99.99
     num_bins: int = 2048
     num_quantized_bins: int = 128
@@ -50,8 +51,8 @@ class CalibSettings:
         d = {**recipes.get("defaults", {}), **{k: v for k, v in overrides.items() if v is not None}}
         if not 0.0 <= float(d.get("synthetic_fraction", 0.0)) <= 1.0:
             raise EdgeadError(f"synthetic_fraction {d['synthetic_fraction']}: expected a share between 0 and 1")
-        if d.get("method") not in ("minmax", "entropy", "percentile"):
-            raise EdgeadError(f"calibration method {d.get('method')!r}: choose minmax, entropy or percentile")
+        if d.get("method") not in METHODS:
+            raise EdgeadError(f"calibration method {d.get('method')!r}: choose {', '.join(METHODS)}")
         return cls(**d)
 
 

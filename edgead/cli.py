@@ -272,7 +272,7 @@ def build(
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp32",
     backend: Annotated[str, typer.Option(help="onnxruntime (here) or tensorrt (on the Jetson).")] = "onnxruntime",
     recipe: Annotated[str | None, typer.Option(help="INT8 recipe: tensorrt or cpu (default: by --backend).")] = None,
-    calib_method: Annotated[str | None, typer.Option(help="minmax, entropy or percentile.")] = None,
+    calib_method: Annotated[str | None, typer.Option(help="minmax, entropy, percentile or mse.")] = None,
     calib_count: Annotated[int | None, typer.Option(min=1, help="Calibration images (class-balanced).")] = None,
     calib_seed: Annotated[int | None, typer.Option(help="Seed of the calibration choice.")] = None,
     calib_synthetic: Annotated[float | None, typer.Option(help="Share of calibration images given drawn "
@@ -283,9 +283,13 @@ def build(
                        ] = None,
     workspace: Annotated[Path, typer.Option(help="Where runs live (for --model).")] = Path("runs"),
     out: Annotated[Path | None, typer.Option(help="Bundle folder when TARGET is a run (default RUN/bundle).")] = None,
-    max_drop: Annotated[float | None, typer.Option(help="INT8: max image-AUROC points lost on the held-out "
-                                                   "split; worse nodes are kept in FP16 (default 0.5 for a new "
-                                                   "graph; an existing graph is reused unless given).")] = None,
+    qad: Annotated[str | None, typer.Option(help="INT8 quantization-aware distillation: auto (when PTQ fails "
+                                              "the build split; default), always or never.")] = None,
+    qad_steps: Annotated[int | None, typer.Option(min=1, help="INT8: QAD optimiser steps (default 240).")] = None,
+    fallback: Annotated[bool, typer.Option(help="INT8: leave the activations that move the maps most in FP16 "
+                                                "when PTQ and QAD do not pass the build split.")] = True,
+    gates: Annotated[Path | None, typer.Option(help="INT8: gate overrides for the build split (the YAML "
+                                                    "edgead verify --gates reads).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the build report as JSON.")] = None,
 ) -> None:
@@ -295,7 +299,8 @@ def build(
     bundle, entry = build_command(target, model, workspace, out, log=console.print, precision=precision,
                                   backend=backend, recipe=recipe, method=calib_method, count=calib_count,
                                   seed=calib_seed, synthetic_fraction=calib_synthetic, data=data,
-                                  recipes_file=recipes, force=force, max_drop=max_drop)
+                                  recipes_file=recipes, force=force, qad=qad, qad_steps=qad_steps,
+                                  fallback=fallback, gates_file=gates)
     key = precision_key(precision, recipe, backend)
     table = Table(title=f"{bundle}: {key} ({backend})")
     table.add_column("field")
@@ -303,10 +308,13 @@ def build(
     table.add_row("file", entry["path"])
     table.add_row("size MB", f"{(bundle / entry['path']).stat().st_size / 1e6:.2f}")
     for k, v in entry.get("report", {}).items():
-        if k == "fallback":
-            steps = ", ".join(f"{h['kept_fp16']} kept: {h['drop_points']:+.2f}" for h in v["history"])
-            v = (f"{'within' if v['budget_met'] else 'OVER'} budget {v['max_drop_points']} AUROC points on "
-                 f"{v['n_images']} held-out images ({steps})")
+        if k == "search":
+            v = "; ".join(f"{s['step']}: {'PASS' if s['passed'] else 'fail'} (score error {s['score_abs_max']:.3f}, "
+                          f"{100 * s['int8_share']:.0f} % MACs INT8)" for s in v)
+        elif k == "build_split":
+            v = f"{'PASS' if v['passed'] else 'FAIL'} on {v['n_images']} images ({v['what']})"
+        elif k in ("kept_fp16", "fp32_scopes") and isinstance(v, list) and len(v) > 6:
+            v = f"{len(v)}: {', '.join(v[:6])}, ..."
         table.add_row(k, str(v))
     ready = entry.get("tensorrt_readiness", {})
     if ready:

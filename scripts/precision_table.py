@@ -38,7 +38,7 @@ def main() -> None:
     rows["ORT fp16"] = evaluate(EvalRequest(run=bundle, precision="fp16", overlays=0))
     for recipe in ("cpu", "tensorrt"):
         build(BuildRequest(bundle=bundle, precision="int8", recipe=recipe, count=args.calib_count))
-        rows[f"ORT int8-{recipe} (default percentile)"] = evaluate(
+        rows[f"ORT int8-{recipe} (default build)"] = evaluate(
             EvalRequest(run=bundle, precision=f"int8-{recipe}", overlays=0))
     for method in args.methods:
         copy = bundle.parent / f"{bundle.name}-{method}"

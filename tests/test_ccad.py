@@ -79,7 +79,7 @@ def test_build_fp16_int8_and_verify_end_to_end(tiny_real, tmp_path):
     assert CliRunner().invoke(app, normalize_argv([str(a) for a in args])).exit_code == 0
     for p in ("fp16", "int8"):
         r = CliRunner().invoke(app, ["build", "--model", "ccad", "--workspace", str(tmp_path / "runs"), "--precision",
-                                     p, "--calib-count", "16"])
+                                     p, "--calib-count", "16", "--qad", "never", "--no-fallback"])
         assert r.exit_code == 0, r.output
         js = tmp_path / "v.json"
         r = CliRunner().invoke(app, ["verify", str(run / "bundle"), "--precision", p, "--json", str(js)])

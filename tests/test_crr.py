@@ -103,7 +103,8 @@ def test_build_int8_and_verify_end_to_end(tiny_real, tmp_path):
     r = CliRunner().invoke(app, normalize_argv([str(a) for a in args]))
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["build", "--model", "crr", "--workspace", str(tmp_path / "runs"), "--precision",
-                                 "int8", "--calib-count", "16", "--json", str(tmp_path / "b.json")])
+                                 "int8", "--calib-count", "16", "--qad", "never", "--no-fallback",
+                                 "--json", str(tmp_path / "b.json")])
     assert r.exit_code == 0, r.output
     bundle = run / "bundle"
     model, _ = load_model(run)

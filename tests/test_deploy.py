@@ -25,7 +25,7 @@ def test_acceptance_script_runs_every_gpu_free_step(export_run, tmp_path):
                        capture_output=True, text=True, env={**os.environ, "EDGEAD_BACKEND": "onnxruntime"})
     assert r.returncode == 2 and "no INT8 Q/DQ graph" in r.stderr  # INT8 is calibrated on the workstation
     r = CliRunner().invoke(app, ["build", str(bundle), "--precision", "int8", "--recipe", "tensorrt",
-                                 "--calib-count", "8", "--max-drop", "100"])
+                                 "--calib-count", "8", "--qad", "never", "--no-fallback"])
     assert r.exit_code == 0, r.output
     int8 = (bundle / "model.int8-tensorrt.onnx").read_bytes()
     r = subprocess.run(["bash", str(ROOT / "scripts" / "jetson_acceptance.sh"), str(bundle), str(tmp_path / "acc")],

@@ -70,7 +70,7 @@ def test_a_fourth_model_is_one_file(tiny_real, tmp_path):
     meta = json.loads((bundle / "meta.json").read_text())
     assert meta["precision_scopes"]["fp16"] == ["backbone", "-backbone/stem",
                                                 *(f"-backbone/blocks.{i}" for i in range(5))]
-    r = edgead("build", bundle, "--precision", "int8", "--calib-count", 8, "--max-drop", 100)
+    r = edgead("build", bundle, "--precision", "int8", "--calib-count", 8, "--qad", "never", "--no-fallback")
     assert r.exit_code == 0, r.output
     r = edgead("verify", bundle, "--precision", "int8", "--per-category", 6, "--json", tmp_path / "v.json")
     assert r.exit_code in (0, 1), r.output
@@ -181,7 +181,8 @@ def test_plain_install_builds_int8_with_the_packaged_recipes(bundle, tmp_path):
     b = tmp_path / "b"
     shutil.copytree(bundle, b, ignore=shutil.ignore_patterns("model.int8-*", "calibration", "reports"))
     r = subprocess.run([str(bin_dir / "edgead"), "build", str(b), "--precision", "int8", "--calib-count", "8",
-                        "--max-drop", "100"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+                        "--qad", "never", "--no-fallback"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                       timeout=900)
     assert r.returncode == 0, r.stderr[-1500:]
     probe = subprocess.run([str(bin_dir / "python"), "-c", "import edgead.calibration as c; print(c.RECIPES_FILE)"],
                            capture_output=True, text=True, env=env, cwd=tmp_path)

@@ -287,7 +287,7 @@ def test_every_verb_resolves_int8_the_same_way(bundle_copy, tmp_path):
     assert r.exit_code == 2 and f"edgead build {bundle_copy} --precision int8 --recipe tensorrt" in r.output
     r = edgead("eval", bundle_copy, "--precision", "int8")
     assert r.exit_code == 2 and "--precision int8 --recipe cpu" in r.output
-    r = edgead("build", bundle_copy, "--precision", "int8", "--calib-count", 8, "--max-drop", 100)
+    r = edgead("build", bundle_copy, "--precision", "int8", "--calib-count", 8, "--qad", "never", "--no-fallback")
     assert r.exit_code == 0, r.output
     r = edgead("eval", bundle_copy, "--precision", "int8", "--overlays", 0, "--json", tmp_path / "e.json")
     assert r.exit_code == 0, r.output

@@ -33,6 +33,9 @@ def real_batch(bundle, tiny_real):
     return mvtec.load_images(samples, Bundle.load(bundle).preprocess)
 
 
+PTQ = {"qad": "never", "fallback": False}  # plain post-training quantization (the search has its own tests)
+
+
 def _scores(bundle, precision, images):
     be = open_engine(bundle, precision)
     return np.array([be.infer(x[None])["score"][0] for x in images])
@@ -65,7 +68,7 @@ def test_fp16_keeps_head_in_fp32_and_tracks_fp32(bundle, real_batch):
 
 @pytest.mark.parametrize("recipe", ["tensorrt", "cpu"])
 def test_int8_qdq_around_convs_and_none_in_head(bundle, real_batch, recipe):
-    entry = build(BuildRequest(bundle=bundle, precision="int8", recipe=recipe, count=8))
+    entry = build(BuildRequest(bundle=bundle, precision="int8", recipe=recipe, count=8, **PTQ))
     model = onnx.load(str(bundle / entry["path"]))
     prod = _producers(model)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -100,20 +103,22 @@ def test_int8_qdq_around_convs_and_none_in_head(bundle, real_batch, recipe):
 
 def test_calibration_methods_really_differ(bundle, tmp_path):
     scales = {}
-    for method in ("minmax", "entropy", "percentile"):
+    for method in ("minmax", "entropy", "percentile", "mse"):
         b = tmp_path / method
         shutil.copytree(bundle, b)
-        build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", method=method, count=8, force=True))
+        build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", method=method, count=8, force=True, **PTQ))
         scales[method] = activation_scales(b / "model.int8-tensorrt.onnx")
-    common = set(scales["minmax"]) & set(scales["entropy"]) & set(scales["percentile"])
+    common = set(scales["minmax"]) & set(scales["entropy"]) & set(scales["percentile"]) & set(scales["mse"])
     assert len(common) > 20
-    for a, b in (("minmax", "entropy"), ("minmax", "percentile"), ("entropy", "percentile")):
+    for a, b in (("minmax", "entropy"), ("minmax", "percentile"), ("entropy", "percentile"), ("minmax", "mse"),
+                 ("percentile", "mse")):
         differ = sum(not np.isclose(scales[a][t], scales[b][t], rtol=1e-3) for t in common)
         # ORT's own Entropy gives 0 differing scales against MinMax. Tensors bounded by ReLU6/Clip
         # ([0, 6]) legitimately agree across methods, so not all of them differ.
         assert differ > 0.25 * len(common), (a, b, differ)
     # Clipping methods never widen the range beyond the observed max.
-    assert sum(scales["percentile"][t] <= scales["minmax"][t] * (1 + 1e-6) for t in common) > 0.9 * len(common)
+    for m in ("percentile", "mse"):
+        assert sum(scales[m][t] <= scales["minmax"][t] * (1 + 1e-6) for t in common) > 0.9 * len(common)
 
 
 def test_manifest_is_reproducible(bundle, tmp_path):
@@ -121,7 +126,7 @@ def test_manifest_is_reproducible(bundle, tmp_path):
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         b = tmp_path / name
         shutil.copytree(bundle, b, ignore=shutil.ignore_patterns("calibration", "*.int8-*"))
-        build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", method="minmax", count=6, seed=seed))
+        build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", method="minmax", count=6, seed=seed, **PTQ))
         man = json.loads((b / "calibration" / "manifest.json").read_text())
         runs[name] = (man, activation_scales(b / "model.int8-tensorrt.onnx"))
     assert runs["a"][0]["files"] == runs["b"][0]["files"] and runs["a"][1] == runs["b"][1]
@@ -136,7 +141,7 @@ def test_too_few_calibration_images_is_a_clear_error(bundle, tmp_path):
     b = tmp_path / "b"
     shutil.copytree(bundle, b, ignore=shutil.ignore_patterns("calibration", "*.int8-*"))
     with pytest.raises(EdgeadError, match="usable normal images for calibration"):
-        build(BuildRequest(bundle=b, precision="int8", count=500))
+        build(BuildRequest(bundle=b, precision="int8", count=500, **PTQ))
     assert not (b / "model.int8-cpu.onnx").exists()
     r = CliRunner().invoke(app, ["build", str(b), "--precision", "int8", "--data", str(tmp_path / "nowhere")])
     assert r.exit_code == 2 and "Traceback" not in r.output and "nowhere" in r.output
@@ -155,7 +160,7 @@ def test_tensorrt_build_here_says_what_is_missing(bundle):
 def test_tensorrt_engine_on_gpu(bundle):
     trt = pytest.importorskip("tensorrt", reason="no TensorRT here (no NVIDIA GPU on dev/CI machines)")
 
-    build(BuildRequest(bundle=bundle, precision="int8", recipe="tensorrt", count=8))
+    build(BuildRequest(bundle=bundle, precision="int8", recipe="tensorrt", count=8, **PTQ))
     be = open_engine(bundle, "int8-tensorrt", "tensorrt")
     assert be.describe()["layer_datatypes"].get("Int8", 0) > 0, trt.__version__
 
@@ -183,32 +188,11 @@ def test_readiness_passes_exports_and_flags_planted_problems(bundle):
 
 def test_readiness_tells_recipes_apart(bundle):
     for recipe in ("tensorrt", "cpu"):  # already built by the tests above; built here when run alone
-        build(BuildRequest(bundle=bundle, precision="int8", recipe=recipe, count=8))
+        build(BuildRequest(bundle=bundle, precision="int8", recipe=recipe, count=8, **PTQ))
     meta = Bundle.load(bundle).meta
     assert meta["files"]["int8-tensorrt"]["tensorrt_readiness"]["ok"]
     cpu = meta["files"]["int8-cpu"]["tensorrt_readiness"]
     assert not cpu["ok"] and any("zero point uint8" in f for f in cpu["findings"])
-
-
-def test_fallback_keeps_worst_nodes_in_fp16_until_budget(bundle, tmp_path):
-    b = tmp_path / "fb"
-    shutil.copytree(bundle, b, ignore=shutil.ignore_patterns("*.int8-*"))
-    # An impossible budget: the fallback must walk 2, 4, 8, ... nodes and report that it never fit.
-    entry = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", count=8, max_drop=-100.0))
-    fb = entry["report"]["fallback"]
-    kept_counts = [h["kept_fp16"] for h in fb["history"]]
-    assert kept_counts[:3] == [0, 2, 4] and kept_counts == sorted(kept_counts)
-    assert fb["budget_met"] is False and fb["n_images"] > 0 and 0.0 <= fb["fp32_image_auroc"] <= 1.0
-    model = onnx.load(str(b / entry["path"]))
-    inits = {i.name: i.data_type for i in model.graph.initializer}
-    prod = _producers(model)
-    for node in (n for n in model.graph.node if n.name in set(fb["kept_fp16"])):
-        assert node.op_type == "Conv" and inits[node.input[1]] == TensorProto.FLOAT16, node.name
-        assert prod.get(node.input[1]) is None  # weight is a plain FP16 initializer, no DequantizeLinear
-    assert entry["tensorrt_readiness"]["ok"]
-    # A generous budget keeps everything in INT8.
-    ok = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", count=8, max_drop=100.0, force=True))
-    assert ok["report"]["fallback"]["budget_met"] and ok["report"]["kept_fp16"] == []
 
 
 def test_calibration_with_synthetic_defects_changes_the_set(bundle, tmp_path):
@@ -219,7 +203,7 @@ def test_calibration_with_synthetic_defects_changes_the_set(bundle, tmp_path):
         b = tmp_path / f"s{frac}"
         shutil.copytree(bundle, b, ignore=shutil.ignore_patterns("calibration", "*.int8-*"))
         build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", method="minmax", count=6,
-                           synthetic_fraction=frac))
+                           synthetic_fraction=frac, **PTQ))
         caches[frac] = load_cache(b / "calibration" / "calib.npz", "image")
         man = json.loads((b / "calibration" / "manifest.json").read_text())
         assert man["settings"]["synthetic_fraction"] == frac
@@ -230,8 +214,8 @@ def test_calibration_with_synthetic_defects_changes_the_set(bundle, tmp_path):
 def test_rebuild_when_named_calibration_settings_change(bundle, tmp_path):
     b = tmp_path / "rb"
     shutil.copytree(bundle, b, ignore=shutil.ignore_patterns("calibration", "*.int8-*"))
-    first = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", method="minmax", count=8))
-    again = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt"))  # names nothing: reuse
+    first = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", method="minmax", count=8, **PTQ))
+    again = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", **PTQ))  # names nothing: reuse
     assert again["sha256"] == first["sha256"]
-    other = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", method="minmax", count=6))
+    other = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", method="minmax", count=6, **PTQ))
     assert other["calibration"]["n_files"] == 6 and other["sha256"] != first["sha256"]

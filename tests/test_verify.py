@@ -128,7 +128,7 @@ def test_spearman_and_iou_against_references():
 
 def test_planted_miscalibration_is_caught_and_located(bundle, tmp_path):
     b = Bundle.load(bundle)
-    build(BuildRequest(bundle=bundle, precision="int8", recipe="tensorrt", count=16))
+    build(BuildRequest(bundle=bundle, precision="int8", recipe="tensorrt", count=16, qad="never", fallback=False))
     good = bundle / "model.int8-tensorrt.onnx"
     saved = tmp_path / "good.onnx"
     shutil.copy(good, saved)

@@ -2,9 +2,10 @@
 
 Two recipes (``edgead/precision/recipes.yaml``): ``tensorrt`` (signed, symmetric, zero point 0, no
 quantized bias: what a strongly typed TensorRT build accepts) and ``cpu`` (unsigned activations,
-which ONNX Runtime fuses into QLinearConv on x86). Three calibration methods that really differ:
-ranges are computed here with explicit histogram settings and handed to ``quantize_static`` as a
-calibration cache (its own Entropy uses 128 bins and silently equals MinMax).
+which ONNX Runtime fuses into QLinearConv on x86). Four calibration methods that really differ:
+ranges are computed here with explicit histogram settings (``mse``: ``precision.ranges``) and handed
+to ``quantize_static`` as a calibration cache (its own Entropy uses 128 bins and silently equals
+MinMax). The graph input is never calibrated: it is put on the INT8 grid exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import onnx
 from edgead.calibration import CalibSettings
 from edgead.errors import EdgeadError
 from edgead.precision.rules import scope, split_nodes
+
+CHUNK = 16  # calibration images run before their tensors are folded into the histograms
 
 
 class ArrayReader:
@@ -45,7 +48,7 @@ def _method(settings: CalibSettings):
 
     if settings.method == "minmax":
         return CalibrationMethod.MinMax, {}
-    if settings.method == "entropy":
+    if settings.method in ("entropy", "mse"):  # mse: value histograms as entropy collects them, own choice
         return CalibrationMethod.Entropy, {"num_bins": settings.num_bins,
                                            "num_quantized_bins": settings.num_quantized_bins}
     return CalibrationMethod.Percentile, {"num_bins": settings.num_bins, "percentile": settings.percentile}
@@ -78,9 +81,11 @@ def _safe_collector(cal):
 
 
 def calibrate(model_path: Path, data: np.ndarray, input_name: str, batch: int, settings: CalibSettings,
-              cache: Path) -> None:
-    """Compute activation ranges with the chosen method; write ORT's calibration cache (JSON)."""
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+              cache: Path, symmetric: bool = True, fixed: dict[str, tuple[float, float]] | None = None) -> None:
+    """Compute activation ranges with the chosen method; write ORT's calibration cache (JSON).
+
+    ``fixed``: ranges known without calibration (the graph input's, from preprocessing)."""
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, create_calibrator, save_tensors_data
 
     method, extra = _method(settings)
     with tempfile.TemporaryDirectory(prefix="edgead-calib-") as tmp:
@@ -88,8 +93,20 @@ def calibrate(model_path: Path, data: np.ndarray, input_name: str, batch: int, s
                                 calibrate_method=method, extra_options=extra)
         if hasattr(cal, "num_bins"):  # histogram methods: guard against nearly constant tensors
             cal.collector = _safe_collector(cal)
-        cal.collect_data(ArrayReader(data, input_name, batch))
-        save_tensors_data(cal.compute_data(), cache)
+        chunk = max(batch, CHUNK // batch * batch)  # histograms grow per chunk: memory stays flat
+        for i in range(0, len(data) // batch * batch, chunk):
+            cal.collect_data(ArrayReader(data[i:i + chunk], input_name, batch))
+        if settings.method == "mse":
+            from edgead.precision.ranges import mse_ranges
+
+            ranges = mse_ranges(cal.collector.histogram_dict, symmetric)
+        else:
+            computed = cal.compute_data()
+            ranges = {t: tuple(float(np.asarray(v).reshape(-1)[0]) for v in computed[t].range_value) for t in computed}
+    ranges.update({k: v for k, v in (fixed or {}).items() if k in ranges})
+    f32 = np.float32
+    save_tensors_data(TensorsData(method, {t: TensorData(lowest=f32(lo), highest=f32(hi))
+                                           for t, (lo, hi) in ranges.items()}), cache)
 
 
 def prepare(src: Path, dst: Path) -> None:
@@ -100,8 +117,12 @@ def prepare(src: Path, dst: Path) -> None:
 
 
 def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: CalibSettings, data: np.ndarray,
-            input_name: str, batch: int, scopes: list[str], work: Path, keep_fp16: list[str] = ()) -> dict:
-    """Quantize the nodes inside ``scopes``, except ``keep_fp16`` (they run in FP16 instead)."""
+            input_name: str, batch: int, scopes: list[str], work: Path, keep_fp16: list[str] = (),
+            normalization: tuple | None = None) -> dict:
+    """Quantize the nodes inside ``scopes``, except ``keep_fp16`` (they run in FP16 instead).
+
+    ``normalization``: the preprocessing's (mean, std); the input is then put on the INT8 grid exactly
+    (``ranges.exact_input``) instead of being calibrated."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if len(data) < batch:
@@ -111,7 +132,15 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
     cache = work / f"ranges.{settings.method}.json"
     if not (pre.is_file() and cache.is_file()):  # a fallback rebuild reuses the ranges
         prepare(src, pre)
-        calibrate(pre, data, input_name, batch, settings, cache)
+        symmetric = bool(recipe["activation_symmetric"])
+        fixed = None
+        if normalization is not None:
+            from edgead.precision.ranges import exact_input
+
+            model = onnx.load(str(pre))
+            fixed = exact_input(model, input_name, *normalization, symmetric)
+            onnx.save(model, str(pre))
+        calibrate(pre, data, input_name, batch, settings, cache, symmetric, fixed)
     inside, outside = split_nodes(onnx.load(str(pre)), scopes)
     inside = [n for n in inside if n not in set(keep_fp16)]
     method, _ = _method(settings)

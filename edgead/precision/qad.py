@@ -1,0 +1,201 @@
+"""Quantization-aware distillation (QAD): fine-tune the INT8 graph until its maps match FP32's.
+
+The student is the Q/DQ graph the build just made, run by torch (``onnx_torch.QuantGraph``):
+per-channel symmetric INT8 weights and per-tensor activations exactly where ONNX Runtime put them,
+with straight-through rounding and learned activation scales. The teacher is the bundle's FP32
+graph. The loss is the squared difference of anomaly maps (in pixel-threshold units) and of image
+scores (in threshold units), each relative to the PTQ graph's own error, on training normals and on the same normals with synthetic anomalies
+(``anomaly_synth.Synthesizer``): no test image and no label. A quarter of those images is held out of
+the optimiser; the step with the lowest loss on them is kept, so QAD never exports a student that
+does worse there than the PTQ graph it started from. The result is exported the way the
+build exports any INT8 graph, by ONNX Runtime's quantizer, from the tuned float weights and with the
+learned scales as the activation ranges; the bundle's FP32 graph and reference stay the original.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from edgead.decision import Normalization
+
+OUTPUTS = ("anomaly_map", "score")
+VAL_SHARE = 4  # every 4th training image (seeded) is held out of the optimiser to pick the step kept
+EVALS = 8  # validation points over the run; the best one is exported (step 0 = the PTQ graph itself)
+
+
+@dataclass(frozen=True)
+class QADSettings:
+    steps: int = 240
+    batch: int = 4
+    lr_rounding: float = 1e-2  # weight moves, in quantization steps
+    lr_bias: float = 2e-5
+    lr_scales: float = 1e-3  # log activation scales
+    warmup: float = 0.1  # share of the steps with a linear learning-rate warm-up
+    synthetic_share: float = 0.5  # share of training images given a synthetic anomaly
+    score_weight: float = 1.0
+    seed: int = 0
+
+
+def _teacher(fp32: Path, x: np.ndarray, input_name: str, graph_batch: int) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    outs = [sess.run(list(OUTPUTS), {input_name: x[i:i + graph_batch]}) for i in range(0, len(x), graph_batch)]
+    return {k: np.concatenate([o[j] for o in outs]) for j, k in enumerate(OUTPUTS)}
+
+
+def training_images(normals: np.ndarray, pre, settings: QADSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Normals plus a seeded share of them with synthetic anomalies; (images, 1 where synthetic)."""
+    from edgead.data.anomaly_synth import Synthesizer
+
+    rng = np.random.default_rng(settings.seed)
+    idx = rng.permutation(len(normals))[: round(settings.synthetic_share * len(normals))]
+    rgb = np.stack([pre.denormalize(normals[i]) for i in idx]) if len(idx) else np.zeros((0,))
+    synth = Synthesizer()
+    made = [synth(x, rng)[0] for x in rgb]
+    extra = np.stack([pre.normalize(m) for m in made]) if made else normals[:0]
+    images = np.concatenate([normals, extra]).astype(np.float32)
+    flags = np.concatenate([np.zeros(len(normals), int), np.ones(len(extra), int)])
+    return images, flags
+
+
+def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, images: np.ndarray, input_name: str,
+            norms: list[Normalization], settings: QADSettings, progress=None) -> dict:
+    """Tune the student; returns tuned float weights, activation ranges by tensor and the loss history.
+
+    ``norms``: each image's category normalization (units of the loss)."""
+    import torch
+
+    from edgead.precision.onnx_torch import QuantGraph
+
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    graph_batch = qdq.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
+    target = _teacher(fp32, images, input_name, graph_batch)
+    weights = {i.name: numpy_helper.to_array(i) for i in float_graph.graph.initializer}
+    student = QuantGraph(qdq, weights)
+    pix = torch.tensor([n.pixel_scale for n in norms], dtype=torch.float32)
+    sc = torch.tensor([n.scale for n in norms], dtype=torch.float32)
+    opt = torch.optim.Adam([{"params": list(student.rounding.parameters()), "lr": settings.lr_rounding},
+                            {"params": list(student.biases.parameters()), "lr": settings.lr_bias},
+                            {"params": list(student.log_scales.parameters()), "lr": settings.lr_scales}])
+    warm = max(1, round(settings.warmup * settings.steps))
+
+    def rate(s: int) -> float:
+        if s < warm:
+            return (s + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, settings.steps - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, rate)
+    x_all, m_all, s_all = (torch.from_numpy(images), torch.from_numpy(target["anomaly_map"]),
+                           torch.from_numpy(target["score"]))
+
+    weight = {"map": 1.0, "score": settings.score_weight}
+
+    def loss_of(idx) -> tuple:
+        out = student({input_name: x_all[idx]})
+        p = pix[idx].view(-1, 1, 1, 1)
+        map_loss = (((out["anomaly_map"] - m_all[idx]) / p) ** 2).mean()
+        score_loss = (((out["score"] - s_all[idx]) / sc[idx]) ** 2).mean()
+        return weight["map"] * map_loss + weight["score"] * score_loss, map_loss, score_loss
+
+    perm = rng.permutation(len(images))
+    n_val = max(1, len(images) // VAL_SHARE) if len(images) > 1 else 0
+    val, train = perm[:n_val], perm[n_val:] if n_val else perm
+
+    def evaluate(idx: np.ndarray) -> dict:
+        with torch.no_grad():
+            parts = [loss_of(idx[i:i + 8]) for i in range(0, len(idx), 8)]
+        w = np.array([len(idx[i:i + 8]) for i in range(0, len(idx), 8)], float)
+        return {"loss": float(np.average([float(p[0]) for p in parts], weights=w)),
+                "map": float(np.average([float(p[1]) for p in parts], weights=w)),
+                "score": float(np.average([float(p[2]) for p in parts], weights=w))}
+
+    held = val if n_val else train
+    start = evaluate(train)  # each term counts relative to the PTQ graph's own error on the training images
+    weight["map"] = 1.0 / max(start["map"], 1e-12)
+    weight["score"] = settings.score_weight / max(start["score"], 1e-12)
+    first = evaluate(held)
+    history = [{"step": 0, **first}]
+    best_loss, best_step = first["loss"], 0
+    best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    every = max(1, settings.steps // EVALS)
+    order = np.zeros(0, int)
+    for step in range(1, settings.steps + 1):
+        if len(order) < settings.batch:
+            order = rng.permutation(train)
+        idx, order = order[: settings.batch], order[settings.batch:]
+        opt.zero_grad()
+        loss, _m, _s = loss_of(idx)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % every == 0 or step == settings.steps:
+            row = {"step": step, **evaluate(held)}
+            history.append(row)
+            if row["loss"] < best_loss:
+                best_loss, best_step = row["loss"], step
+                best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        if progress:
+            progress(step, settings.steps, float(loss.detach()))
+    student.load_state_dict(best_state)
+    return {"weights": student.float_weights(), "scales": student.activation_scales(), "student": student,
+            "history": history, "best_step": best_step, "n_validation": int(n_val), "settings": asdict(settings)}
+
+
+def ranges_from_scales(qdq: onnx.ModelProto, scales: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """Activation tensor -> (low, high) that makes ONNX Runtime's quantizer choose the learned scale and the
+    graph's zero point again (symmetric INT8: +-127 s; UINT8: (-zp s, (255 - zp) s))."""
+    from edgead.precision.onnx_torch import _key
+
+    inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    out = {}
+    for n in qdq.graph.node:
+        if n.op_type != "QuantizeLinear" or n.input[0] in inits or _key(n.name) not in scales:
+            continue
+        s = scales[_key(n.name)]
+        zp_arr = inits.get(n.input[2]) if len(n.input) > 2 else None
+        zp = float(np.asarray(zp_arr).ravel()[0]) if zp_arr is not None else 0.0
+        if zp_arr is not None and zp_arr.dtype == np.int8:
+            out[n.input[0]] = (-127.0 * s, 127.0 * s)
+        else:
+            out[n.input[0]] = (-zp * s, (255.0 - zp) * s)
+    return out
+
+
+def with_weights(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``model`` with the named initializers replaced (same shapes and dtypes)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for init in out.graph.initializer:
+        if init.name in weights:
+            new = numpy_helper.from_array(np.asarray(weights[init.name], numpy_helper.to_array(init).dtype), init.name)
+            init.CopyFrom(new)
+    return out
+
+
+def set_scales(model: onnx.ModelProto, scales: dict[str, float]) -> int:
+    """Write learned activation scales into the Q/DQ graph's scale initializers (by QuantizeLinear name), for
+    pairs whose scale no quantized bias depends on; returns how many changed by more than 0.1 %."""
+    from edgead.precision.onnx_torch import _key
+
+    inits = {i.name: i for i in model.graph.initializer}
+    bias_scales = {n.input[1] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                   and numpy_helper.to_array(inits[n.input[0]]).dtype == np.int32}
+    changed = 0
+    for n in model.graph.node:
+        key = _key(n.name)
+        if n.op_type != "QuantizeLinear" or key not in scales or n.input[1] not in inits:
+            continue
+        old = float(numpy_helper.to_array(inits[n.input[1]]).ravel()[0])
+        if abs(old - scales[key]) <= 1e-3 * abs(old) or n.input[1] in bias_scales:
+            continue
+        inits[n.input[1]].CopyFrom(numpy_helper.from_array(np.asarray(scales[key], np.float32), n.input[1]))
+        changed += 1
+    return changed

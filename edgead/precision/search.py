@@ -1,0 +1,200 @@
+"""How ``edgead build --precision int8`` reaches the gates: PTQ, then QAD, then FP16 fallback.
+
+Each candidate is judged on the build split (``precision.split``) with the default gates of its
+precision, the code ``edgead verify`` runs on test images. The search stops at the first candidate
+that passes; otherwise the best one is kept and the build says so. The FP16 fallback leaves the
+activations that ``verify``'s culprit analysis ranks first (effect on the anomaly maps, one pair at a
+time in float) out of INT8, doubling their number each round. Every step's numbers go to meta.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgead.bundle import Bundle
+from edgead.calibration import CalibSettings
+from edgead.errors import EdgeadError
+from edgead.precision.int8 import _method, to_int8
+from edgead.precision.qad import QADSettings
+
+QAD_MODES = ("auto", "always", "never")
+SCALES = "scales.json"  # QAD's learned activation scales, by QuantizeLinear
+MAX_FALLBACK_ROUNDS = 6  # 2, 4, ... 64 activations left out of INT8
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    qad: str = "auto"  # auto: when PTQ fails the build split, kept if it does better there; always: kept; never
+    qad_steps: int = QADSettings.steps
+    fallback: bool = True
+    gates_file: Path | None = None
+
+
+def _badness(v: dict) -> float:
+    """One number to compare candidates that all fail: the worst gate's distance to its limit."""
+    return max((v["score_abs_max"] or 0) / 0.05, (1 - (v["spearman_min"] or 1)) / 0.01,
+               (1 - (v["decision_agreement_min"] or 1)) / 0.01, (1 - (v["mask_iou_min"] or 1)) / 0.2)
+
+
+def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibSettings, calib: np.ndarray,
+           dst: Path, work: Path, plan: SearchPlan, log=None) -> dict:
+    """Write the chosen INT8 graph to ``dst``; return the build report (steps, choice, split verdicts)."""
+    from edgead.precision.macs import int8_share
+    from edgead.precision.split import build_split, judge
+
+    if plan.qad not in QAD_MODES:
+        raise EdgeadError(f"--qad {plan.qad!r}: choose {', '.join(QAD_MODES)}")
+    say = log or (lambda *_: None)
+    src, batch, scopes = b.onnx("fp32"), b.input_shape[0], b.precision_scopes["int8"]
+    norm = (b.preprocess.mean, b.preprocess.std)
+    split = build_split(b)
+    steps: list[dict] = []
+
+    def record(name: str, graph: Path, base_work: Path, extra: dict) -> dict:
+        verdict = judge(b, split, graph, key, plan.gates_file)
+        share = int8_share(onnx.load(str(base_work / "preprocessed.onnx")), onnx.load(str(graph)))
+        row = {"step": name, **verdict, **share, "size_mb": round(graph.stat().st_size / 1e6, 2), **extra}
+        steps.append(row)
+        say(f"int8 {name}: {'PASS' if verdict['passed'] else 'fail'} on the build split (score error "
+            f"{verdict['score_abs_max']:.3f}, Spearman {verdict['spearman_min']:.4f}, decisions "
+            f"{verdict['decision_agreement_min']:.3f}, mask IoU {verdict['mask_iou_min']:.3f}); "
+            f"{100 * share['int8_share']:.1f} % of MACs in INT8")
+        return row
+
+    ptq_work = work / "ptq"
+    ptq = work / "ptq.onnx"
+    report = to_int8(src, ptq, recipe_name, recipe, settings, calib, b.input_name, batch, scopes, ptq_work,
+                     normalization=norm)
+    best = (record(f"ptq-{settings.method}", ptq, ptq_work, {}), ptq, ptq_work)
+    if plan.qad == "always" or (plan.qad == "auto" and not best[0]["passed"]):
+        qad_work = work / "qad"
+        graph = work / "qad.onnx"
+        info = run_qad(b, ptq, ptq_work, qad_work, graph, recipe_name, recipe, settings, calib, plan, log)
+        row = record("qad", graph, qad_work, {"qad": info})
+        if plan.qad == "always" or row["passed"] or _badness(row) < _badness(best[0]):
+            best = (row, graph, qad_work)
+    if plan.fallback and not best[0]["passed"]:
+        best = fallback(b, best, recipe_name, recipe, settings, calib, work, record, say)
+    row, graph, base_work = best
+    shutil.copyfile(graph, dst)
+    report.update(to_int8_report(base_work, graph, scopes))
+    report.update({"search": steps, "chosen": row["step"], "kept_fp16": row.get("kept_fp16", []),
+                   "build_split": {"what": "held-out training normals + the same normals with synthetic anomalies "
+                                           "(anomaly_synth.Synthesizer); no test image",
+                                   "n_images": len(split), "passed": row["passed"],
+                                   "gates": "default" if plan.gates_file is None else str(plan.gates_file)}})
+    return report
+
+
+def to_int8_report(base_work: Path, graph: Path, scopes: list[str]) -> dict:
+    ops = [n.op_type for n in onnx.load(str(graph)).graph.node]
+    return {"quantize_linear": ops.count("QuantizeLinear"), "dequantize_linear": ops.count("DequantizeLinear"),
+            "calibrated_from": str(base_work.name)}
+
+
+def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, recipe_name: str, recipe: dict,
+            settings: CalibSettings, calib: np.ndarray, plan: SearchPlan, log=None) -> dict:
+    """Distil the PTQ graph (``qad.distill``) and export it through ONNX Runtime's quantizer again."""
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, load_tensors_data, save_tensors_data
+
+    from edgead.precision import qad
+    from edgead.progress import progress
+
+    cfg = QADSettings(steps=plan.qad_steps, seed=settings.seed)
+    images, _ = qad.training_images(calib, b.preprocess, cfg)
+    cats = _calibration_categories(b, len(calib))
+    norms = [b.category_norm(c) for c in cats] + [b.category_norm(c) for c in
+                                                 _synthetic_categories(cats, cfg, len(images) - len(calib))]
+    float_graph = onnx.load(str(ptq_work / "preprocessed.onnx"))
+    with progress(disable=log is None) as prog:
+        task = prog.add_task("QAD (INT8 student vs FP32 maps)", total=cfg.steps, info="")
+
+        def tick(step: int, total: int, loss: float) -> None:
+            prog.update(task, completed=step, info=f"loss {loss:.4f}")
+
+        out = qad.distill(onnx.load(str(ptq)), float_graph, b.onnx("fp32"), images, b.input_name, norms, cfg, tick)
+    qad_work.mkdir(parents=True, exist_ok=True)
+    onnx.save(qad.with_weights(float_graph, out["weights"]), str(qad_work / "preprocessed.onnx"))
+    cache = f"ranges.{settings.method}.json"
+    old = load_tensors_data(ptq_work / cache)
+    ranges = {k: tuple(float(v) for v in old[k].range_value) for k in old}
+    ranges.update(qad.ranges_from_scales(onnx.load(str(ptq)), out["scales"]))
+    save_tensors_data(TensorsData(_method(settings)[0], {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi))
+                                                         for k, (lo, hi) in ranges.items()}), qad_work / cache)
+    (qad_work / SCALES).write_text(json.dumps(out["scales"]))
+    quantize_from(b, qad_work, dst, recipe_name, recipe, settings, calib)
+    return {"settings": out["settings"], "n_images": len(images), "n_validation": out["n_validation"],
+            "best_step": out["best_step"], "history": out["history"]}
+
+
+def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: dict, settings: CalibSettings,
+                  calib: np.ndarray, keep_fp16: list[str] = ()) -> None:
+    """Quantize ``work``'s (tuned) float graph with its ranges; learned scales (QAD) are written back exactly."""
+    from edgead.precision.qad import set_scales
+
+    to_int8(b.onnx("fp32"), dst, recipe_name, recipe, settings, calib, b.input_name, b.input_shape[0],
+            b.precision_scopes["int8"], work, keep_fp16=list(keep_fp16))
+    if (work / SCALES).is_file():
+        model = onnx.load(str(dst))
+        if set_scales(model, json.loads((work / SCALES).read_text())):
+            onnx.save(model, str(dst))
+
+
+def fallback(b: Bundle, best: tuple, recipe_name: str, recipe: dict, settings: CalibSettings, calib: np.ndarray,
+             work: Path, record, say) -> tuple:
+    """Leave the activations with the largest effect on the maps out of INT8 (2, 4, 8, ...) until the split passes."""
+    from edgead.precision.rules import in_scopes
+    from edgead.precision.split import build_split
+    from edgead.verify.culprits import rank_pairs
+
+    row, graph, base_work = best
+    scopes = b.precision_scopes["int8"]
+    split = build_split(b)
+    x = split.inputs(b)
+    pick = np.concatenate([np.flatnonzero(split.labels == 0)[:4], np.flatnonzero(split.labels == 1)[:4]])
+    _, ranked = rank_pairs(b.onnx("fp32"), graph, x[pick], b.input_name, b.input_shape[0])
+    model = onnx.load(str(base_work / "preprocessed.onnx"))
+    consumers: dict[str, list[str]] = {}
+    producer = {o: n.name for n in model.graph.node for o in n.output}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.name)
+    best_row, best_graph, k = row, graph, 2
+    for _ in range(MAX_FALLBACK_ROUNDS):
+        tensors = [r["tensor"] for r in ranked[:k]]
+        kept = sorted({name for t in tensors for name in [producer.get(t, ""), *consumers.get(t, [])]
+                       if name and in_scopes(name, scopes)})
+        cand = work / f"fallback-{k}.onnx"
+        quantize_from(b, base_work, cand, recipe_name, recipe, settings, calib, kept)
+        r = record(f"{row['step']}+fp16x{len(kept)}", cand, base_work, {"kept_fp16": kept,
+                                                                         "left_in_float": tensors})
+        if r["passed"] or _badness(r) < _badness(best_row):
+            best_row, best_graph = r, cand
+        if r["passed"] or k >= len(ranked):
+            break
+        k *= 2
+    if not best_row["passed"]:
+        say("int8: no candidate passes the default gates on the build split; the closest is kept (see meta.json)")
+    return best_row, best_graph, base_work
+
+
+def _calibration_categories(b: Bundle, n: int) -> list[str]:
+    man = b.path / "calibration" / "manifest.json"
+    if man.is_file():
+        files = json.loads(man.read_text())["files"]
+        if len(files) == n:
+            return [f["category"] for f in files]
+    return [b.categories[0]] * n
+
+
+def _synthetic_categories(cats: list[str], cfg: QADSettings, n: int) -> list[str]:
+    """Categories of the synthetic images ``qad.training_images`` made (same seeded choice)."""
+    rng = np.random.default_rng(cfg.seed)
+    idx = rng.permutation(len(cats))[:n]
+    return [cats[i] for i in idx]

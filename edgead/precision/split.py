@@ -1,0 +1,87 @@
+"""The build split: what ``edgead build`` judges an INT8 graph on, with verify's own gates.
+
+Held-out normals of the run (never trained on, never calibrated on) and the same normals with
+synthetic anomalies from ``anomaly_synth.Synthesizer`` (Perlin-shaped texture blends, the masks
+known), so no test image is ever used. The FP32 graph's outputs on the split are the reference;
+a candidate graph passes when ``verify.run.evaluate_gates`` with the default gates of its precision
+passes on the split, the same code and limits ``edgead verify`` applies to real test images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgead.bundle import Bundle
+from edgead.data import mvtec
+from edgead.errors import EdgeadError
+from edgead.verify.reference import Reference, tensor_sha256
+
+SPLIT_SEED = 1  # synthetic anomalies of the build split (QAD's training anomalies use the recipe's seed)
+
+
+def build_split(b: Bundle, per_category: int = 32, seed: int = SPLIT_SEED) -> Reference:
+    """Held-out normals + synthetic anomalies on them, with FP32-graph outputs as the reference."""
+    from edgead.data.anomaly_synth import Synthesizer
+
+    pre = b.preprocess
+    rng = np.random.default_rng(seed)
+    synth = Synthesizer()
+    parts: dict[str, list] = {k: [] for k in ("images", "masks", "labels", "categories", "defects", "files")}
+    for cat in b.categories:
+        samples = mvtec.holdout_samples(b.holdout_files, cat)[:per_category]
+        if not samples:
+            continue
+        rgb = np.stack([pre.denormalize(x) for x in mvtec.load_images(samples, pre)])
+        made = [synth(x, rng) for x in rgb]
+        parts["images"] += [rgb, np.stack([m[0] for m in made])]
+        parts["masks"] += [np.zeros(rgb.shape[:3], np.uint8), (np.stack([m[1] for m in made]) > 0.5).astype(np.uint8)]
+        parts["labels"] += [np.zeros(len(rgb), np.int8), np.ones(len(rgb), np.int8)]
+        parts["categories"] += [np.array([cat] * 2 * len(rgb))]
+        parts["defects"] += [np.array(["good"] * len(rgb) + ["synthetic"] * len(rgb))]
+        names = [s.path.name for s in samples]
+        parts["files"] += [np.array([f"{cat}/holdout/{n}" for n in names] + [f"{cat}/synthetic/{n}" for n in names])]
+    if not parts["images"]:
+        raise EdgeadError(f"{b.path}: the run held out no normal images, so INT8 cannot be judged without test "
+                          f"images; retrain with --holdout 0.1 (the default)")
+    arr = {k: np.concatenate(v) for k, v in parts.items()}
+    x = np.stack([pre.normalize(r) for r in arr["images"]])
+    out = run_graph(b.onnx("fp32"), x, b.input_name, b.input_shape[0])
+    return Reference(images=arr["images"], masks=arr["masks"], labels=arr["labels"], categories=arr["categories"],
+                     defects=arr["defects"], files=arr["files"], file_sha256=np.array([""] * len(x)),
+                     input_sha256=np.array([tensor_sha256(t) for t in x]), maps=out["anomaly_map"][:, 0],
+                     scores=out["score"])
+
+
+def run_graph(path: Path, x: np.ndarray, input_name: str, batch: int) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    n = len(x)
+    pad = (-n) % batch
+    xx = np.concatenate([x, x[:pad]]) if pad else x
+    outs = [sess.run(["anomaly_map", "score"], {input_name: xx[i:i + batch]}) for i in range(0, len(xx), batch)]
+    return {"anomaly_map": np.concatenate([o[0] for o in outs])[:n], "score": np.concatenate([o[1] for o in outs])[:n]}
+
+
+def judge(b: Bundle, split: Reference, graph: Path, key: str, gates_file: Path | None = None) -> dict:
+    """The candidate graph on the build split under the default gates of its precision: verdict and numbers."""
+    from edgead.verify.gates import load_gates
+    from edgead.verify.run import evaluate_gates
+
+    eng = run_graph(graph, split.inputs(b), b.input_name, b.input_shape[0])
+    rows, _ = evaluate_gates(b, split, eng, load_gates(key, gates_file))
+    gated = [r for r in rows if r.get("passed") is not None and r["level"] in ("L2", "L3", "L4")]
+
+    def worst(gate: str) -> float | None:
+        vals = [r["value"] for r in rows if r["gate"] == gate and r["value"] is not None]
+        if not vals:
+            return None
+        return max(vals) if gate.endswith("_max") else min(vals)
+
+    return {"passed": all(r["passed"] for r in gated), "failed": [f"{r['gate']} {r['category']}" for r in gated
+                                                                   if not r["passed"]],
+            "score_abs_max": worst("score_abs_max"), "spearman_min": worst("spearman_min"),
+            "decision_agreement_min": worst("decision_agreement_min"), "mask_iou_min": worst("mask_iou_min"),
+            "image_auroc_drop_max": worst("image_auroc_drop_max")}

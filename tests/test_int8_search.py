@@ -1,0 +1,138 @@
+"""INT8 that earns its place: exact input grid, mse ranges, QAD and the build split's gates (real images)."""
+
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgead.build import BuildRequest, build
+from edgead.bundle import Bundle
+from edgead.data import mvtec
+from edgead.precision.ranges import exact_input, mse_range
+from edgead.precision.split import build_split
+
+
+@pytest.fixture(scope="module")
+def bundle(export_run, tmp_path_factory):
+    return export_run(tmp_path_factory.mktemp("search") / "b")
+
+
+def _copy(bundle, tmp_path, name):
+    dst = tmp_path / name
+    shutil.copytree(bundle, dst, ignore=shutil.ignore_patterns("*.int8-*", "reports"))
+    return dst
+
+
+def _maps(path, x):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(["anomaly_map"], {"image": x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def _map_error(bundle, key, x):
+    b = Bundle.load(bundle)
+    ref, got = _maps(b.onnx("fp32"), x), _maps(b.onnx(key), x)
+    return float(np.mean([np.linalg.norm(g - r) / np.linalg.norm(r) for g, r in zip(got, ref, strict=True)]))
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_exact_input_puts_every_pixel_value_on_one_int8_level(symmetric):
+    w = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Conv", ["image", "w", "b"], ["y"], pads=[1, 1, 1, 1], name="/c/Conv")],
+                          "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.ones(4, np.float32), "b")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = (np.random.default_rng(1).integers(0, 256, (1, 3, 8, 8)) / 255.0 - 0.5) / 0.5
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"image": x.astype(np.float32)})[0]
+    fixed = exact_input(model, "image", (0.5,) * 3, (0.5,) * 3, symmetric)
+    (name, (lo, hi)), = fixed.items()
+    assert name != "image"  # the shifted tensor is the one quantized
+    scale = hi / 127 if symmetric else (hi - lo) / 255
+    zp = 0 if symmetric else round(-lo / scale)
+    pixels = (np.arange(256) / 255.0 - 0.5) / 0.5
+    shifted = pixels + float(numpy_helper.to_array(next(i for i in model.graph.initializer if "offset" in i.name)))
+    q = np.round(shifted / scale) + zp
+    assert np.abs((q - zp) * scale - shifted).max() < 1e-6  # every pixel is one level, no rounding at all
+    assert q.min() >= (-128 if symmetric else 0) and q.max() <= 127 + (0 if symmetric else 128)
+    assert len(np.unique(q)) == 256
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"image": x.astype(np.float32)})[0]
+    assert np.abs(after - before)[..., 1:-1, 1:-1].max() < 1e-5  # same function (borders: one padded tap)
+
+
+def test_mse_range_clips_a_long_tail_and_keeps_a_compact_one():
+    rng = np.random.default_rng(0)
+    tail = np.concatenate([rng.normal(0, 1, 1_000_000), [20.0]])
+    hist, edges = np.histogram(tail, 2048, range=(-20, 20))
+    lo, hi = mse_range(hist, edges, float(tail.min()), 20.0, symmetric=True)
+    assert hi < 10 and lo == -hi  # one outlier does not set the step for a million values
+    flat = rng.uniform(0, 6, 100_000)
+    hist, edges = np.histogram(flat, 2048, range=(-6, 6))
+    lo, hi = mse_range(hist, edges, 0.0, float(flat.max()), symmetric=False)
+    assert lo == 0.0 and hi > 5.8  # a uniform tensor keeps its whole range
+
+
+def test_build_split_never_holds_a_test_image(bundle, tiny_real):
+    b = Bundle.load(bundle)
+    split = build_split(b)
+    pre = b.preprocess
+    tests = mvtec.load_images(mvtec.discover(tiny_real, b.categories, "test"), pre)
+    test_pixels = {np.asarray([pre.denormalize(t)]).tobytes() for t in tests}
+    assert len(split) > 0 and set(split.labels.tolist()) == {0, 1}
+    assert not any(np.asarray([im]).tobytes() in test_pixels for im in split.images)
+    held = {p.rsplit("/", 1)[-1] for p in b.holdout_files}
+    names = [f.rsplit("/", 1)[-1] for f in split.files]
+    assert all(n in held for n in names)  # normals and their synthetic twins come from held-out training normals
+    assert split.masks[split.labels == 1].any() and not split.masks[split.labels == 0].any()
+
+
+def test_qad_lowers_map_error_exports_for_tensorrt_and_is_reproducible(bundle, tiny_real, tmp_path):
+    common = {"precision": "int8", "recipe": "tensorrt", "count": 22, "fallback": False}
+    ptq, qad, again = (_copy(bundle, tmp_path, n) for n in ("ptq", "qad", "again"))
+    build(BuildRequest(bundle=ptq, qad="never", **common))
+    entry = build(BuildRequest(bundle=qad, qad="always", qad_steps=80, **common))
+    steps = [s["step"] for s in entry["report"]["search"]]
+    assert steps == ["ptq-mse", "qad"]
+    info = entry["report"]["search"][1]["qad"]
+    print("QAD", info["best_step"], info["history"])
+    assert info["best_step"] > 0  # the student beat the PTQ graph on its held-out training images
+    b = Bundle.load(qad)
+    x = mvtec.load_images(mvtec.discover(tiny_real, b.categories, "test"), b.preprocess)  # never seen in training
+    assert entry["report"]["chosen"] == "qad"  # --qad always: the distilled graph is the one kept
+    assert _map_error(qad, "int8-tensorrt", x) < _map_error(ptq, "int8-tensorrt", x)
+    ready = entry["tensorrt_readiness"]
+    assert ready["ok"], ready["findings"][:3]  # signed, symmetric, zero point 0, per-channel weights
+    model = onnx.load(str(qad / entry["path"]))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    weight_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                 and inits[n.input[0]].ndim == 4]
+    assert weight_dq and all(inits[n.input[1]].size == inits[n.input[0]].shape[0] for n in weight_dq)
+    same = build(BuildRequest(bundle=again, qad="always", qad_steps=80, **common))
+    assert same["sha256"] == entry["sha256"]  # same seed, same graph
+
+
+def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bundle, tmp_path):
+    strict, easy = tmp_path / "strict.yaml", tmp_path / "easy.yaml"
+    strict.write_text("int8:\n  L2: {score_abs_max: 0.0}\n")  # no INT8 graph can meet it
+    easy.write_text("int8:\n  L2: {score_abs_max: 1000, spearman_min: -1}\n  L3: {decision_agreement_min: 0, "
+                    "mask_iou_min: 0}\n  L4: {image_auroc_drop_max: 100, pixel_auroc_drop_max: 100, "
+                    "aupro_drop_max: 100}\n")
+    b = _copy(bundle, tmp_path, "fb")
+    entry = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", count=8, qad="never", gates_file=strict))
+    rep = entry["report"]
+    names = [s["step"] for s in rep["search"]]
+    assert names[0] == "ptq-mse" and len(names) >= 3 and all("+fp16x" in n for n in names[1:])
+    left = [s["left_in_float"] for s in rep["search"][1:]]
+    assert [len(t) for t in left][:2] == [2, 4] and left[1][:2] == left[0]  # one ranking, growing prefix
+    assert not rep["build_split"]["passed"] and rep["plan"]["gates_file"] == str(strict)
+    model = onnx.load(str(b / entry["path"]))
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    kept = [n for n in model.graph.node if n.name in set(rep["kept_fp16"]) and n.op_type == "Conv"]
+    assert all(inits[n.input[1]] == TensorProto.FLOAT16 for n in kept)
+    assert entry["tensorrt_readiness"]["ok"]
+    ok = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", count=8, qad="never", gates_file=easy,
+                            force=True))
+    assert ok["report"]["build_split"]["passed"] and ok["report"]["kept_fp16"] == []
+    assert [s["step"] for s in ok["report"]["search"]] == ["ptq-mse"]
