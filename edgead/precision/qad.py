@@ -2,14 +2,15 @@
 
 The student is the Q/DQ graph the build just made, run by torch (``onnx_torch.QuantGraph``):
 per-channel symmetric INT8 weights and per-tensor activations exactly where ONNX Runtime put them,
-with straight-through rounding and learned activation scales. The teacher is the bundle's FP32
-graph. The loss is the squared difference of anomaly maps (in pixel-threshold units) and of image
-scores (in threshold units), each relative to the PTQ graph's own error, on training normals and on the same normals with synthetic anomalies
-(``anomaly_synth.Synthesizer``): no test image and no label. A quarter of those images is held out of
-the optimiser; the step with the lowest loss on them is kept, so QAD never exports a student that
-does worse there than the PTQ graph it started from. The result is exported the way the
-build exports any INT8 graph, by ONNX Runtime's quantizer, from the tuned float weights and with the
-learned scales as the activation ranges; the bundle's FP32 graph and reference stay the original.
+with straight-through rounding, learned weight rounding and learned activation scales. The teacher
+is the bundle's FP32 graph. The loss is the squared difference of anomaly maps (in pixel-threshold
+units) and of image scores (in threshold units), each relative to the PTQ graph's own error, on
+training normals and on the same normals with synthetic anomalies (``anomaly_synth.Synthesizer``):
+no test image and no label. A quarter of those images is held out of the optimiser; the step with
+the lowest loss on them is kept, so QAD never exports a student that does worse there than the
+PTQ graph it started from. The result is exported the way the build exports any INT8 graph, by
+ONNX Runtime's quantizer, from the tuned float weights and with the learned scales as the
+activation ranges; the bundle's FP32 graph and reference stay the original.
 """
 
 from __future__ import annotations

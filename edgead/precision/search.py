@@ -2,7 +2,8 @@
 
 Each candidate is judged on the build split (``precision.split``) with the default gates of its
 precision, the code ``edgead verify`` runs on test images. The search stops at the first candidate
-that passes; otherwise the best one is kept and the build says so. The FP16 fallback leaves the
+that passes; otherwise the better of PTQ and QAD is kept (FP16 fallback makes a graph slower, so a
+fallback candidate is kept only when it passes) and the build says so. The FP16 fallback leaves the
 activations that ``verify``'s culprit analysis ranks first (effect on the anomaly maps, one pair at a
 time in float) out of INT8, doubling their number each round. Every step's numbers go to meta.json.
 """
@@ -174,13 +175,15 @@ def fallback(b: Bundle, best: tuple, recipe_name: str, recipe: dict, settings: C
         quantize_from(b, base_work, cand, recipe_name, recipe, settings, calib, kept)
         r = record(f"{row['step']}+fp16x{len(kept)}", cand, base_work, {"kept_fp16": kept,
                                                                          "left_in_float": tensors})
-        if r["passed"] or _badness(r) < _badness(best_row):
+        if r["passed"]:  # FP16 earns its place only by passing: a slower graph that still fails is no better
             best_row, best_graph = r, cand
-        if r["passed"] or k >= len(ranked):
+            break
+        if k >= len(ranked):
             break
         k *= 2
     if not best_row["passed"]:
-        say("int8: no candidate passes the default gates on the build split; the closest is kept (see meta.json)")
+        say(f"int8: no candidate passes the default gates on the build split; {best_row['step']} (all INT8 scopes "
+            f"quantized) is kept, see meta.json for every step's numbers")
     return best_row, best_graph, base_work
 
 
