@@ -119,10 +119,18 @@ def _same_settings(entry: dict, req: BuildRequest) -> bool:
     have = entry.get("calibration", {}).get("settings", {})
     want = {"method": req.method, "count": req.count, "seed": req.seed, "synthetic_fraction": req.synthetic_fraction}
     plan = entry.get("report", {}).get("plan", {})
-    asked = {"qad": req.qad, "qad_steps": req.qad_steps, "fallback": req.fallback,
+    named = {"qad": req.qad, "qad_steps": req.qad_steps, "fallback": req.fallback,  # None = not named: any
              "gates_file": str(req.gates_file) if req.gates_file else None}
-    same_plan = all(plan.get(k) == v for k, v in asked.items() if v is not None)
+    same_plan = all(plan.get(k) == v for k, v in named.items() if v is not None)
     return same_plan and all(v is None or have.get(k) == v for k, v in want.items())
+
+
+def _plan(req: BuildRequest):
+    """The INT8 search this request asks for (unset fields: the defaults)."""
+    from edgead.precision.search import SearchPlan
+
+    return SearchPlan(qad=req.qad or "auto", qad_steps=req.qad_steps or SearchPlan.qad_steps,
+                      fallback=req.fallback, gates_file=req.gates_file)
 
 
 def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
@@ -135,6 +143,7 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
             report = to_fp16(src, tmp_dst, scopes["fp16"])
             extra = {}
         else:
+            from edgead.precision.search import search
 
             recipes = load_recipes(req.recipes_file)
             recipe_name = PrecisionKey.parse(key).recipe
@@ -144,14 +153,10 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
             settings = CalibSettings.from_recipes(recipes, method=req.method, count=req.count, seed=req.seed,
                                                  synthetic_fraction=req.synthetic_fraction)
             data, man = calibration_set(b, settings, req.data)
-            from edgead.precision.search import SearchPlan, search
-
-            plan = SearchPlan(qad=req.qad or "auto", qad_steps=req.qad_steps or SearchPlan.qad_steps,
-                              fallback=req.fallback, gates_file=req.gates_file)
+            plan = _plan(req)
             report = search(b, key, recipe_name, recipes["recipes"][recipe_name], settings, data, tmp_dst,
                             Path(tmp) / "work", plan, req.log)
-            report["plan"] = {"qad": plan.qad, "qad_steps": plan.qad_steps, "fallback": plan.fallback,
-                              "gates_file": str(plan.gates_file) if plan.gates_file else None}
+            report["plan"] = plan.record()
             extra = {"calibration": {k: man[k] for k in ("settings", "per_category")}
                      | {"manifest": "calibration/manifest.json", "n_files": len(man["files"])}}
         tmp_dst.replace(dst)

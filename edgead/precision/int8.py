@@ -85,7 +85,7 @@ def calibrate(model_path: Path, data: np.ndarray, input_name: str, batch: int, s
     """Compute activation ranges with the chosen method; write ORT's calibration cache (JSON).
 
     ``fixed``: ranges known without calibration (the graph input's, from preprocessing)."""
-    from onnxruntime.quantization.calibrate import TensorData, TensorsData, create_calibrator, save_tensors_data
+    from onnxruntime.quantization.calibrate import create_calibrator
 
     method, extra = _method(settings)
     with tempfile.TemporaryDirectory(prefix="edgead-calib-") as tmp:
@@ -102,11 +102,30 @@ def calibrate(model_path: Path, data: np.ndarray, input_name: str, batch: int, s
             ranges = mse_ranges(cal.collector.histogram_dict, symmetric)
         else:
             computed = cal.compute_data()
-            ranges = {t: tuple(float(np.asarray(v).reshape(-1)[0]) for v in computed[t].range_value) for t in computed}
+            ranges = {t: _range(computed[t]) for t in computed}
     ranges.update({k: v for k, v in (fixed or {}).items() if k in ranges})
+    write_ranges(cache, settings, ranges)
+
+
+def write_ranges(cache: Path, settings: CalibSettings, ranges: dict[str, tuple[float, float]]) -> None:
+    """ORT's calibration cache (JSON): tensor -> (low, high), tagged with the method ``quantize_static`` expects."""
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+
     f32 = np.float32
-    save_tensors_data(TensorsData(method, {t: TensorData(lowest=f32(lo), highest=f32(hi))
-                                           for t, (lo, hi) in ranges.items()}), cache)
+    save_tensors_data(TensorsData(_method(settings)[0], {t: TensorData(lowest=f32(lo), highest=f32(hi))
+                                                         for t, (lo, hi) in ranges.items()}), cache)
+
+
+def read_ranges(cache: Path) -> dict[str, tuple[float, float]]:
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    data = load_tensors_data(cache)
+    return {t: _range(data[t]) for t in data}
+
+
+def _range(td) -> tuple[float, float]:
+    lo, hi = td.range_value
+    return float(np.asarray(lo).reshape(-1)[0]), float(np.asarray(hi).reshape(-1)[0])
 
 
 def prepare(src: Path, dst: Path) -> None:

@@ -45,9 +45,9 @@ def weight_scale(w: torch.Tensor, axis: int) -> torch.Tensor:
     return torch.clamp(amax, min=1e-12) / WEIGHT_QMAX
 
 
-def fake_quant_weight(w: torch.Tensor, axis: int) -> torch.Tensor:
-    s = weight_scale(w, axis)
-    return torch.clamp(ste_round(w / s), -WEIGHT_QMAX, WEIGHT_QMAX) * s
+def quantize_weight(w: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """Symmetric INT8 weight at a fixed per-channel ``step`` (straight-through rounding)."""
+    return torch.clamp(ste_round(w / step), -WEIGHT_QMAX, WEIGHT_QMAX) * step
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -154,9 +154,7 @@ class QuantGraph(nn.Module):
                         env[n.output[0]] = self.biases[key]
                     else:
                         w = self.weight(key)
-                        step = self.base[key][1]
-                        env[n.output[0]] = torch.clamp(ste_round(w / step), -WEIGHT_QMAX, WEIGHT_QMAX) * step \
-                            if quantize else w
+                        env[n.output[0]] = quantize_weight(w, self.base[key][1]) if quantize else w
                 else:
                     x = pending[n.input[0]]
                     key, zp, lo, hi = self.act_q[n.input[0]]

@@ -25,7 +25,6 @@ from onnx import numpy_helper
 
 from edgead.decision import Normalization
 
-OUTPUTS = ("anomaly_map", "score")
 VAL_SHARE = 4  # every 4th training image (seeded) is held out of the optimiser to pick the step kept
 EVALS = 8  # validation points over the run; the best one is exported (step 0 = the PTQ graph itself)
 
@@ -43,16 +42,9 @@ class QADSettings:
     seed: int = 0
 
 
-def _teacher(fp32: Path, x: np.ndarray, input_name: str, graph_batch: int) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
-    outs = [sess.run(list(OUTPUTS), {input_name: x[i:i + graph_batch]}) for i in range(0, len(x), graph_batch)]
-    return {k: np.concatenate([o[j] for o in outs]) for j, k in enumerate(OUTPUTS)}
-
-
 def training_images(normals: np.ndarray, pre, settings: QADSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Normals plus a seeded share of them with synthetic anomalies; (images, 1 where synthetic)."""
+    """Normals plus a seeded share of them with synthetic anomalies; (images, index of the normal each
+    image was made from)."""
     from edgead.data.anomaly_synth import Synthesizer
 
     rng = np.random.default_rng(settings.seed)
@@ -62,8 +54,7 @@ def training_images(normals: np.ndarray, pre, settings: QADSettings) -> tuple[np
     made = [synth(x, rng)[0] for x in rgb]
     extra = np.stack([pre.normalize(m) for m in made]) if made else normals[:0]
     images = np.concatenate([normals, extra]).astype(np.float32)
-    flags = np.concatenate([np.zeros(len(normals), int), np.ones(len(extra), int)])
-    return images, flags
+    return images, np.concatenate([np.arange(len(normals)), idx]).astype(int)
 
 
 def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, images: np.ndarray, input_name: str,
@@ -73,12 +64,12 @@ def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, imag
     ``norms``: each image's category normalization (units of the loss)."""
     import torch
 
+    from edgead.backends.onnxruntime import OrtBackend
     from edgead.precision.onnx_torch import QuantGraph
 
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    graph_batch = qdq.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
-    target = _teacher(fp32, images, input_name, graph_batch)
+    target = OrtBackend(fp32).run_batched(images)
     weights = {i.name: numpy_helper.to_array(i) for i in float_graph.graph.initializer}
     student = QuantGraph(qdq, weights)
     pix = torch.tensor([n.pixel_scale for n in norms], dtype=torch.float32)
@@ -146,7 +137,7 @@ def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, imag
         if progress:
             progress(step, settings.steps, float(loss.detach()))
     student.load_state_dict(best_state)
-    return {"weights": student.float_weights(), "scales": student.activation_scales(), "student": student,
+    return {"weights": student.float_weights(), "scales": student.activation_scales(),
             "history": history, "best_step": best_step, "n_validation": int(n_val), "settings": asdict(settings)}
 
 

@@ -21,7 +21,7 @@ import onnx
 from edgead.bundle import Bundle
 from edgead.calibration import CalibSettings
 from edgead.errors import EdgeadError
-from edgead.precision.int8 import _method, to_int8
+from edgead.precision.int8 import read_ranges, to_int8, write_ranges
 from edgead.precision.qad import QADSettings
 
 QAD_MODES = ("auto", "always", "never")
@@ -36,11 +36,10 @@ class SearchPlan:
     fallback: bool = True
     gates_file: Path | None = None
 
-
-def _badness(v: dict) -> float:
-    """One number to compare candidates that all fail: the worst gate's distance to its limit."""
-    return max((v["score_abs_max"] or 0) / 0.05, (1 - (v["spearman_min"] or 1)) / 0.01,
-               (1 - (v["decision_agreement_min"] or 1)) / 0.01, (1 - (v["mask_iou_min"] or 1)) / 0.2)
+    def record(self) -> dict:
+        """As meta.json holds it (and as a rebuild compares it)."""
+        return {"qad": self.qad, "qad_steps": self.qad_steps, "fallback": self.fallback,
+                "gates_file": str(self.gates_file) if self.gates_file else None}
 
 
 def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibSettings, calib: np.ndarray,
@@ -78,10 +77,10 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
         graph = work / "qad.onnx"
         info = run_qad(b, ptq, ptq_work, qad_work, graph, recipe_name, recipe, settings, calib, plan, log)
         row = record("qad", graph, qad_work, {"qad": info})
-        if plan.qad == "always" or row["passed"] or _badness(row) < _badness(best[0]):
+        if plan.qad == "always" or row["passed"] or row["badness"] < best[0]["badness"]:
             best = (row, graph, qad_work)
     if plan.fallback and not best[0]["passed"]:
-        best = fallback(b, best, recipe_name, recipe, settings, calib, work, record, say)
+        best = fallback(b, split, best, recipe_name, recipe, settings, calib, work, record, say)
     row, graph, base_work = best
     shutil.copyfile(graph, dst)
     report.update(to_int8_report(base_work, graph, scopes))
@@ -102,16 +101,13 @@ def to_int8_report(base_work: Path, graph: Path, scopes: list[str]) -> dict:
 def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, recipe_name: str, recipe: dict,
             settings: CalibSettings, calib: np.ndarray, plan: SearchPlan, log=None) -> dict:
     """Distil the PTQ graph (``qad.distill``) and export it through ONNX Runtime's quantizer again."""
-    from onnxruntime.quantization.calibrate import TensorData, TensorsData, load_tensors_data, save_tensors_data
-
     from edgead.precision import qad
     from edgead.progress import progress
 
     cfg = QADSettings(steps=plan.qad_steps, seed=settings.seed)
-    images, _ = qad.training_images(calib, b.preprocess, cfg)
+    images, source = qad.training_images(calib, b.preprocess, cfg)
     cats = _calibration_categories(b, len(calib))
-    norms = [b.category_norm(c) for c in cats] + [b.category_norm(c) for c in
-                                                 _synthetic_categories(cats, cfg, len(images) - len(calib))]
+    norms = [b.category_norm(cats[i]) for i in source]
     float_graph = onnx.load(str(ptq_work / "preprocessed.onnx"))
     with progress(disable=log is None) as prog:
         task = prog.add_task("QAD (INT8 student vs FP32 maps)", total=cfg.steps, info="")
@@ -123,11 +119,9 @@ def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, rec
     qad_work.mkdir(parents=True, exist_ok=True)
     onnx.save(qad.with_weights(float_graph, out["weights"]), str(qad_work / "preprocessed.onnx"))
     cache = f"ranges.{settings.method}.json"
-    old = load_tensors_data(ptq_work / cache)
-    ranges = {k: tuple(float(v) for v in old[k].range_value) for k in old}
+    ranges = read_ranges(ptq_work / cache)
     ranges.update(qad.ranges_from_scales(onnx.load(str(ptq)), out["scales"]))
-    save_tensors_data(TensorsData(_method(settings)[0], {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi))
-                                                         for k, (lo, hi) in ranges.items()}), qad_work / cache)
+    write_ranges(qad_work / cache, settings, ranges)
     (qad_work / SCALES).write_text(json.dumps(out["scales"]))
     quantize_from(b, qad_work, dst, recipe_name, recipe, settings, calib)
     return {"settings": out["settings"], "n_images": len(images), "n_validation": out["n_validation"],
@@ -147,16 +141,14 @@ def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: di
             onnx.save(model, str(dst))
 
 
-def fallback(b: Bundle, best: tuple, recipe_name: str, recipe: dict, settings: CalibSettings, calib: np.ndarray,
-             work: Path, record, say) -> tuple:
+def fallback(b: Bundle, split, best: tuple, recipe_name: str, recipe: dict, settings: CalibSettings,
+             calib: np.ndarray, work: Path, record, say) -> tuple:
     """Leave the activations with the largest effect on the maps out of INT8 (2, 4, 8, ...) until the split passes."""
     from edgead.precision.rules import in_scopes
-    from edgead.precision.split import build_split
     from edgead.verify.culprits import rank_pairs
 
     row, graph, base_work = best
     scopes = b.precision_scopes["int8"]
-    split = build_split(b)
     x = split.inputs(b)
     pick = np.concatenate([np.flatnonzero(split.labels == 0)[:4], np.flatnonzero(split.labels == 1)[:4]])
     _, ranked = rank_pairs(b.onnx("fp32"), graph, x[pick], b.input_name, b.input_shape[0])
@@ -194,10 +186,3 @@ def _calibration_categories(b: Bundle, n: int) -> list[str]:
         if len(files) == n:
             return [f["category"] for f in files]
     return [b.categories[0]] * n
-
-
-def _synthetic_categories(cats: list[str], cfg: QADSettings, n: int) -> list[str]:
-    """Categories of the synthetic images ``qad.training_images`` made (same seeded choice)."""
-    rng = np.random.default_rng(cfg.seed)
-    idx = rng.permutation(len(cats))[:n]
-    return [cats[i] for i in idx]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgead.backends.onnxruntime import OrtBackend
 from edgead.bundle import Bundle
 from edgead.data import mvtec
 from edgead.errors import EdgeadError
@@ -47,22 +48,11 @@ def build_split(b: Bundle, per_category: int = 32, seed: int = SPLIT_SEED) -> Re
                           f"images; retrain with --holdout 0.1 (the default)")
     arr = {k: np.concatenate(v) for k, v in parts.items()}
     x = np.stack([pre.normalize(r) for r in arr["images"]])
-    out = run_graph(b.onnx("fp32"), x, b.input_name, b.input_shape[0])
+    out = OrtBackend(b.onnx("fp32")).run_batched(x)
     return Reference(images=arr["images"], masks=arr["masks"], labels=arr["labels"], categories=arr["categories"],
                      defects=arr["defects"], files=arr["files"], file_sha256=np.array([""] * len(x)),
                      input_sha256=np.array([tensor_sha256(t) for t in x]), maps=out["anomaly_map"][:, 0],
                      scores=out["score"])
-
-
-def run_graph(path: Path, x: np.ndarray, input_name: str, batch: int) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    n = len(x)
-    pad = (-n) % batch
-    xx = np.concatenate([x, x[:pad]]) if pad else x
-    outs = [sess.run(["anomaly_map", "score"], {input_name: xx[i:i + batch]}) for i in range(0, len(xx), batch)]
-    return {"anomaly_map": np.concatenate([o[0] for o in outs])[:n], "score": np.concatenate([o[1] for o in outs])[:n]}
 
 
 def judge(b: Bundle, split: Reference, graph: Path, key: str, gates_file: Path | None = None) -> dict:
@@ -70,7 +60,7 @@ def judge(b: Bundle, split: Reference, graph: Path, key: str, gates_file: Path |
     from edgead.verify.gates import load_gates
     from edgead.verify.run import evaluate_gates
 
-    eng = run_graph(graph, split.inputs(b), b.input_name, b.input_shape[0])
+    eng = OrtBackend(graph).run_batched(split.inputs(b))
     rows, _ = evaluate_gates(b, split, eng, load_gates(key, gates_file))
     gated = [r for r in rows if r.get("passed") is not None and r["level"] in ("L2", "L3", "L4")]
 
@@ -82,6 +72,21 @@ def judge(b: Bundle, split: Reference, graph: Path, key: str, gates_file: Path |
 
     return {"passed": all(r["passed"] for r in gated), "failed": [f"{r['gate']} {r['category']}" for r in gated
                                                                    if not r["passed"]],
+            "badness": badness(rows),
             "score_abs_max": worst("score_abs_max"), "spearman_min": worst("spearman_min"),
             "decision_agreement_min": worst("decision_agreement_min"), "mask_iou_min": worst("mask_iou_min"),
             "image_auroc_drop_max": worst("image_auroc_drop_max")}
+
+
+def badness(rows: list[dict]) -> float:
+    """One number to compare candidates that all fail: the worst L2/L3 gate relative to its own limit
+    (``max`` gates: value / limit; ``min`` gates, limits below 1: shortfall from 1 / (1 - limit))."""
+    worst = 0.0
+    for r in rows:
+        if r["level"] not in ("L2", "L3") or r.get("limit") is None or r["value"] is None:
+            continue
+        if r["op"] == "max":
+            worst = max(worst, r["value"] / r["limit"] if r["limit"] > 0 else float(r["value"] > 0) * 1e9)
+        else:
+            worst = max(worst, (1 - r["value"]) / (1 - r["limit"]) if r["limit"] < 1 else float(r["value"] < 1) * 1e9)
+    return worst
