@@ -173,15 +173,17 @@ def calibration_set(b: Bundle, settings: CalibSettings, data: Path | None):
     man_path, cache = cdir / "manifest.json", cdir / "calib.npz"
     if man_path.is_file() and cache.is_file():
         man = read_json(man_path)
-        keys = ("count", "seed", "synthetic_fraction")
-        same = {k: man["settings"].get(k, 0.0) for k in keys} == {k: getattr(settings, k) for k in keys}
-        if same and Path(man["root"]) == root.resolve():
+        keys = ("count", "seed")
+        same = {k: man["settings"].get(k) for k in keys} == {k: getattr(settings, k) for k in keys}
+        # caches before anomalies were added at build time held painted images when synthetic_fraction > 0
+        normals_only = man.get("cache") == "normals" or not man["settings"].get("synthetic_fraction")
+        if same and normals_only and Path(man["root"]) == root.resolve():
             check_manifest(man, root)
             man["settings"] = settings.__dict__
             return load_cache(cache, b.input_name), man
     samples = select(root, b.categories, set(b.holdout_files),
                      settings.count, settings.seed)
     man = manifest(samples, settings, b.preprocess, root.resolve())
-    x = build_cache(samples, b.preprocess, b.input_name, cache, settings)
+    x = build_cache(samples, b.preprocess, b.input_name, cache)
     atomic_write_json(man_path, man)
     return x, man

@@ -275,8 +275,8 @@ def build(
     calib_method: Annotated[str | None, typer.Option(help="minmax, entropy, percentile or mse.")] = None,
     calib_count: Annotated[int | None, typer.Option(min=1, help="Calibration images (class-balanced).")] = None,
     calib_seed: Annotated[int | None, typer.Option(help="Seed of the calibration choice.")] = None,
-    calib_synthetic: Annotated[float | None, typer.Option(help="Share of calibration images given drawn "
-                                                          "defects (0-1).")] = None,
+    calib_synthetic: Annotated[float | None, typer.Option(help="Share of calibration normals also used with a "
+                                                          "synthetic anomaly (0-1, default 0.5).")] = None,
     data: Annotated[Path | None, typer.Option(help="Data root (default: the run's).")] = None,
     recipes: Annotated[Path | None, typer.Option(help="Calibration recipes YAML (default: the packaged "
                                                  "edgead/precision/recipes.yaml).")

@@ -1,4 +1,4 @@
-"""INT8 step by step for one bundle: PTQ percentile / PTQ mse / + QAD / + FP16 fallback (the default build).
+"""INT8 step by step for one bundle: PTQ (mse, minmax, + synthetic anomalies, + equalisation) / + QAD / default build.
 
 For each: the build split's verdict (what the build saw), `edgead verify` on the reference test images
 (L2 error, Spearman, decisions, mask IoU), the full test split's AUROC drops against the FP32 graph,
@@ -14,20 +14,26 @@ import argparse
 import shutil
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from edgead.bench import bench
 from edgead.build import BuildRequest, build
+from edgead.calibration import load_recipes
 from edgead.evaluate import EvalRequest, evaluate
 from edgead.fileio import atomic_write_json
 from edgead.verify.run import VerifyRequest, verify
 
-VARIANTS = {  # name -> BuildRequest fields
-    "PTQ percentile": {"method": "percentile", "qad": "never", "fallback": False},
-    "PTQ mse": {"method": "mse", "qad": "never", "fallback": False},
-    "+ QAD": {"method": "mse", "qad": "always", "fallback": False},
-    "+ FP16 fallback (default build)": {"method": "mse", "qad": "auto", "fallback": True},
+PTQ = {"qad": "never", "fallback": False}
+NORMALS_ONLY = {"synthetic_fraction": 0.0}
+VARIANTS = {  # name -> (BuildRequest fields, recipe defaults changed)
+    "PTQ mse, normals": ({"method": "mse", **NORMALS_ONLY, **PTQ}, {"equalize": False}),
+    "PTQ minmax, normals": ({"method": "minmax", **NORMALS_ONLY, **PTQ}, {"equalize": False}),
+    "+ synthetic anomalies": ({"method": "minmax", **PTQ}, {"equalize": False}),
+    "+ depthwise equalisation": ({"method": "minmax", **PTQ}, {}),
+    "+ QAD": ({"method": "minmax", "qad": "always", "fallback": False}, {}),
+    "default build": ({}, {}),
 }
 KEYS = ("image_auroc", "pixel_auroc", "aupro")
 
@@ -43,14 +49,18 @@ def main() -> None:
     key = f"int8-{args.recipe}"
     fp32 = evaluate(EvalRequest(run=args.bundle, precision="fp32", data=args.data, overlays=0, quiet=True))["mean"]
     rows = {}
-    for name, fields in VARIANTS.items():
+    for i, (name, (fields, changed)) in enumerate(VARIANTS.items()):
         if args.only and name not in args.only:
             continue
-        copy = args.bundle.parent / f"{args.bundle.name}-{name.split()[-1].strip('()').lower()}-{args.recipe}"
+        copy = args.bundle.parent / f"{args.bundle.name}-v{i}-{args.recipe}"
         if copy.exists():
             shutil.rmtree(copy)
         shutil.copytree(args.bundle, copy, ignore=shutil.ignore_patterns("model.int8-*", "reports", "eval"))
-        entry = build(BuildRequest(bundle=copy, precision="int8", recipe=args.recipe, data=args.data, **fields))
+        recipes = load_recipes()
+        recipes["defaults"].update(changed)
+        (copy / "recipes.yaml").write_text(yaml.safe_dump(recipes))
+        entry = build(BuildRequest(bundle=copy, precision="int8", recipe=args.recipe, data=args.data,
+                                   recipes_file=copy / "recipes.yaml", **fields))
         rep = entry["report"]
         chosen = next(s for s in rep["search"] if s["step"] == rep["chosen"])
         v = verify(VerifyRequest(bundle=copy, precision=key, data=args.data, quiet=True))

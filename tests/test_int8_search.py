@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgead.build import BuildRequest, build
 from edgead.bundle import Bundle
 from edgead.data import mvtec
+from edgead.precision.int8 import activation_scales
 from edgead.precision.ranges import exact_input, mse_range
 from edgead.precision.split import build_split
 
@@ -74,6 +75,31 @@ def test_mse_range_clips_a_long_tail_and_keeps_a_compact_one():
     assert lo == 0.0 and hi > 5.8  # a uniform tensor keeps its whole range
 
 
+def test_equalisation_keeps_the_function_and_gives_each_depthwise_input_one_range(bundle, tiny_real, tmp_path):
+    from edgead.precision.equalize import channel_max, depthwise_pairs, equalize
+    from edgead.precision.int8 import prepare
+
+    b = Bundle.load(bundle)
+    x = mvtec.load_images(mvtec.discover(tiny_real, b.categories, "train"), b.preprocess)[:8]
+    prepare(b.onnx("fp32"), tmp_path / "pre.onnx")
+    model = onnx.load(str(tmp_path / "pre.onnx"))
+    pairs = depthwise_pairs(model)
+    assert len(pairs) == 11  # Lite0: the stem and the ten expand convs feed a depthwise conv through ReLU6
+    tensors = [clip.output[0] for _, clip, _ in pairs]
+    before_max = channel_max(model, tensors, x, "image", 1)
+    before = _maps(tmp_path / "pre.onnx", x)
+    done = equalize(model, x, "image", 1)
+    onnx.save(model, str(tmp_path / "eq.onnx"))
+    after = _maps(tmp_path / "eq.onnx", x)
+    assert done["pairs"] == 11
+    assert np.abs(after - before).max() <= 1e-4 * np.abs(before).max()  # the float function is unchanged
+    after_max = channel_max(model, tensors, x, "image", 1)
+    for t in tensors:
+        live = before_max[t] > before_max[t].max() / 64  # channels within the scale cap
+        assert np.allclose(after_max[t][live], before_max[t].max(), rtol=1e-3)  # one range for all of them
+        assert after_max[t].max() == pytest.approx(before_max[t].max(), rel=1e-3)  # the tensor's range stays
+
+
 def test_build_split_never_holds_a_test_image(bundle, tiny_real):
     b = Bundle.load(bundle)
     split = build_split(b)
@@ -94,7 +120,7 @@ def test_qad_lowers_map_error_exports_for_tensorrt_and_is_reproducible(bundle, t
     build(BuildRequest(bundle=ptq, qad="never", **common))
     entry = build(BuildRequest(bundle=qad, qad="always", qad_steps=80, **common))
     steps = [s["step"] for s in entry["report"]["search"]]
-    assert steps == ["ptq-mse", "qad"]
+    assert steps == ["ptq-minmax", "qad"]
     info = entry["report"]["search"][1]["qad"]
     print("QAD", info["best_step"], info["history"])
     assert info["best_step"] > 0  # the student beat the PTQ graph on its held-out training images
@@ -109,6 +135,8 @@ def test_qad_lowers_map_error_exports_for_tensorrt_and_is_reproducible(bundle, t
     weight_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
                  and inits[n.input[0]].ndim == 4]
     assert weight_dq and all(inits[n.input[1]].size == inits[n.input[0]].shape[0] for n in weight_dq)
+    grid = "image__on_int8_grid"  # the exact input grid is not tuned: every pixel stays one INT8 level
+    assert activation_scales(qad / entry["path"])[grid] == activation_scales(ptq / entry["path"])[grid]
     same = build(BuildRequest(bundle=again, qad="always", qad_steps=80, **common))
     assert same["sha256"] == entry["sha256"]  # same seed, same graph
 
@@ -123,12 +151,12 @@ def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bu
     entry = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", count=8, qad="never", gates_file=strict))
     rep = entry["report"]
     names = [s["step"] for s in rep["search"]]
-    assert names[0] == "ptq-mse" and len(names) >= 3 and all("+fp16x" in n for n in names[1:])
+    assert names[0] == "ptq-minmax" and len(names) >= 3 and all("+fp16x" in n for n in names[1:])
     left = [s["left_in_float"] for s in rep["search"][1:]]
     assert [len(t) for t in left][:2] == [2, 4] and left[1][:2] == left[0]  # one ranking, growing prefix
     assert not rep["build_split"]["passed"] and rep["plan"]["gates_file"] == str(strict)
     # Nothing passed, so FP16 did not earn its place: the all-INT8 graph is kept, not a slower failing one.
-    assert rep["chosen"] == "ptq-mse" and rep["kept_fp16"] == []
+    assert rep["chosen"] == "ptq-minmax" and rep["kept_fp16"] == []
     shares = [s["int8_share"] for s in rep["search"]]
     assert shares[1] < shares[0] and shares == sorted(shares, reverse=True)  # each round leaves more out of INT8
     model = onnx.load(str(b / entry["path"]))
@@ -137,4 +165,4 @@ def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bu
     ok = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", count=8, qad="never", gates_file=easy,
                             force=True))
     assert ok["report"]["build_split"]["passed"] and ok["report"]["kept_fp16"] == []
-    assert [s["step"] for s in ok["report"]["search"]] == ["ptq-mse"]
+    assert [s["step"] for s in ok["report"]["search"]] == ["ptq-minmax"]

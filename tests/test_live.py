@@ -281,7 +281,9 @@ def test_bad_uris_and_missing_inputs_are_one_line_errors(bundle, tmp_path):
                       (["--source", f"file://{tmp_path}/none.mp4", "--category", "magnetic_tile"],
                        "no such video file"),
                       (["--source", "test://"], "--category"),
-                      (["--source", f"images://{tmp_path}", "--category", "magnetic_tile"], "no .png, .jpg")):
+                      (["--source", f"images://{tmp_path}", "--category", "magnetic_tile"], "no .png, .jpg"),
+                      (["--source", f"images://{tmp_path}?watch=yes", "--category", "magnetic_tile"],
+                       "watch='yes' must be a whole number from 0 to 1")):
         r = CliRunner().invoke(app, ["inspect", str(bundle), *args, "--max-frames", "1"])
         assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, (args, r.output)
 
@@ -308,3 +310,40 @@ def test_rtsp_output_serves_the_overlay_stream(bundle, tmp_path):
     t.join()
     assert res["frames"] > 0 and got["frames"] > 10, (res["frames"], got)
     assert "rtph264pay" in res["pipelines"]["output"]
+
+
+@needs_gst
+def test_watched_folder_inspects_each_arriving_file_once_when_complete(bundle, tiny_real, tmp_path):
+    folder, summary = tmp_path / "drop", tmp_path / "s.json"
+    folder.mkdir()
+    srcs = sorted((tiny_real / "magnetic_tile" / "test").rglob("*.png"))[:4]
+    for i in (0, 1):  # already there at start: inspected first
+        shutil.copy(srcs[i], folder / f"{i:03d}.png")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgead.cli", "inspect", str(bundle), "--source",
+                             f"images://{folder}?watch=1&settle=400", "--output", "none", "--category", "magnetic_tile",
+                             "--alerts", str(tmp_path / "alerts"), "--json", str(summary)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(6)
+    shutil.copy(srcs[2], folder / "002.png.tmp")  # written under a temporary name, then renamed
+    os.replace(folder / "002.png.tmp", folder / "002.png")
+    data = srcs[3].read_bytes()
+    with open(folder / "003.png", "wb") as f:  # a slow writer: never read half-written
+        for k in range(4):
+            f.write(data[k * len(data) // 4:(k + 1) * len(data) // 4])
+            f.flush()
+            time.sleep(0.1)
+    (folder / ".hidden.png").write_bytes(data)  # hidden files and other suffixes are never read
+    (folder / "004.png.part").write_bytes(data)
+    time.sleep(6)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    res = json.loads(summary.read_text())
+    names = [d["name"] for d in res["decisions_tail"]]
+    assert names == ["000.png", "001.png", "002.png", "003.png"], names  # each once, in arrival order
+    assert res["frames"] == 4 and res["skipped"] == [] and res["end"] == "SIGTERM"
+    b = Bundle.load(bundle)
+    x = np.stack([b.preprocess(read_image(folder / n)) for n in names])
+    want = b.category_norm("magnetic_tile").score(open_engine(bundle, "fp32").run_batched(x)["score"].astype(float))
+    assert np.allclose([d["score"] for d in res["decisions_tail"]], want, atol=1e-4)

@@ -143,7 +143,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
                     if req.duration and waited >= req.duration:
                         end_reason = "duration"
                         break
-                    if n == 0 and waited >= req.first_frame_timeout_s:
+                    if n == 0 and waited >= req.first_frame_timeout_s and not cap.idle_ok:
                         end_reason = "no first frame"
                         break
                     try:

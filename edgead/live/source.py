@@ -64,6 +64,7 @@ class Source:
 
     description: str
     stats: CaptureStats
+    idle_ok: bool = False  # no frame for a long time is normal (a watched folder), not a dead source
 
     def start(self) -> None: ...
 
@@ -86,38 +87,101 @@ def open_source(uri: Uri, target: Target, pre: Preprocess, policy: str, stall_s:
 
 
 class ImageFolderSource(Source):
-    """``images://DIR``: every still in name order, decoded and resized exactly as offline."""
+    """``images://DIR``: every still in name order, decoded and resized exactly as offline.
+
+    ``?watch=1``: the folder is polled and the run keeps going; each file is inspected once, in arrival
+    order (modification time, then name), when it is complete: its size and modification time held still
+    for ``settle`` ms (default 300), or it appeared under its final name by a rename (hidden files and
+    other suffixes, e.g. ``part.png.tmp``, are never read). Files already there at start are inspected
+    first. A file that still does not decode is named, counted and skipped."""
+
+    POLL_S = 0.05
 
     def __init__(self, uri: Uri, pre: Preprocess, log: Callable[[str], None] = print):
         self.uri, self.pre, self.log = uri, pre, log
-        root = Path(uri.location)
+        self.root = root = Path(uri.location)
         if not root.is_dir():
             raise EdgeadError(f"{root}: no such folder; images:// takes a folder of stills (png, jpg, bmp, tif)")
+        self.watch = bool(uri.opt("watch", 0))
+        self.settle_s = uri.int_opt("settle", 300) / 1e3
+        self.idle_ok = self.watch  # a watched folder may stay empty for hours
+        self.stats = CaptureStats()
+        self._next = 0
+        if self.watch:
+            self.files: list[Path] = []
+            self._pending: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, unchanged since)
+            self._done: set[str] = set()
+            self.description = f"{root}/* (watched: each new still once, settled {self.settle_s * 1e3:.0f} ms)"
+            return
         self.files = image_files(root)
         if not self.files:
             raise EdgeadError(f"{root}: no .png, .jpg, .bmp or .tif images; put the stills there or choose another "
-                              f"folder")
+                              f"folder, or watch it for new ones with images://{root}?watch=1")
         self.description = f"{root}/* ({len(self.files)} stills; edgead's image reader and the bundle's resize)"
-        self.stats = CaptureStats()
-        self._next = 0
 
     def read(self, timeout_s: float = 0.5) -> Frame | None:
-        while self._next < len(self.files):
-            p = self.files[self._next]
-            self._next += 1
-            self.stats.produced += 1
-            t0 = time.perf_counter()
-            try:
-                rgb = np.asarray(self.pre.resize_image(read_image(p)))
-            except EdgeadError as e:
-                reason = str(e).removeprefix(f"{p}: ")
-                self.stats.skipped.append({"file": str(p), "reason": reason})
-                self.stats.last_problem = f"{p.name}: {reason}"
-                self.log(f"skipped {p}: {reason}")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            while self._next < len(self.files):
+                p = self.files[self._next]
+                self._next += 1
+                frame = self._decode(p)
+                if frame is not None:
+                    return frame
+            if not self.watch:
+                raise EndOfStream
+            self._poll()
+            if self._next < len(self.files):
                 continue
-            self.stats.delivered += 1
-            return Frame(rgb, self.stats.delivered, None, None, (time.perf_counter() - t0) * 1e3, p.name)
-        raise EndOfStream
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(self.POLL_S)
+
+    def _poll(self) -> None:
+        """Move settled new files to the queue, in arrival order."""
+        now = time.monotonic()
+        ready = []
+        names = set()
+        for p in image_files(self.root):
+            names.add(p.name)
+            if p.name in self._done:
+                continue
+            try:
+                st = p.stat()
+            except OSError:  # moved away between listing and stat
+                continue
+            seen = self._pending.get(p.name)
+            if seen is None or seen[:2] != (st.st_size, st.st_mtime_ns):
+                self._pending[p.name] = (st.st_size, st.st_mtime_ns, now)
+            elif st.st_size > 0 and now - seen[2] >= self.settle_s:
+                ready.append((st.st_mtime_ns, p.name, p))
+        for _, name, p in sorted(ready):
+            del self._pending[name]
+            self._done.add(name)
+            self.files.append(p)
+        self._done &= names  # files moved away can be forgotten (a new file may reuse the name)
+        for gone in set(self._pending) - names:
+            del self._pending[gone]
+
+    def _decode(self, p: Path) -> Frame | None:
+        self.stats.produced += 1
+        t0 = time.perf_counter()
+        try:
+            rgb = np.asarray(self.pre.resize_image(read_image(p)))
+        except EdgeadError as e:
+            reason = str(e).removeprefix(f"{p}: ")
+            self.stats.skipped.append({"file": str(p), "reason": reason})
+            self.stats.last_problem = f"{p.name}: {reason}"
+            self.log(f"skipped {p}: {reason}")
+            return None
+        self.stats.delivered += 1
+        age = None
+        if self.watch:
+            try:
+                age = (time.time_ns() - p.stat().st_mtime_ns) / 1e6  # written -> decoded
+            except OSError:
+                pass
+        return Frame(rgb, self.stats.delivered, None, age, (time.perf_counter() - t0) * 1e3, p.name)
 
 
 class GstSource(Source):

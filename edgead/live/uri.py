@@ -2,7 +2,8 @@
 names them).
 
 Sources: ``csi://0``, ``v4l2:///dev/video0``, ``rtsp://host:8554/path``, ``file://clip.mp4``,
-``images://DIR`` (a folder of stills, as triggered cameras produce) and ``test://``.
+``images://DIR`` (a folder of stills, as triggered cameras produce; ``?watch=1`` keeps inspecting files
+as they arrive, ``&settle=MS`` how long a file's size must hold still) and ``test://``.
 Outputs: ``display://``, ``file://out.mp4``, ``rtsp://:8554/edgead`` (served), ``images://DIR``
 (flagged frames only) and ``none``. Options ride in the query string, e.g.
 ``v4l2:///dev/video0?format=mjpeg&width=1280&height=720&fps=30`` or ``rtsp://cam/stream?latency=200&codec=h265``.
@@ -60,11 +61,12 @@ def _pattern(v: str) -> str:
 CONVERTERS: dict[str, Callable[[str], object]] = {
     "width": _whole(16, 8192), "height": _whole(16, 8192), "fps": _whole(1, 1000), "flip": _whole(0, 7),
     "latency": _whole(0, 60000), "port": _whole(1, 65535), "format": _choice(V4L2_FORMATS),
-    "codec": _choice(("h264", "h265")), "pattern": _pattern,
+    "codec": _choice(("h264", "h265")), "pattern": _pattern, "watch": _whole(0, 1), "settle": _whole(0, 60000),
 }
 # scheme -> options it takes, for sources and outputs
 SOURCE_OPTIONS = {"csi": ("width", "height", "fps", "flip"), "v4l2": ("width", "height", "fps", "format"),
-                  "rtsp": ("latency", "codec"), "file": (), "images": (), "test": ("width", "height", "fps", "pattern")}
+                  "rtsp": ("latency", "codec"), "file": (), "images": ("watch", "settle"),
+                  "test": ("width", "height", "fps", "pattern")}
 SINK_OPTIONS = {"display": (), "file": (), "rtsp": ("port",), "images": (), "none": ()}
 
 

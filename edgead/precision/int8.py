@@ -10,6 +10,7 @@ MinMax). The graph input is never calibrated: it is put on the INT8 grid exactly
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from edgead.errors import EdgeadError
 from edgead.precision.rules import scope, split_nodes
 
 CHUNK = 16  # calibration images run before their tensors are folded into the histograms
+EQUALIZED = "equalized.json"  # what precision.equalize did to the work graph
 
 
 class ArrayReader:
@@ -141,7 +143,8 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
     """Quantize the nodes inside ``scopes``, except ``keep_fp16`` (they run in FP16 instead).
 
     ``normalization``: the preprocessing's (mean, std); the input is then put on the INT8 grid exactly
-    (``ranges.exact_input``) instead of being calibrated."""
+    (``ranges.exact_input``) instead of being calibrated. With ``settings.equalize`` the per-channel
+    ranges in front of depthwise convolutions are equalised first (``precision.equalize``)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if len(data) < batch:
@@ -153,12 +156,16 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
         prepare(src, pre)
         symmetric = bool(recipe["activation_symmetric"])
         fixed = None
+        model = onnx.load(str(pre))
         if normalization is not None:
             from edgead.precision.ranges import exact_input
 
-            model = onnx.load(str(pre))
             fixed = exact_input(model, input_name, *normalization, symmetric)
-            onnx.save(model, str(pre))
+        if settings.equalize:
+            from edgead.precision.equalize import equalize
+
+            (work / EQUALIZED).write_text(json.dumps(equalize(model, data, input_name, batch)))
+        onnx.save(model, str(pre))
         calibrate(pre, data, input_name, batch, settings, cache, symmetric, fixed)
     inside, outside = split_nodes(onnx.load(str(pre)), scopes)
     inside = [n for n in inside if n not in set(keep_fp16)]
@@ -181,6 +188,7 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
             "quantize_linear": ops.count("QuantizeLinear"), "dequantize_linear": ops.count("DequantizeLinear"),
             "fp32_scopes": sorted({scope(n) for n in outside} - {""}) + ["(top level)"],
             "kept_fp16": list(keep_fp16),
+            "equalized": json.loads((work / EQUALIZED).read_text()) if (work / EQUALIZED).is_file() else {"pairs": 0},
             "rule": f"INT8 Q/DQ inside scopes {list(scopes)}; all other nodes FP32"}
 
 

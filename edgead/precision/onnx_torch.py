@@ -83,6 +83,8 @@ class QuantGraph(nn.Module):
         self.log_scales = nn.ParameterDict()  # activation scales, keyed by the QuantizeLinear's name
         self.weight_of: dict[str, tuple[str, int]] = {}  # DQ output -> (weight name, channel axis) or bias
         self.act_q: dict[str, tuple[str, float, int, int]] = {}  # Q output -> (key, zero point, qmin, qmax)
+        self.quantized: dict[str, str] = {}  # activation scale key -> the float tensor it quantizes
+        self.graph_scales: dict[str, float] = {}  # activation scale key -> the Q/DQ graph's scale
         for name, arr in inits.items():
             self.consts[name] = torch.from_numpy(np.array(arr))
         for n in self.nodes:
@@ -112,7 +114,9 @@ class QuantGraph(nn.Module):
                 zp = float(np.asarray(zp_init).ravel()[0]) if zp_init is not None else 0.0
                 key = _key(n.name)
                 self.log_scales[key] = nn.Parameter(torch.tensor(np.log(scale), dtype=torch.float32))
+                self.graph_scales[key] = scale
                 self.act_q[n.output[0]] = (key, zp, *QRANGE[dtype])
+                self.quantized[key] = n.input[0]
         for n in self.nodes:
             if n.op_type == "DequantizeLinear" and n.input[0] not in inits:
                 p = producer.get(n.input[0])
@@ -124,7 +128,9 @@ class QuantGraph(nn.Module):
                                   f"build without --qad or add it to edgead.precision.onnx_torch.OPS")
 
     def activation_scales(self) -> dict[str, float]:
-        return {k: float(torch.exp(v.detach())) for k, v in self.log_scales.items()}
+        """Learned scales; a scale that was not trained is the graph's own, exactly (exp(log(s)) is not)."""
+        return {k: float(torch.exp(v.detach())) if v.requires_grad else self.graph_scales[k]
+                for k, v in self.log_scales.items()}
 
     def weight(self, key: str) -> torch.Tensor:
         """The float weight: its FP32 value moved by at most one quantization step (learned rounding)."""

@@ -24,6 +24,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgead.decision import Normalization
+from edgead.precision.ranges import input_tensors
 
 VAL_SHARE = 4  # every 4th training image (seeded) is held out of the optimiser to pick the step kept
 EVALS = 8  # validation points over the run; the best one is exported (step 0 = the PTQ graph itself)
@@ -37,24 +38,8 @@ class QADSettings:
     lr_bias: float = 2e-5
     lr_scales: float = 1e-3  # log activation scales
     warmup: float = 0.1  # share of the steps with a linear learning-rate warm-up
-    synthetic_share: float = 0.5  # share of training images given a synthetic anomaly
     score_weight: float = 1.0
     seed: int = 0
-
-
-def training_images(normals: np.ndarray, pre, settings: QADSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Normals plus a seeded share of them with synthetic anomalies; (images, index of the normal each
-    image was made from)."""
-    from edgead.data.anomaly_synth import Synthesizer
-
-    rng = np.random.default_rng(settings.seed)
-    idx = rng.permutation(len(normals))[: round(settings.synthetic_share * len(normals))]
-    rgb = np.stack([pre.denormalize(normals[i]) for i in idx]) if len(idx) else np.zeros((0,))
-    synth = Synthesizer()
-    made = [synth(x, rng)[0] for x in rgb]
-    extra = np.stack([pre.normalize(m) for m in made]) if made else normals[:0]
-    images = np.concatenate([normals, extra]).astype(np.float32)
-    return images, np.concatenate([np.arange(len(normals)), idx]).astype(int)
 
 
 def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, images: np.ndarray, input_name: str,
@@ -74,9 +59,15 @@ def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, imag
     student = QuantGraph(qdq, weights)
     pix = torch.tensor([n.pixel_scale for n in norms], dtype=torch.float32)
     sc = torch.tensor([n.scale for n in norms], dtype=torch.float32)
+    fixed = input_tensors(input_name)  # the exact input grid is a construction, not a fit: never tuned
+    scales = []
+    for key, p in student.log_scales.items():
+        p.requires_grad_(student.quantized[key] not in fixed)
+        if p.requires_grad:
+            scales.append(p)
     opt = torch.optim.Adam([{"params": list(student.rounding.parameters()), "lr": settings.lr_rounding},
                             {"params": list(student.biases.parameters()), "lr": settings.lr_bias},
-                            {"params": list(student.log_scales.parameters()), "lr": settings.lr_scales}])
+                            {"params": scales, "lr": settings.lr_scales}])
     warm = max(1, round(settings.warmup * settings.steps))
 
     def rate(s: int) -> float:

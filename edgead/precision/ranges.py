@@ -44,6 +44,12 @@ def mse_ranges(histograms: dict, symmetric: bool) -> dict[str, tuple[float, floa
 
 
 INPUT_LEVEL = 128  # the 8-bit pixel value that lands on INT8 level 0 (uint8: zero point 128)
+GRID_SUFFIX = "__on_int8_grid"  # the graph input moved onto the INT8 grid
+
+
+def input_tensors(input_name: str) -> set[str]:
+    """The tensors whose INT8 range ``exact_input`` fixes (whichever of them a graph quantizes): never tuned."""
+    return {input_name, f"{input_name}{GRID_SUFFIX}"}
 
 
 def exact_input(model, input_name: str, mean, std, symmetric: bool) -> dict[str, tuple[float, float]]:
@@ -77,7 +83,7 @@ def exact_input(model, input_name: str, mean, std, symmetric: bool) -> dict[str,
     if not consumers or any(n.op_type != "Conv" or list(n.input).index(input_name) != 0 or len(n.input) < 3
                             or n.input[1] not in inits or n.input[2] not in inits for n in consumers):
         return plain
-    shifted = f"{input_name}__on_int8_grid"
+    shifted = f"{input_name}{GRID_SUFFIX}"
     const = f"{input_name}__grid_offset"
     g.initializer.append(numpy_helper.from_array(np.array(c, np.float32), const))
     for n in consumers:

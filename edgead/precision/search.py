@@ -19,9 +19,9 @@ import numpy as np
 import onnx
 
 from edgead.bundle import Bundle
-from edgead.calibration import CalibSettings
+from edgead.calibration import CalibSettings, with_anomalies
 from edgead.errors import EdgeadError
-from edgead.precision.int8 import read_ranges, to_int8, write_ranges
+from edgead.precision.int8 import EQUALIZED, read_ranges, to_int8, write_ranges
 from edgead.precision.qad import QADSettings
 
 QAD_MODES = ("auto", "always", "never")
@@ -44,7 +44,9 @@ class SearchPlan:
 
 def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibSettings, calib: np.ndarray,
            dst: Path, work: Path, plan: SearchPlan, log=None) -> dict:
-    """Write the chosen INT8 graph to ``dst``; return the build report (steps, choice, split verdicts)."""
+    """Write the chosen INT8 graph to ``dst``; return the build report (steps, choice, split verdicts).
+
+    ``calib``: the calibration normals; ranges and QAD use them plus synthetic anomalies on a share."""
     from edgead.precision.macs import int8_share
     from edgead.precision.split import build_split, judge
 
@@ -54,6 +56,7 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
     src, batch, scopes = b.onnx("fp32"), b.input_shape[0], b.precision_scopes["int8"]
     norm = (b.preprocess.mean, b.preprocess.std)
     split = build_split(b)
+    images, source = with_anomalies(calib, b.preprocess, settings.synthetic_fraction, settings.seed)
     steps: list[dict] = []
 
     def record(name: str, graph: Path, base_work: Path, extra: dict) -> dict:
@@ -69,18 +72,19 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
 
     ptq_work = work / "ptq"
     ptq = work / "ptq.onnx"
-    report = to_int8(src, ptq, recipe_name, recipe, settings, calib, b.input_name, batch, scopes, ptq_work,
+    report = to_int8(src, ptq, recipe_name, recipe, settings, images, b.input_name, batch, scopes, ptq_work,
                      normalization=norm)
     best = (record(f"ptq-{settings.method}", ptq, ptq_work, {}), ptq, ptq_work)
     if plan.qad == "always" or (plan.qad == "auto" and not best[0]["passed"]):
         qad_work = work / "qad"
         graph = work / "qad.onnx"
-        info = run_qad(b, ptq, ptq_work, qad_work, graph, recipe_name, recipe, settings, calib, plan, log)
+        info = run_qad(b, ptq, ptq_work, qad_work, graph, recipe_name, recipe, settings, (calib, images, source),
+                       plan, log)
         row = record("qad", graph, qad_work, {"qad": info})
         if plan.qad == "always" or row["passed"] or row["badness"] < best[0]["badness"]:
             best = (row, graph, qad_work)
     if plan.fallback and not best[0]["passed"]:
-        best = fallback(b, split, best, recipe_name, recipe, settings, calib, work, record, say)
+        best = fallback(b, split, best, recipe_name, recipe, settings, images, work, record, say)
     row, graph, base_work = best
     shutil.copyfile(graph, dst)
     report.update(to_int8_report(base_work, graph, scopes))
@@ -99,13 +103,15 @@ def to_int8_report(base_work: Path, graph: Path, scopes: list[str]) -> dict:
 
 
 def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, recipe_name: str, recipe: dict,
-            settings: CalibSettings, calib: np.ndarray, plan: SearchPlan, log=None) -> dict:
-    """Distil the PTQ graph (``qad.distill``) and export it through ONNX Runtime's quantizer again."""
+            settings: CalibSettings, data: tuple, plan: SearchPlan, log=None) -> dict:
+    """Distil the PTQ graph (``qad.distill``) and export it through ONNX Runtime's quantizer again.
+
+    ``data``: (calibration normals, the INT8 image set made from them, each image's normal)."""
     from edgead.precision import qad
     from edgead.progress import progress
 
     cfg = QADSettings(steps=plan.qad_steps, seed=settings.seed)
-    images, source = qad.training_images(calib, b.preprocess, cfg)
+    calib, images, source = data
     cats = _calibration_categories(b, len(calib))
     norms = [b.category_norm(cats[i]) for i in source]
     float_graph = onnx.load(str(ptq_work / "preprocessed.onnx"))
@@ -122,18 +128,20 @@ def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, rec
     ranges = read_ranges(ptq_work / cache)
     ranges.update(qad.ranges_from_scales(onnx.load(str(ptq)), out["scales"]))
     write_ranges(qad_work / cache, settings, ranges)
+    if (ptq_work / EQUALIZED).is_file():  # the tuned graph is the equalised one
+        shutil.copyfile(ptq_work / EQUALIZED, qad_work / EQUALIZED)
     (qad_work / SCALES).write_text(json.dumps(out["scales"]))
-    quantize_from(b, qad_work, dst, recipe_name, recipe, settings, calib)
+    quantize_from(b, qad_work, dst, recipe_name, recipe, settings, images)
     return {"settings": out["settings"], "n_images": len(images), "n_validation": out["n_validation"],
             "best_step": out["best_step"], "history": out["history"]}
 
 
 def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: dict, settings: CalibSettings,
-                  calib: np.ndarray, keep_fp16: list[str] = ()) -> None:
+                  images: np.ndarray, keep_fp16: list[str] = ()) -> None:
     """Quantize ``work``'s (tuned) float graph with its ranges; learned scales (QAD) are written back exactly."""
     from edgead.precision.qad import set_scales
 
-    to_int8(b.onnx("fp32"), dst, recipe_name, recipe, settings, calib, b.input_name, b.input_shape[0],
+    to_int8(b.onnx("fp32"), dst, recipe_name, recipe, settings, images, b.input_name, b.input_shape[0],
             b.precision_scopes["int8"], work, keep_fp16=list(keep_fp16))
     if (work / SCALES).is_file():
         model = onnx.load(str(dst))
@@ -142,7 +150,7 @@ def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: di
 
 
 def fallback(b: Bundle, split, best: tuple, recipe_name: str, recipe: dict, settings: CalibSettings,
-             calib: np.ndarray, work: Path, record, say) -> tuple:
+             images: np.ndarray, work: Path, record, say) -> tuple:
     """Leave the activations with the largest effect on the maps out of INT8 (2, 4, 8, ...) until the split passes."""
     from edgead.precision.rules import in_scopes
     from edgead.verify.culprits import rank_pairs
@@ -164,7 +172,7 @@ def fallback(b: Bundle, split, best: tuple, recipe_name: str, recipe: dict, sett
         kept = sorted({name for t in tensors for name in [producer.get(t, ""), *consumers.get(t, [])]
                        if name and in_scopes(name, scopes)})
         cand = work / f"fallback-{k}.onnx"
-        quantize_from(b, base_work, cand, recipe_name, recipe, settings, calib, kept)
+        quantize_from(b, base_work, cand, recipe_name, recipe, settings, images, kept)
         r = record(f"{row['step']}+fp16x{len(kept)}", cand, base_work, {"kept_fp16": kept,
                                                                          "left_in_float": tensors})
         if r["passed"]:  # FP16 earns its place only by passing: a slower graph that still fails is no better
