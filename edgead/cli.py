@@ -452,6 +452,9 @@ def inspect_(
     fps: Annotated[int, typer.Option(min=1, help="Output stream rate (and images:// timestamps).")] = 10,
     first_frame_timeout: Annotated[float, typer.Option(min=0.5, help="Exit 2 when the source gives no frame in "
                                                        "this many seconds.")] = 30.0,
+    latency_budget_ms: Annotated[float | None, typer.Option(min=0.001, help="Capture-to-decision budget: frames "
+                                                            "over it are counted; exit 1 when the p99 misses it.")
+                                 ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the run summary as JSON.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the pipeline strings and exit.")] = False,
 ) -> None:
@@ -461,7 +464,8 @@ def inspect_(
     res = inspect(InspectRequest(bundle=bundle, source=source, output=output, precision=precision, backend=backend,
                                  policy=policy, category=category, alerts_dir=alerts, max_frames=max_frames,
                                  duration=duration, threads=threads, platform=platform, fps=fps,
-                                 dry_run=dry_run, first_frame_timeout_s=first_frame_timeout))
+                                 dry_run=dry_run, first_frame_timeout_s=first_frame_timeout,
+                                 latency_budget_ms=latency_budget_ms))
     if dry_run:
         stdout.print(f"# platform {res['platform']} (NVENC {'yes' if res['nvenc'] else 'no'}), policy {res['policy']}, "
                      f"model input {res['model_input'][0]}x{res['model_input'][1]}", highlight=False)
@@ -495,6 +499,15 @@ def inspect_(
         console.print(f"[red]error:[/] skipped {len(res['skipped'])} unreadable image(s): {names}{more}; replace or "
                       f"remove them and inspect those parts again", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT)
+    lat = res["latency"]
+    if lat["budget_ms"] is not None:
+        stdout.print(f"capture-to-decision p99 {lat['capture_to_decision_p99_ms']:.1f} ms, budget "
+                     f"{lat['budget_ms']:g} ms: {lat['over_budget']} of {res['frames']} frames over", highlight=False)
+        if not lat["met"]:
+            console.print(f"[red]failed:[/] capture-to-decision p99 {lat['capture_to_decision_p99_ms']:.1f} ms "
+                          f"is over the {lat['budget_ms']:g} ms budget; the line is slower than it must be "
+                          f"(the stage table above says where the time goes)", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

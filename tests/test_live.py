@@ -347,3 +347,22 @@ def test_watched_folder_inspects_each_arriving_file_once_when_complete(bundle, t
     x = np.stack([b.preprocess(read_image(folder / n)) for n in names])
     want = b.category_norm("magnetic_tile").score(open_engine(bundle, "fp32").run_batched(x)["score"].astype(float))
     assert np.allclose([d["score"] for d in res["decisions_tail"]], want, atol=1e-4)
+
+
+def test_latency_budget_counts_frames_over_it_and_fails_the_run_when_p99_misses(bundle, tiny_real, tmp_path):
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    for i, p in enumerate(sorted((tiny_real / "magnetic_tile" / "test").rglob("*.png"))[:3]):
+        shutil.copy(p, folder / f"{i:03d}.png")
+    out = {}
+    for budget in ("0.001", "1000000"):
+        summary = tmp_path / f"s{budget}.json"
+        r = CliRunner().invoke(app, ["inspect", str(bundle), "--source", f"images://{folder}", "--category",
+                                     "magnetic_tile", "--alerts", str(tmp_path / "alerts"), "--latency-budget-ms",
+                                     budget, "--json", str(summary)])
+        out[budget] = (r.exit_code, json.loads(summary.read_text())["latency"], r.output)
+    code, lat, text = out["0.001"]  # no frame is decided in a microsecond
+    assert code == 1 and lat["over_budget"] == 3 and lat["met"] is False and "over the 0.001 ms budget" in text
+    assert "Traceback" not in text
+    code, lat, _ = out["1000000"]
+    assert code == 0 and lat["over_budget"] == 0 and lat["met"] is True and lat["capture_to_decision_p99_ms"] > 0

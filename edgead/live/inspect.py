@@ -9,6 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from edgead.live.pipelines import Target, sink_pipeline, source_pipeline
 from edgead.live.source import Source
 from edgead.live.uri import parse
 
-STAGES = ("capture_age", "queue", "preprocess", "inference", "postprocess", "alert", "output", "frame")
+STAGES = ("capture_age", "queue", "preprocess", "inference", "postprocess", "alert", "output", "frame", "decision")
+WINDOW = 100_000  # stage times kept per stage: the summary's percentiles cover the last WINDOW frames (bounded RSS)
 
 
 @dataclass
@@ -42,6 +44,7 @@ class InspectRequest:
     first_frame_timeout_s: float = 30.0  # a source that gives no frame in this long is an error (exit 2)
     grace_s: float = 15.0  # after a stop (signal or --duration), the run ends within this long, whatever happens
     keep_decisions: int = 1000  # the summary keeps the last N decisions
+    latency_budget_ms: float | None = None  # capture (or file written) -> decision; frames over it are counted
     dry_run: bool = False
     quiet: bool = False
 
@@ -120,7 +123,8 @@ def inspect(req: InspectRequest, log=None) -> dict:
     events = EventLog(events_path)
     alerts = AlertWriter(req.alerts_dir, events, req.source, category, norm, key, req.backend)
     output = open_output(out_uri, target, req.fps)
-    times: dict[str, list[float]] = {k: [] for k in STAGES}
+    times: dict[str, deque[float]] = {k: deque(maxlen=WINDOW) for k in STAGES}
+    over_budget = 0
     count = [0]  # frames inspected, shared with the stop watchdog
     flagged_n, fps = 0, _Rate()
     decisions: deque[dict] = deque(maxlen=req.keep_decisions)
@@ -152,7 +156,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
                         end_reason = "end of stream"
                         break
                     if fr is None:
-                        live.update(n, flagged_n, fps.value, cap.stats, times)
+                        live.update(n, flagged_n, fps.value, cap.stats, times, over_budget, req.latency_budget_ms)
                         continue
                     d = inspector.step(fr)
                     t3 = time.perf_counter()
@@ -168,9 +172,10 @@ def inspect(req: InspectRequest, log=None) -> dict:
                     t6 = time.perf_counter()
                     count[0] = n + 1
                     decisions.append({"frame": fr.number, "name": fr.name, "score": d.score, "flagged": d.flagged})
-                    _record(times, fr, d, render_ms=(t4 - t3) * 1e3, alert_ms=(t5 - t4) * 1e3,
-                            output_ms=(t6 - t5) * 1e3)
-                    live.update(count[0], flagged_n, fps.value, cap.stats, times)
+                    latency = _record(times, fr, d, render_ms=(t4 - t3) * 1e3, alert_ms=(t5 - t4) * 1e3,
+                                      output_ms=(t6 - t5) * 1e3)
+                    over_budget += bool(req.latency_budget_ms is not None and latency > req.latency_budget_ms)
+                    live.update(count[0], flagged_n, fps.value, cap.stats, times, over_budget, req.latency_budget_ms)
             finally:
                 live.close()
                 cap.stop()
@@ -186,12 +191,19 @@ def inspect(req: InspectRequest, log=None) -> dict:
         raise EdgeadError(_no_frames(req.source, src.scheme, cap.stats, wall, end_reason))
     summary = _summary(req, b, key, engine.describe(), category, policy, jetson, cap, output, count[0], flagged_n,
                        end_reason, wall, times, events_path, decisions)
+    p99 = summary["stages"]["decision"]["p99_ms"]
+    summary["latency"] = {"capture_to_decision_p99_ms": p99, "budget_ms": req.latency_budget_ms,
+                          "over_budget": over_budget if req.latency_budget_ms is not None else None,
+                          "met": None if req.latency_budget_ms is None else p99 <= req.latency_budget_ms,
+                          "window_frames": min(count[0], WINDOW)}
     summary["alerts"] = alert_stats
     return summary
 
 
-def _record(times: dict[str, list[float]], fr, d, render_ms: float, alert_ms: float, output_ms: float) -> None:
-    """One frame's stage times (``alert`` only for flagged frames, ``capture_age`` for live sources)."""
+def _record(times: dict[str, deque[float]], fr, d, render_ms: float, alert_ms: float, output_ms: float) -> float:
+    """One frame's stage times (``alert`` only for flagged frames, ``capture_age`` for live sources); returns
+    its capture-to-decision latency (from the buffer's capture time, or the file's write, when known; else
+    from its arrival in the queue)."""
     times["queue"].append(fr.queue_ms)
     times["preprocess"].append(d.ms["preprocess"])
     times["inference"].append(d.ms["inference"])
@@ -202,6 +214,9 @@ def _record(times: dict[str, list[float]], fr, d, render_ms: float, alert_ms: fl
         times["alert"].append(alert_ms)
     if fr.age_ms is not None:
         times["capture_age"].append(fr.age_ms)
+    latency = (fr.age_ms if fr.age_ms is not None else fr.queue_ms) + sum(d.ms.values())
+    times["decision"].append(latency)
+    return latency
 
 
 def _summary(req, b, key, backend, category, policy, jetson, cap, output, n, flagged_n, end_reason, wall, times,
@@ -260,16 +275,17 @@ class _LiveView:
             self.live = Live(console=console, refresh_per_second=4, transient=False)
             self.live.start()
 
-    def update(self, n, flagged, fps, stats, times) -> None:
+    def update(self, n, flagged, fps, stats, times, over_budget: int = 0, budget_ms: float | None = None) -> None:
         if self.live is None or time.monotonic() - self._last < 0.25:
             return
         self._last = time.monotonic()
-        inf = times["inference"][-50:]
-        frame = times["frame"][-50:]
+        inf = list(islice(reversed(times["inference"]), 50))
+        frame = list(islice(reversed(times["frame"]), 50))
         # up to two buffers may sit in the appsink queue mid-run: not drops (yet)
         self.live.update(f"frames {n}  flagged {flagged}  fps {fps:.1f}  dropped {max(0, stats.dropped - 2)}  "
                          f"reconnects {stats.reconnects}  inference p50 {np.median(inf) if inf else 0:.1f} ms  "
-                         f"frame p50 {np.median(frame) if frame else 0:.1f} ms")
+                         f"frame p50 {np.median(frame) if frame else 0:.1f} ms"
+                         + (f"  over {budget_ms:g} ms budget {over_budget}" if budget_ms is not None else ""))
 
     def close(self) -> None:
         if self.live is not None:
