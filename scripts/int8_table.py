@@ -31,7 +31,7 @@ VARIANTS = {  # name -> (BuildRequest fields, recipe defaults changed)
     "PTQ mse, normals": ({"method": "mse", **NORMALS_ONLY, **PTQ}, {"equalize": False}),
     "PTQ minmax, normals": ({"method": "minmax", **NORMALS_ONLY, **PTQ}, {"equalize": False}),
     "+ synthetic anomalies": ({"method": "minmax", **PTQ}, {"equalize": False}),
-    "+ depthwise equalisation": ({"method": "minmax", **PTQ}, {}),
+    "+ depthwise equalisation": ({"method": "minmax", **PTQ}, {"equalize": True}),
     "+ QAD": ({"method": "minmax", "qad": "always", "fallback": False}, {}),
     "default build": ({}, {}),
 }
@@ -58,6 +58,7 @@ def main() -> None:
         shutil.copytree(args.bundle, copy, ignore=shutil.ignore_patterns("model.int8-*", "reports", "eval"))
         recipes = load_recipes()
         recipes["defaults"].update(changed)
+        recipes["recipes"][args.recipe].update(changed)  # a recipe's own setting would win over the defaults
         (copy / "recipes.yaml").write_text(yaml.safe_dump(recipes))
         entry = build(BuildRequest(bundle=copy, precision="int8", recipe=args.recipe, data=args.data,
                                    recipes_file=copy / "recipes.yaml", **fields))
