@@ -51,7 +51,6 @@ class CalibSettings:
     num_bins: int = 2048
     num_quantized_bins: int = 128
     synthetic_fraction: float = 0.5  # share of the normals also used with a synthetic anomaly (added, not replaced)
-    equalize: bool = True  # equalise per-channel ranges in front of depthwise convs (precision.equalize)
 
     @classmethod
     def from_recipes(cls, recipes: dict, **overrides) -> CalibSettings:

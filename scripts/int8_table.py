@@ -27,7 +27,7 @@ from edgead.verify.run import VerifyRequest, verify
 
 PTQ = {"qad": "never", "fallback": False}
 NORMALS_ONLY = {"synthetic_fraction": 0.0}
-VARIANTS = {  # name -> (BuildRequest fields, recipe defaults changed)
+VARIANTS = {  # name -> (BuildRequest fields, settings of the recipe changed)
     "PTQ mse, normals": ({"method": "mse", **NORMALS_ONLY, **PTQ}, {"equalize": False}),
     "PTQ minmax, normals": ({"method": "minmax", **NORMALS_ONLY, **PTQ}, {"equalize": False}),
     "+ synthetic anomalies": ({"method": "minmax", **PTQ}, {"equalize": False}),
@@ -57,8 +57,7 @@ def main() -> None:
             shutil.rmtree(copy)
         shutil.copytree(args.bundle, copy, ignore=shutil.ignore_patterns("model.int8-*", "reports", "eval"))
         recipes = load_recipes()
-        recipes["defaults"].update(changed)
-        recipes["recipes"][args.recipe].update(changed)  # a recipe's own setting would win over the defaults
+        recipes["recipes"][args.recipe].update(changed)
         (copy / "recipes.yaml").write_text(yaml.safe_dump(recipes))
         entry = build(BuildRequest(bundle=copy, precision="int8", recipe=args.recipe, data=args.data,
                                    recipes_file=copy / "recipes.yaml", **fields))

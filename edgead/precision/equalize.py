@@ -19,7 +19,6 @@ import onnx
 from onnx import numpy_helper
 
 MAX_SCALE = 64.0  # a nearly silent channel is not blown up past this
-CHUNK = 16
 
 
 def depthwise_pairs(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.NodeProto, onnx.NodeProto]]:

@@ -143,9 +143,8 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
     """Quantize the nodes inside ``scopes``, except ``keep_fp16`` (they run in FP16 instead).
 
     ``normalization``: the preprocessing's (mean, std); the input is then put on the INT8 grid exactly
-    (``ranges.exact_input``) instead of being calibrated. With ``equalize`` (the recipe's, else the
-    defaults') the per-channel ranges in front of depthwise convolutions are equalised first
-    (``precision.equalize``)."""
+    (``ranges.exact_input``) instead of being calibrated. With the recipe's ``equalize`` the per-channel
+    ranges in front of depthwise convolutions are equalised first (``precision.equalize``)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if len(data) < batch:
@@ -162,7 +161,7 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
             from edgead.precision.ranges import exact_input
 
             fixed = exact_input(model, input_name, *normalization, symmetric)
-        if recipe.get("equalize", settings.equalize):
+        if recipe.get("equalize", False):
             from edgead.precision.equalize import equalize
 
             (work / EQUALIZED).write_text(json.dumps(equalize(model, data, input_name, batch)))

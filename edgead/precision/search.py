@@ -21,7 +21,7 @@ import onnx
 from edgead.bundle import Bundle
 from edgead.calibration import CalibSettings, with_anomalies
 from edgead.errors import EdgeadError
-from edgead.precision.int8 import EQUALIZED, read_ranges, to_int8, write_ranges
+from edgead.precision.int8 import read_ranges, to_int8, write_ranges
 from edgead.precision.qad import QADSettings
 
 QAD_MODES = ("auto", "always", "never")
@@ -128,8 +128,6 @@ def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, rec
     ranges = read_ranges(ptq_work / cache)
     ranges.update(qad.ranges_from_scales(onnx.load(str(ptq)), out["scales"]))
     write_ranges(qad_work / cache, settings, ranges)
-    if (ptq_work / EQUALIZED).is_file():  # the tuned graph is the equalised one
-        shutil.copyfile(ptq_work / EQUALIZED, qad_work / EQUALIZED)
     (qad_work / SCALES).write_text(json.dumps(out["scales"]))
     quantize_from(b, qad_work, dst, recipe_name, recipe, settings, images)
     return {"settings": out["settings"], "n_images": len(images), "n_validation": out["n_validation"],
