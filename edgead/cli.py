@@ -343,15 +343,26 @@ def verify(
     manifest: Annotated[Path | None, typer.Option(help="Frame -> source file list of a --live video (default: "
                                                   "VIDEO.json).")] = None,
     category: Annotated[str | None, typer.Option(help="Product a --live source shows (multi-class bundles).")] = None,
+    source_size: Annotated[list[str] | None, typer.Option(help="Also prove the camera path at this frame size "
+                                                          "(WxH, repeatable): the reference parts framed at that "
+                                                          "size, through edgead inspect, gated as --live.")] = None,
+    scale: Annotated[str, typer.Option(help="How inspect scales frames for --live/--source-size: bundle or "
+                                       "pipeline (see edgead inspect --scale).")] = "bundle",
 ) -> None:
     """Layered parity (L0 structure .. L4 task) of a bundle graph against the PyTorch reference; exit 1 on a fail."""
+    from edgead.live.pipelines import SCALES
     from edgead.verify import VerifyRequest
     from edgead.verify import verify as run_verify
+    from edgead.verify.live import parse_size
+
+    sizes = tuple(parse_size(s) for s in source_size or ())
+    if scale not in SCALES:
+        raise EdgeadError(f"--scale {scale!r}: choose {' or '.join(SCALES)}")
 
     res = run_verify(VerifyRequest(bundle=bundle, precision=precision, backend=backend, data=data, gates_file=gates,
                                    html_out=html_out, per_category=per_category, threads=threads,
                                    remake_reference=remake_reference, live=live, manifest=manifest,
-                                   category=category))
+                                   category=category, source_sizes=sizes, scale=scale))
     _write_json(json_out, res)
     table = Table(title=f"{bundle}: {res['precision']} on {backend} vs PyTorch FP32 "
                         f"({res['n_images']} images: {res['n_good']} good, {res['n_defect']} defective)")
@@ -455,6 +466,9 @@ def inspect_(
     latency_budget_ms: Annotated[float | None, typer.Option(min=0.001, help="Capture-to-decision budget: frames "
                                                             "over it are counted; exit 1 when the p99 misses it.")
                                  ] = None,
+    scale: Annotated[str, typer.Option(help="bundle: full frames resized by the bundle's preprocessing (what verify "
+                                       "saw); pipeline: GStreamer/VIC scales (cheaper; check it with verify "
+                                       "--source-size).")] = "bundle",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the run summary as JSON.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the pipeline strings and exit.")] = False,
 ) -> None:
@@ -465,10 +479,11 @@ def inspect_(
                                  policy=policy, category=category, alerts_dir=alerts, max_frames=max_frames,
                                  duration=duration, threads=threads, platform=platform, fps=fps,
                                  dry_run=dry_run, first_frame_timeout_s=first_frame_timeout,
-                                 latency_budget_ms=latency_budget_ms))
+                                 latency_budget_ms=latency_budget_ms, scale=scale))
     if dry_run:
         stdout.print(f"# platform {res['platform']} (NVENC {'yes' if res['nvenc'] else 'no'}), policy {res['policy']}, "
-                     f"model input {res['model_input'][0]}x{res['model_input'][1]}", highlight=False)
+                     f"model input {res['model_input'][0]}x{res['model_input'][1]}, scaled {res['scale']}",
+                     highlight=False)
         stdout.print(f"source: {res['source_pipeline']}", highlight=False, soft_wrap=True)
         stdout.print(f"output: {res['output_pipeline']}", highlight=False, soft_wrap=True)
         _write_json(json_out, res)

@@ -20,7 +20,7 @@ def needs(jetson: bool) -> dict[str, list[str]]:
     from edgead.live.pipelines import Target, sink_pipeline, source_pipeline
     from edgead.live.uri import parse
 
-    t = Target(256, 256, jetson, nvenc=jetson)
+    t = Target(256, 256, jetson, nvenc=jetson, scale="pipeline")  # every element either scale uses
     out: dict[str, list[str]] = {}
     for what, text in EXAMPLES.items():
         if what == "source csi://" and not jetson:

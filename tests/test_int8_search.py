@@ -166,3 +166,27 @@ def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bu
                             force=True))
     assert ok["report"]["build_split"]["passed"] and ok["report"]["kept_fp16"] == []
     assert [s["step"] for s in ok["report"]["search"]] == ["ptq-minmax"]
+
+
+def test_fresh_qad_batches_are_flipped_normals_or_new_synthetic_anomalies(tiny_real):
+    """QAD's training batches: each a training normal, flipped at random, a share with a new synthetic
+    anomaly (never the same twice); the same seed gives the same batch."""
+    from edgead.data.image import read_image
+    from edgead.data.preprocess import Preprocess
+    from edgead.precision.qad import fresh_maker
+
+    pre = Preprocess(height=64, width=64)
+    files = sorted((tiny_real / "magnetic_tile" / "train" / "good").iterdir())[:4]
+    normals = np.stack([pre(read_image(f)) for f in files])
+
+    def flips(x):
+        return [x, x[:, :, ::-1], x[:, ::-1, :], x[:, ::-1, ::-1]]
+
+    idx = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    plain = fresh_maker(normals, pre, 0.0)(idx, np.random.default_rng(0))
+    assert all(any(np.array_equal(p, f) for f in flips(normals[i])) for p, i in zip(plain, idx, strict=True))
+    painted = fresh_maker(normals, pre, 1.0)(idx, np.random.default_rng(0))
+    assert not any(np.array_equal(p, f) for p, i in zip(painted, idx, strict=True) for f in flips(normals[i]))
+    assert not np.array_equal(painted[0], painted[4])  # the same normal, a different anomaly each time
+    again = fresh_maker(normals, pre, 1.0)(idx, np.random.default_rng(0))
+    np.testing.assert_array_equal(painted, again)

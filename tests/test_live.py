@@ -108,6 +108,42 @@ def test_verify_live_compares_the_conveyor_with_its_source_images(bundle, convey
     assert live["score_abs_max"] <= 1e-5  # frames made at model size: the same pixels as offline
 
 
+def test_scale_bundle_hands_full_frames_to_python_scale_pipeline_scales_in_gstreamer():
+    uri = parse("file:///tmp/x.mkv")
+    own = source_pipeline(uri, Target(160, 128))
+    assert "videoscale" not in own.factories() and "video/x-raw,format=RGB ! identity" in str(own)
+    gst_scaled = source_pipeline(uri, Target(160, 128, scale="pipeline"))
+    assert "videoscale" in gst_scaled.factories() and "width=160,height=128" in str(gst_scaled)
+    with pytest.raises(EdgeadError, match="--scale 'vic'"):
+        Target(160, 128, scale="vic")
+
+
+@needs_gst
+def test_verify_source_size_proves_the_camera_path_at_a_camera_size(bundle, tmp_path):
+    """Reference parts framed at 640x360 through the real pipeline: with the bundle's resize the live scores
+    equal the offline ones on the same frames; GStreamer's scaling sees other pixels (measured, gated)."""
+    js, js2 = tmp_path / "v.json", tmp_path / "v2.json"
+    r = CliRunner().invoke(app, ["verify", str(bundle), "--per-category", "6", "--source-size", "640x360",
+                                 "--json", str(js)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(js.read_text())
+    cams = res["cameras"]  # one camera per product of the (multi-class) bundle
+    assert sorted(c["category"] for c in cams) == sorted(Bundle.load(bundle).categories)
+    assert sum(c["n_compared"] for c in cams) == res["n_images"]
+    for cam in cams:
+        assert cam["size"] == [640, 360] and cam["scale"] == "bundle"
+        assert cam["score_abs_max"] <= 1e-5 and cam["decision_agreement"] == 1.0
+    live_rows = [g for g in res["gates"] if g["level"] == "LIVE"]
+    assert len(live_rows) == 3 * len(cams) and all(g["passed"] and "@640x360" in g["category"] for g in live_rows)
+    r = CliRunner().invoke(app, ["verify", str(bundle), "--per-category", "6", "--source-size", "640x360",
+                                 "--scale", "pipeline", "--category", "magnetic_tile", "--json", str(js2)])
+    assert r.exit_code in (0, 1), r.output
+    (cam,) = json.loads(js2.read_text())["cameras"]
+    assert cam["category"] == "magnetic_tile" and cam["score_abs_max"] > 1e-4  # bilinear, no antialiasing
+    r = CliRunner().invoke(app, ["verify", str(bundle), "--source-size", "640"])
+    assert r.exit_code == 2 and "WIDTHxHEIGHT" in r.output
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -201,10 +237,13 @@ def test_images_folder_source_keeps_names(bundle, tiny_real, tmp_path):
 
 
 def test_jetson_pipelines_element_by_element():
-    t = Target(256, 256, jetson=True)
-    csi = source_pipeline(parse("csi://0"), t)
+    t = Target(256, 256, jetson=True, scale="pipeline")
+    csi = source_pipeline(parse("csi://0?flip=2"), t)
     assert csi.factories() == ["nvarguscamerasrc", "capsfilter", "nvvidconv", "capsfilter", "identity", "appsink"]
     assert "memory:NVMM" in str(csi) and "format=RGBA,width=256,height=256" in str(csi) and "drop=true" in str(csi)
+    assert "nvvidconv flip-method=2" in str(csi)
+    full = str(source_pipeline(parse("csi://0"), Target(256, 256, jetson=True)))  # default: the bundle resizes
+    assert "video/x-raw,format=RGBA ! identity" in full and "width=256" not in full
     mj = source_pipeline(parse("v4l2:///dev/video1?format=mjpeg&width=1920&height=1080"), t)
     assert mj.factories() == ["v4l2src", "capsfilter", "jpegparse", "nvv4l2decoder", "nvvidconv", "capsfilter",
                               "identity", "appsink"]

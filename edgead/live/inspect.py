@@ -45,6 +45,7 @@ class InspectRequest:
     grace_s: float = 15.0  # after a stop (signal or --duration), the run ends within this long, whatever happens
     keep_decisions: int = 1000  # the summary keeps the last N decisions
     latency_budget_ms: float | None = None  # capture (or file written) -> decision; frames over it are counted
+    scale: str = "bundle"  # bundle: the bundle's resize on full frames (as verified); pipeline: GStreamer scales
     dry_run: bool = False
     quiet: bool = False
 
@@ -65,7 +66,7 @@ def plan(req: InspectRequest) -> dict:
     b = Bundle.load(req.bundle)
     src, out = parse(req.source, "source"), parse(req.output, "sink")
     jetson, nvenc = resolve_platform(req.platform)
-    target = Target(b.preprocess.width, b.preprocess.height, jetson, nvenc)
+    target = Target(b.preprocess.width, b.preprocess.height, jetson, nvenc, req.scale)
     policy = req.policy or default_policy(src)
     sink = sink_pipeline(out, target, req.fps)
     return {"platform": "jetson" if jetson else "desktop", "nvenc": nvenc, "policy": policy,
@@ -73,7 +74,9 @@ def plan(req: InspectRequest) -> dict:
             else f"(stills in {src.location} read by edgead's image reader, resized by the bundle's preprocessing)",
             "output_pipeline": str(sink) if sink else
             ("(flagged frames written as PNG by edgead)" if out.scheme == "images" else "(none)"),
-            "model_input": [target.height, target.width]}
+            "model_input": [target.height, target.width],
+            "scale": "the bundle's resize in Python (as verified)" if target.scale == "bundle"
+            else "in the pipeline (check it with edgead verify --source-size)"}
 
 
 def _hard_exit(source: Source, uri: str, n: list[int], alerts) -> Callable[[str], int]:
@@ -114,7 +117,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
     key = b.resolve(req.precision, req.backend)
     pre = b.preprocess
     jetson, nvenc = resolve_platform(req.platform)
-    target = Target(pre.width, pre.height, jetson, nvenc)
+    target = Target(pre.width, pre.height, jetson, nvenc, req.scale)
     policy = req.policy or default_policy(src)
     cap = open_source(src, target, pre, policy, stall_s=req.stall_s, log=log)
     engine = open_engine(b.path, key, req.backend, EngineOptions(threads=req.threads))
@@ -224,7 +227,7 @@ def _summary(req, b, key, backend, category, policy, jetson, cap, output, n, fla
     stages = {k: _pct(v) for k, v in times.items() if v}
     frame_mean = stages.get("frame", {}).get("mean_ms", 0.0)
     return {"source": req.source, "output": req.output, "bundle": str(b.path), "precision": key,
-            "backend": backend, "category": category, "policy": policy,
+            "backend": backend, "category": category, "policy": policy, "scale": req.scale,
             "platform": "jetson" if jetson else "desktop",
             "pipelines": {"source": cap.description, "output": output.description},
             "frames": n, "flagged": flagged_n, "produced": cap.stats.produced, "dropped": cap.stats.dropped,

@@ -6,11 +6,15 @@ the validated options of a :class:`~edgead.live.uri.Uri`. :func:`build` creates 
 RTSP URL, a query option) is only ever a property value and can never add an element. ``str(chain)``
 renders gst-launch syntax with every string quoted, for ``--dry-run``, the summary and doctor.
 
-Scaling to the model size happens in the pipeline (``videoscale`` on the desktop, the VIC through
-``nvvidconv`` on a Jetson), so only a model-sized frame reaches Python. ``add-borders=false`` makes
-the scale a plain stretch, as the training preprocessing does. Frames reach Python through an
-``appsink`` named ``sink`` behind an ``identity`` named ``tap`` (which counts what the source
-delivered, so dropped frames can be counted); outputs are fed through an ``appsrc`` named ``out``.
+Scaling to the model size (``Target.scale``): ``bundle`` (the default) hands Python the full frame in
+RGB and the bundle's own preprocessing resizes it, the resize training and verify used, so the model
+sees the pixels it was verified on at any camera size; ``pipeline`` scales in GStreamer
+(``videoscale`` on the desktop, the VIC through ``nvvidconv`` on a Jetson), cheaper but with other
+filters (bilinear without antialiasing on the desktop): ``edgead verify --source-size`` measures what
+that costs. ``add-borders=false`` makes a pipeline scale a plain stretch, as the preprocessing does.
+Frames reach Python through an ``appsink`` named ``sink`` behind an ``identity`` named ``tap``
+(which counts what the source delivered, so dropped frames can be counted); outputs are fed
+through an ``appsrc`` named ``out``.
 ``images://`` needs no pipeline: stills are read by edgead's own image reader (``edgead.live.source``).
 """
 
@@ -24,16 +28,23 @@ from edgead.errors import EdgeadError
 from edgead.live.uri import Uri
 
 POLICIES = ("latest", "every")
+SCALES = ("bundle", "pipeline")
 _BARE = re.compile(r"[A-Za-z0-9_.:/@+-]+")
 
 
 @dataclass(frozen=True)
 class Target:
     """What the pipeline must hand to Python, and where it runs."""
-    width: int
+    width: int  # the model's input size (and the output stream's)
     height: int
     jetson: bool = False
     nvenc: bool = False  # a hardware H.264 encoder (Orin Nano has none)
+    scale: str = "bundle"  # bundle: full frames to Python, the bundle's resize; pipeline: GStreamer scales
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise EdgeadError(f"--scale {self.scale!r}: choose bundle (the resize verify used) or pipeline "
+                              f"(GStreamer scales; check it with edgead verify --source-size)")
 
 
 @dataclass(frozen=True)
@@ -99,12 +110,16 @@ def appsink(policy: str, sync: bool = False) -> El:
     return el("appsink", "sink", emit_signals=False, max_buffers=2, drop=False, sync=sync)
 
 
-def _scale(t: Target) -> tuple:
-    """To model size in the pipeline: VIC on a Jetson (RGBA out), videoscale on the desktop (RGB out)."""
+def _scale(t: Target, **convert) -> tuple:
+    """To RGB(A) in system memory: at the model size (``scale=pipeline``: VIC on a Jetson, videoscale on
+    the desktop) or at the frame's own size (``scale=bundle``: Python resizes with the bundle's resize)."""
+    size = {"width": t.width, "height": t.height} if t.scale == "pipeline" else {}
     if t.jetson:
-        return (el("nvvidconv"), caps("video/x-raw", format="RGBA", width=t.width, height=t.height))
+        return (el("nvvidconv", **convert), caps("video/x-raw", format="RGBA", **size))
+    if t.scale == "bundle":
+        return (el("videoconvert"), caps("video/x-raw", format="RGB"))
     return (el("videoconvert"), el("videoscale", add_borders=False),
-            caps("video/x-raw", format="RGB", width=t.width, height=t.height, pixel_aspect_ratio="1/1"))
+            caps("video/x-raw", format="RGB", pixel_aspect_ratio="1/1", **size))
 
 
 def source_pipeline(uri: Uri, t: Target, policy: str = "latest") -> Chain:
@@ -118,10 +133,8 @@ def source_pipeline(uri: Uri, t: Target, policy: str = "latest") -> Chain:
                               f"v4l2://, rtsp://, file:// or test:// (or --platform jetson with --dry-run)")
         w, h = uri.int_opt("width", 1920), uri.int_opt("height", 1080)
         head = (el("nvarguscamerasrc", sensor_id=int(uri.location)),
-                caps("video/x-raw", "NVMM", width=w, height=h, framerate=f"{fps}/1", format="NV12"),
-                el("nvvidconv", flip_method=uri.int_opt("flip", 0)),
-                caps("video/x-raw", format="RGBA", width=t.width, height=t.height))
-        return Chain(head + tail)
+                caps("video/x-raw", "NVMM", width=w, height=h, framerate=f"{fps}/1", format="NV12"))
+        return Chain(head + _scale(t, flip_method=uri.int_opt("flip", 0)) + tail)
     if s == "v4l2":
         fmt = uri.opt("format", "yuy2")
         if fmt == "mjpeg":

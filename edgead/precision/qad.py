@@ -8,14 +8,18 @@ units) and of image scores (in threshold units), each relative to the PTQ graph'
 training normals and on the same normals with synthetic anomalies (``anomaly_synth.Synthesizer``):
 no test image and no label. A quarter of those images is held out of the optimiser; the step with
 the lowest loss on them is kept, so QAD never exports a student that does worse there than the
-PTQ graph it started from. The result is exported the way the build exports any INT8 graph, by
-ONNX Runtime's quantizer, from the tuned float weights and with the learned scales as the
-activation ranges; the bundle's FP32 graph and reference stay the original.
+PTQ graph it started from. With ``fresh`` (the default) each training batch is made anew from the
+other normals: flipped at random, a share with a new synthetic anomaly, so the student never sees
+the same anomaly twice (on 72 fixed images it learned their noise more than the graph's). The
+result is exported the way the build exports any INT8 graph, by ONNX Runtime's quantizer, from
+the tuned float weights and with the learned scales as the activation ranges; the bundle's FP32
+graph and reference stay the original.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,14 +43,38 @@ class QADSettings:
     lr_scales: float = 1e-3  # log activation scales
     warmup: float = 0.1  # share of the steps with a linear learning-rate warm-up
     score_weight: float = 1.0
+    fresh: bool = True  # each training batch made anew (random flips, new synthetic anomalies)
     seed: int = 0
 
 
+def fresh_maker(normals: np.ndarray, pre, share: float) -> Callable:
+    """``make(indices, rng)``: those normals, each flipped at random, a ``share`` with a new synthetic anomaly."""
+    from edgead.data.anomaly_synth import Synthesizer
+
+    synth = Synthesizer()
+
+    def make(idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out = []
+        for i in idx:
+            x = normals[i]
+            x = x[:, :, ::-1] if rng.random() < 0.5 else x
+            x = x[:, ::-1, :] if rng.random() < 0.5 else x
+            if rng.random() < share:
+                x = pre.normalize(synth(pre.denormalize(x), rng)[0])
+            out.append(np.ascontiguousarray(x, dtype=np.float32))
+        return np.stack(out)
+
+    return make
+
+
 def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, images: np.ndarray, input_name: str,
-            norms: list[Normalization], settings: QADSettings, progress=None) -> dict:
+            norms: list[Normalization], settings: QADSettings, progress=None, source: np.ndarray | None = None,
+            make: Callable | None = None) -> dict:
     """Tune the student; returns tuned float weights, activation ranges by tensor and the loss history.
 
-    ``norms``: each image's category normalization (units of the loss)."""
+    ``norms``: each image's category normalization (units of the loss). ``source``: the normal each
+    image was made from (images[j] is normal j for j < number of normals); ``make``: ``fresh_maker``'s
+    function, used when ``settings.fresh``. Normals behind a held-out image are never trained on."""
     import torch
 
     from edgead.backends.onnxruntime import OrtBackend
@@ -54,7 +82,8 @@ def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, imag
 
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    target = OrtBackend(fp32).run_batched(images)
+    teacher = OrtBackend(fp32)
+    target = teacher.run_batched(images)
     weights = {i.name: numpy_helper.to_array(i) for i in float_graph.graph.initializer}
     student = QuantGraph(qdq, weights)
     pix = torch.tensor([n.pixel_scale for n in norms], dtype=torch.float32)
@@ -81,16 +110,29 @@ def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, imag
 
     weight = {"map": 1.0, "score": settings.score_weight}
 
-    def loss_of(idx) -> tuple:
-        out = student({input_name: x_all[idx]})
+    def loss_on(x, m, s, idx) -> tuple:
+        out = student({input_name: x})
         p = pix[idx].view(-1, 1, 1, 1)
-        map_loss = (((out["anomaly_map"] - m_all[idx]) / p) ** 2).mean()
-        score_loss = (((out["score"] - s_all[idx]) / sc[idx]) ** 2).mean()
+        map_loss = (((out["anomaly_map"] - m) / p) ** 2).mean()
+        score_loss = (((out["score"] - s) / sc[idx]) ** 2).mean()
         return weight["map"] * map_loss + weight["score"] * score_loss, map_loss, score_loss
+
+    def loss_of(idx) -> tuple:
+        return loss_on(x_all[idx], m_all[idx], s_all[idx], idx)
+
+    def fresh_loss(idx) -> tuple:
+        normal = source[idx]  # each image's normal; images[normal] is that normal itself
+        x = make(normal, rng)
+        t = teacher.run_batched(x)
+        return loss_on(torch.from_numpy(x), torch.from_numpy(t["anomaly_map"]), torch.from_numpy(t["score"]), normal)
 
     perm = rng.permutation(len(images))
     n_val = max(1, len(images) // VAL_SHARE) if len(images) > 1 else 0
     val, train = perm[:n_val], perm[n_val:] if n_val else perm
+    fit = train
+    fresh = settings.fresh and make is not None and source is not None
+    if fresh:  # train on the normals no held-out image was made from
+        train = np.setdiff1d(np.arange(int(source.max()) + 1), source[val])
 
     def evaluate(idx: np.ndarray) -> dict:
         with torch.no_grad():
@@ -101,7 +143,7 @@ def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, imag
                 "score": float(np.average([float(p[2]) for p in parts], weights=w))}
 
     held = val if n_val else train
-    start = evaluate(train)  # each term counts relative to the PTQ graph's own error on the training images
+    start = evaluate(fit)  # each term counts relative to the PTQ graph's own error on the training images
     weight["map"] = 1.0 / max(start["map"], 1e-12)
     weight["score"] = settings.score_weight / max(start["score"], 1e-12)
     first = evaluate(held)
@@ -115,7 +157,7 @@ def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, imag
             order = rng.permutation(train)
         idx, order = order[: settings.batch], order[settings.batch:]
         opt.zero_grad()
-        loss, _m, _s = loss_of(idx)
+        loss, _m, _s = fresh_loss(idx) if fresh else loss_of(idx)
         loss.backward()
         opt.step()
         sched.step()

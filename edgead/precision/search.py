@@ -121,7 +121,10 @@ def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, rec
         def tick(step: int, total: int, loss: float) -> None:
             prog.update(task, completed=step, info=f"loss {loss:.4f}")
 
-        out = qad.distill(onnx.load(str(ptq)), float_graph, b.onnx("fp32"), images, b.input_name, norms, cfg, tick)
+        f = settings.synthetic_fraction
+        make = qad.fresh_maker(calib, b.preprocess, f / (1 + f))  # the same share of anomalies as the set
+        out = qad.distill(onnx.load(str(ptq)), float_graph, b.onnx("fp32"), images, b.input_name, norms, cfg, tick,
+                          source=source, make=make)
     qad_work.mkdir(parents=True, exist_ok=True)
     onnx.save(qad.with_weights(float_graph, out["weights"]), str(qad_work / "preprocessed.onnx"))
     cache = f"ranges.{settings.method}.json"

@@ -2,7 +2,12 @@
 image reader, the bundle's preprocessing, the engine) and once through ``edgead inspect`` from a source
 URI: ``images://DIR`` (stills at their own size) or ``file://VIDEO`` with the manifest that lists the
 source file of every frame (``scripts/make_conveyor.py`` writes both). Gated like the precision's L2
-score error and L3 decision agreement (``edgead verify BUNDLE --live URI``)."""
+score error and L3 decision agreement (``edgead verify BUNDLE --live URI``).
+
+``--source-size WxH`` proves the camera path at a camera's resolution: each reference part is framed
+as a camera of that size would see it (the original image stretched to fill the frame, Lanczos), the
+frames go into a lossless video, and ``edgead inspect`` (with the chosen ``--scale``) must score every
+frame as the offline path scores that same frame."""
 
 from __future__ import annotations
 
@@ -43,8 +48,60 @@ def _parts(uri: str, manifest: Path | None) -> list[tuple[int | str, Path]]:
     raise EdgeadError(f"--live {uri}: use images://DIR or file://VIDEO (with its manifest)")
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """'1280x720' -> (1280, 720)."""
+    w, _, h = text.lower().partition("x")
+    if not (w.isdigit() and h.isdigit()) or not (16 <= int(w) <= 8192 and 16 <= int(h) <= 8192):
+        raise EdgeadError(f"--source-size {text!r}: write WIDTHxHEIGHT, e.g. 1280x720 (16..8192 each)")
+    return int(w), int(h)
+
+
+def camera_video(ref, idx, size: tuple[int, int], data: Path | None, folder: Path) -> tuple[Path, Path]:
+    """Reference parts ``idx`` framed at ``size`` (W, H): frame PNGs, a lossless video and its manifest.
+
+    Frames come from the original files under ``data`` when they are there, else from the reference's
+    model-size images (upscaled; less detail than a real camera, still the same pipeline)."""
+    from PIL import Image
+
+    from edgead.fileio import atomic_write_json
+    from edgead.live.conveyor import make_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frames, rows = [], []
+    for n, i in enumerate(idx, start=1):
+        src = Path(data) / str(ref.files[i]) if data is not None else None
+        img = read_image(src).convert("RGB") if src is not None and src.is_file() else Image.fromarray(ref.images[i])
+        frame = img.resize(size, Image.Resampling.LANCZOS)
+        png = folder / f"frame{n:04d}.png"
+        frame.save(png)
+        frames.append(np.asarray(frame))
+        rows.append({"frame": n, "file": str(png), "part": str(ref.files[i])})
+    video = make_video(frames, folder / "camera.mkv", fps=10)
+    manifest = folder / "camera.json"
+    atomic_write_json(manifest, {"fps": 10, "size": list(size), "frames": rows})
+    return video, manifest
+
+
+def camera_parity(b: Bundle, key: str, backend: str, ref, size: tuple[int, int], data: Path | None,
+                  category: str | None = None, threads: int | None = None, scale: str = "bundle") -> list[dict]:
+    """``live_parity`` on the reference parts as a ``size`` camera frames them: one camera (one video,
+    one inspect run) per category, as a line has a camera per product."""
+    cats = [category] if category else sorted(set(map(str, ref.categories)))
+    out = []
+    for cat in cats:
+        idx = np.flatnonzero(ref.categories == cat)
+        if not len(idx):
+            raise EdgeadError(f"--category {cat}: the bundle's reference has no part of it ({', '.join(b.categories)})")
+        with tempfile.TemporaryDirectory(prefix="edgead-camera-") as tmp:
+            video, manifest = camera_video(ref, idx, size, data, Path(tmp))
+            res = live_parity(b, key, backend, f"file://{video}", cat, manifest, threads, scale)
+        out.append({**res, "source": f"{size[0]}x{size[1]} camera (reference parts, lossless video)",
+                    "size": list(size), "scale": scale})
+    return out
+
+
 def live_parity(b: Bundle, key: str, backend: str, uri: str, category: str | None = None,
-                manifest: Path | None = None, threads: int | None = None) -> dict:
+                manifest: Path | None = None, threads: int | None = None, scale: str = "bundle") -> dict:
     from edgead.live.inspect import InspectRequest, inspect
 
     cats = b.categories
@@ -62,7 +119,7 @@ def live_parity(b: Bundle, key: str, backend: str, uri: str, category: str | Non
     with tempfile.TemporaryDirectory(prefix="edgead-live-") as tmp:
         res = inspect(InspectRequest(bundle=b.path, source=uri, precision=key, backend=backend, category=category,
                                      policy="every", alerts_dir=Path(tmp), threads=threads, quiet=True,
-                                     keep_decisions=len(parts) + 1))
+                                     keep_decisions=len(parts) + 1, scale=scale))
     by = "name" if parse(uri, "source").scheme == "images" else "frame"
     live = {d[by]: d["score"] for d in res["decisions_tail"]}
     common = [i for i, _ in parts if i in live]
@@ -78,4 +135,5 @@ def live_parity(b: Bundle, key: str, backend: str, uri: str, category: str | Non
             "missing": [str(i) for i, _ in parts if i not in live][:20],
             "score_abs_max": float(err.max()), "decision_agreement": 1 - len(flips) / len(common),
             "worst": {"part": str(common[w]), "offline": float(ref[w]), "live": float(got[w])}, "flips": flips[:20],
-            "live_fps": res["fps"], "live_frames": res["frames"], "skipped": res["skipped"]}
+            "live_fps": res["fps"], "live_frames": res["frames"], "skipped": res["skipped"], "scale": scale,
+            "live_p50_ms": {k: round(v["p50_ms"], 3) for k, v in res["stages"].items()}}

@@ -41,6 +41,8 @@ class VerifyRequest:
     live: str | None = None  # a source URI: also check that edgead inspect scores its parts as offline
     manifest: Path | None = None  # frame -> source file, for a file:// live source
     category: str | None = None  # the product a live source shows (multi-class bundles)
+    source_sizes: tuple[tuple[int, int], ...] = ()  # camera frame sizes: the reference parts through inspect
+    scale: str = "bundle"  # how inspect scales frames for --live and --source-size (see live.pipelines)
     quiet: bool = False
 
 
@@ -146,20 +148,27 @@ def verify(req: VerifyRequest) -> dict:
         eng = backend.run_batched(x, lambda k: prog.advance(task, k))
     seconds = time.perf_counter() - t0
     rows, per_cat = evaluate_gates(b, ref, eng, gates, check_inputs(b, ref, req.data, x))
-    live = None
+    live, cameras = None, []
     if req.live:
         from edgead.verify.live import live_parity
 
-        live = live_parity(b, key, req.backend, req.live, req.category, req.manifest, req.threads)
+        live = live_parity(b, key, req.backend, req.live, req.category, req.manifest, req.threads, req.scale)
         rows += _live_rows(live, gates)
+    for size in req.source_sizes:
+        from edgead.verify.live import camera_parity
+
+        for cam in camera_parity(b, key, req.backend, ref, size, req.data, req.category, req.threads, req.scale):
+            cameras.append(cam)
+            rows += _live_rows(cam, gates, f"@{size[0]}x{size[1]}")
     failed = [r for r in rows if r["passed"] is False]
     levels = {lv: ("fail" if any(r["level"] == lv and r["passed"] is False for r in rows) else "pass")
-              for lv in ("L0", "L1", "L2", "L3", "L4", *(["LIVE"] if live else []))}
+              for lv in ("L0", "L1", "L2", "L3", "L4", *(["LIVE"] if live or cameras else []))}
     result = {"bundle": str(b.path), "model": b.model, "precision": key, "backend": backend.describe(),
               "passed": not failed, "levels": levels, "failed": failed, "gates": rows, "gate_settings": gates,
               "gates_file": str(req.gates_file) if req.gates_file else None, "per_category": per_cat,
               "reference": b.meta["reference"], "n_images": len(ref), "n_good": int((ref.labels == 0).sum()),
-              "n_defect": int(ref.labels.sum()), "engine_seconds": seconds, "live": live}
+              "n_defect": int(ref.labels.sum()), "engine_seconds": seconds, "live": live,
+              "cameras": cameras}
     if failed and base_precision(key) == "int8" and req.culprits:
         err = np.array([1 - compare.cosine(a[0], r) for a, r in zip(eng["anomaly_map"], ref.maps, strict=True)])
         pick = list(np.argsort(-err)[:4])
@@ -174,9 +183,9 @@ def verify(req: VerifyRequest) -> dict:
     return result
 
 
-def _live_rows(live: dict, g: dict) -> list[dict]:
+def _live_rows(live: dict, g: dict, where: str = "") -> list[dict]:
     """The live path against the offline one, with this precision's L2 score and L3 decision limits."""
-    c, w = live["category"], live["worst"]
+    c, w = live["category"] + (f" {where}" if where else ""), live["worst"]
     rows = [_row("L2", "score_abs_max", c, live["score_abs_max"], g["L2"]["score_abs_max"], w),
             _row("L3", "decision_agreement_min", c, live["decision_agreement"], g["L3"]["decision_agreement_min"],
                  {"flipped": live["flips"]} if live["flips"] else None)]
