@@ -146,9 +146,14 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Model config override key=value (repeat).")] = None,
     seed: int = 0,
     holdout: Annotated[float, typer.Option(min=0.0, max=0.5, help="Share of normals held out for thresholds.")] = 0.1,
+    holdout_max: Annotated[int, typer.Option(min=1, help="At most N held-out normals per category (a 1 % "
+                                             "false-reject budget needs about 300).")] = 64,
     max_per_category: Annotated[int | None, typer.Option(min=2, help="At most N training images per category.")] = None,
     shots: Annotated[int | None, typer.Option(min=1, help="Few-shot: N normal images per category (seeded "
                                               "choice, recorded in the run).")] = None,
+    false_reject: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Threshold policy: false-reject "
+                                                       "budget on held-out normals, e.g. 0.01 (default: their "
+                                                       "q0.99); change it later with edgead threshold.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing run folder.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the run summary as JSON.")] = None,
 ) -> None:
@@ -173,8 +178,9 @@ def train(
         cfg["size"] = size
     info = run_train(TrainRequest(model=model, data=data, out=out, categories=category or None,
                                   image_size=parse_size(image_size), epochs=epochs, batch_size=batch_size,
-                                  seed=seed, holdout=holdout, model_config=cfg, max_per_category=max_per_category,
-                                  shots=shots,
+                                  seed=seed, holdout=holdout, holdout_max=holdout_max, model_config=cfg,
+                                  max_per_category=max_per_category,
+                                  shots=shots, false_reject=false_reject,
                                   train_overrides={"lr_step": lr_step} if lr_step else {}, force=force))
     for w in info.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
@@ -234,6 +240,66 @@ def eval_(
         table.add_row(cat, *[_fmt(m.get(c, "")) for c in cols])
     table.add_row("[bold]mean", *[_fmt(res["mean"].get(c, "")) for c in cols])
     stdout.print(table)
+    for cat, m in res["per_category"].items():
+        ops = m.get("operating_points")
+        if not ops:
+            continue
+        t = Table(title=f"{cat}: false-reject budgets set on held-out normals ({ops['n_normals']}), realised on "
+                        f"the test split")
+        for c in ("budget", "threshold", "held-out normals flagged (95 % CI)", "test false rej (95 % CI)",
+                  "test recall", "note"):
+            t.add_column(c)
+        for r in ops["rows"]:
+            lo, hi = r["frr_interval"]
+            test = r["test"]
+            frr = (f"{test['false_reject_rate']:.2%} ({test['false_reject_interval'][0]:.2%}-"
+                   f"{test['false_reject_interval'][1]:.2%})" if test["false_reject_rate"] is not None else "no good")
+            rec = f"{test['recall']:.1%}" if test["recall"] is not None else "no defect"
+            t.add_row(r["label"], f"{r['threshold']:.4g}", f"{r['frr_estimate']:.2%} ({lo:.2%}-{hi:.2%})", frr, rec,
+                      "too few normals" if r["warning"] else "")
+        stdout.print(t)
+    _write_json(json_out, res)
+
+
+@app.command()
+@handle_errors
+def threshold(
+    target: Annotated[Path, typer.Argument(help="Run or bundle folder.")],
+    false_reject: Annotated[float | None, typer.Option(help="False-reject budget, e.g. 0.01: the highest threshold "
+                                                       "whose false-reject rate is at most that, at --confidence.")
+                            ] = None,
+    recall: Annotated[float | None, typer.Option(help="Recall target on --labelled defects, e.g. 0.95.")] = None,
+    quantile: Annotated[float | None, typer.Option(help="Quantile of the held-out normal scores (0.99 was the "
+                                                   "default rule).")] = None,
+    labelled: Annotated[Path | None, typer.Option(help="Your labelled images, MVTec layout (<cat>/test/<type>/...), "
+                                                  "for --recall.")] = None,
+    normals: Annotated[Path | None, typer.Option(help="More good images never used in training (a folder).")
+                       ] = None,
+    category: Annotated[str | None, typer.Option(help="Only this category (needed with --normals on multi-class).")
+                        ] = None,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Confidence of the false-reject bound.")
+                          ] = 0.95,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write what changed as JSON.")] = None,
+) -> None:
+    """Re-set thresholds (operating points) without retraining or re-exporting; says what changed."""
+    from edgead.threshold import ThresholdRequest, set_thresholds
+
+    res = set_thresholds(ThresholdRequest(target=target, false_reject=false_reject, recall=recall, quantile=quantile,
+                                          labelled=labelled, normals=normals, category=category,
+                                          confidence=confidence))
+    t = Table(title=f"{target} ({res['kind']}): new operating points; the ONNX graphs are unchanged")
+    for c in ("category", "threshold (old -> new)", "rule", "normals flagged", "false-reject rate 95 % CI"):
+        t.add_column(c)
+    for cat, ch in res["categories"].items():
+        lo, hi = ch["frr_interval"]
+        t.add_row(cat, f"{ch['old_threshold']:.4g} -> {ch['new_threshold']:.4g}", ch["rule"].split("; ")[0],
+                  f"{ch['flagged_normals']} of {ch['n_normals']}", f"{lo:.2%}-{hi:.2%}")
+    stdout.print(t)
+    for cat, ch in res["categories"].items():
+        if ch["recall"] is not None:
+            stdout.print(f"{cat}: recall on the labelled defects {ch['recall']:.1%}", highlight=False)
+        if ch["warning"]:
+            console.print(f"[yellow]warning:[/] {cat}: {ch['warning']}", highlight=False, soft_wrap=True)
     _write_json(json_out, res)
 
 
@@ -500,6 +566,11 @@ def inspect_(
     stdout.print(f"dropped {res['dropped']} of {res['produced']}, reconnects {res['reconnects']}, pipeline overhead "
                  f"(all but inference) {share * 100 if share is not None else 0:.1f} % of frame time; "
                  f"events in {res['events_file']}", highlight=False)
+    op = res["operating_point"]
+    if op["expected_false_reject_interval"]:
+        lo, hi = op["expected_false_reject_interval"]
+        stdout.print(f"flag rate {op['flag_rate']:.2%}; the threshold ({op['rule'].split('; ')[0]}) expects "
+                     f"{lo:.2%}-{hi:.2%} false rejects on good parts", highlight=False, soft_wrap=True)
     a = res["alerts"]
     if a["queue_full_waits"]:
         console.print(f"[yellow]note:[/] the alert writer fell behind {a['queue_full_waits']} time(s); the loop waited "

@@ -42,6 +42,26 @@ def decision_stats(scores: np.ndarray, labels: np.ndarray, norm: Normalization) 
             "false_reject_rate": float(flagged[good].mean()) if good.any() else float("nan")}
 
 
+def operating_points(norm: dict, scores: np.ndarray, labels: np.ndarray) -> dict | None:
+    """The trade-off: thresholds set by each false-reject budget on the held-out normals (never on these
+    labels), and what each realises on the labelled split; plus the target's own operating point."""
+    from edgead.operating import BUDGETS, OperatingPoint, for_budget, realised_rates
+
+    normals = norm.get("normal_scores")
+    if not normals:
+        return None
+    rows = []
+    for b in BUDGETS:
+        op: OperatingPoint = for_budget(normals, b)
+        rows.append({"label": f"{b:.1%}", "budget": b, **op.to_dict(),
+                     "test": realised_rates(scores, labels, op.threshold)})
+    own = norm.get("operating_point") or {}
+    if own:
+        rows.append({"label": "current", "budget": norm.get("policy", {}).get("budget"), "threshold": norm["threshold"],
+                     "policy": norm.get("policy"), **own, "test": realised_rates(scores, labels, norm["threshold"])})
+    return {"n_normals": len(normals), "confidence": 0.95, "rows": rows}
+
+
 def open_target(req: EvalRequest) -> tuple[Backend, dict, Path]:
     """(backend, {preprocess, normalization, categories, model}, default data root) of a run or bundle."""
     target = Path(req.run)
@@ -94,6 +114,7 @@ def evaluate(req: EvalRequest) -> dict:
             m["per_defect_image_auroc"] = per_defect_auroc(cs, scores)
             if norm:
                 m.update(decision_stats(scores, labels, norm))
+                m["operating_points"] = operating_points(info["normalization"][cat], scores, labels)
             per_cat[cat] = m
             if req.overlays and norm:
                 written += _overlays(cs, images, maps, masks, scores, norm, pre, overlay_dir, req.overlays)

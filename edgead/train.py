@@ -41,6 +41,7 @@ from edgead.runs import (
 THRESHOLD_QUANTILE = 0.99
 FEW_NORMALS = 20  # fewer held-out normals per category than this: the threshold gets a warning
 PIXEL_QUANTILE = 0.999
+HOLDOUT_MAX = 64  # default cap on held-out normals per category (a 1 % false-reject budget needs ~300)
 
 
 @dataclass
@@ -54,10 +55,12 @@ class TrainRequest:
     batch_size: int | None = None
     seed: int = 0
     holdout: float = 0.1
+    holdout_max: int = HOLDOUT_MAX  # at most this many held-out normals per category
     model_config: dict = field(default_factory=dict)
     train_overrides: dict = field(default_factory=dict)
     max_per_category: int | None = None
     shots: int | None = None  # few-shot: N normal images per category, a seeded random choice
+    false_reject: float | None = None  # threshold policy: a false-reject budget (default: q0.99 of held-out normals)
     threads: int | None = None
     force: bool = False
     quiet: bool = False
@@ -71,6 +74,8 @@ def _fingerprint(req: TrainRequest, train_cfg: dict, model_cfg: dict, categories
     fp = {"model": req.model, "model_config": model_cfg, "train": train_cfg, "categories": categories,
           "image_size": list(req.image_size), "seed": req.seed, "holdout": req.holdout,
           "max_per_category": req.max_per_category, "shots": req.shots, "data": str(Path(req.data).resolve())}
+    if req.holdout_max != HOLDOUT_MAX:  # only when set: runs made before the option keep their identity
+        fp["holdout_max"] = req.holdout_max
     return json.loads(json.dumps(fp))
 
 
@@ -85,19 +90,23 @@ def infer(model: AnomalyModel, images: np.ndarray, batch: int = 16) -> tuple[np.
     return np.concatenate(maps), np.concatenate(scores)
 
 
-def normalization(maps: np.ndarray, scores: np.ndarray) -> dict:
-    """Per-category score normalisation from normal images: 0 = typical normal, 1 = threshold."""
+def normalization(maps: np.ndarray, scores: np.ndarray, false_reject: float | None = None) -> dict:
+    """Per-category score normalisation from normal images: 0 = typical normal, 1 = threshold.
+
+    The threshold follows a policy (``edgead.operating``): a false-reject budget, else the legacy
+    q0.99; the normals' scores are kept so ``edgead threshold`` can move it without retraining."""
+    from edgead.operating import apply, for_budget, for_quantile
+
     center = float(np.median(scores))
-    thr = float(np.quantile(scores, THRESHOLD_QUANTILE))
     px_center = float(np.median(maps))
     px_thr = float(np.quantile(maps, PIXEL_QUANTILE))
     # Scale floor: 1 % of the centre, for runs with too few held-out normals to have a spread (one image).
-    return {"threshold": thr, "center": center, "scale": max(thr - center, 0.01 * abs(center), 1e-12),
-            "pixel_threshold": px_thr, "pixel_center": px_center,
+    base = {"center": center, "pixel_threshold": px_thr, "pixel_center": px_center,
             "pixel_scale": max(px_thr - px_center, 0.01 * abs(px_center), 1e-12),
-            "n_images": int(len(scores)),
-            "rule": f"threshold = q{THRESHOLD_QUANTILE} of held-out normal scores; "
-                    f"pixel_threshold = q{PIXEL_QUANTILE} of their map pixels"}
+            "n_images": int(len(scores)), "normal_scores": [float(v) for v in scores],
+            "rule": f"pixel_threshold = q{PIXEL_QUANTILE} of their map pixels"}
+    op = for_budget(scores, false_reject) if false_reject else for_quantile(scores, THRESHOLD_QUANTILE)
+    return apply(base, op)
 
 
 def train(req: TrainRequest) -> dict:
@@ -112,6 +121,8 @@ def train(req: TrainRequest) -> dict:
         if isinstance(defaults[k], (int, float)) and not isinstance(defaults[k], bool) and (
                 isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
             raise EdgeadError(f"model {req.model!r}: training setting {k}={v!r} must be a number >= 0")
+    if req.false_reject is not None and not 0 < req.false_reject < 1:
+        raise EdgeadError(f"--false-reject {req.false_reject}: a share of good parts, 0 < budget < 1 (e.g. 0.01)")
     train_cfg = {**defaults, **req.train_overrides}
     if req.epochs is not None:
         train_cfg["epochs"] = req.epochs
@@ -137,7 +148,7 @@ def train(req: TrainRequest) -> dict:
         fit, held = samples, []  # every shot is a training image; thresholds come from them (noted)
         shots_note = {"shots": req.shots, "seed": req.seed, "files": [str(s.path.resolve()) for s in samples]}
     else:
-        fit, held = mvtec.split_holdout(samples, req.holdout, req.seed)
+        fit, held = mvtec.split_holdout(samples, req.holdout, req.seed, req.holdout_max)
 
     torch.manual_seed(req.seed)
     model_cfg = {**req.model_config, **cls.data_config(categories, len(fit))}
@@ -238,7 +249,10 @@ def train(req: TrainRequest) -> dict:
         for cat in categories:
             cat_samples = [s for s in ref if s.category == cat]
             maps, scores = infer(model, mvtec.load_images(cat_samples, pre))
-            info["normalization"][cat] = normalization(maps, scores)
+            info["normalization"][cat] = normalization(maps, scores, req.false_reject)
+            if info["normalization"][cat]["operating_point"]["warning"]:
+                info.setdefault("warnings", []).append(
+                    f"category {cat!r}: {info['normalization'][cat]['operating_point']['warning']}")
             if len(scores) < FEW_NORMALS:
                 info.setdefault("warnings", []).append(
                     f"category {cat!r}: threshold from {len(scores)} held-out normal image(s); the "

@@ -17,10 +17,12 @@ import numpy as np
 from edgead.bundle import Bundle
 from edgead.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EdgeadError
 from edgead.live.pipelines import Target, sink_pipeline, source_pipeline
+from edgead.live.prefetch import Prefetcher
 from edgead.live.source import Source
 from edgead.live.uri import parse
 
-STAGES = ("capture_age", "queue", "preprocess", "inference", "postprocess", "alert", "output", "frame", "decision")
+STAGES = ("capture_age", "queue", "preprocess", "handoff", "inference", "postprocess", "alert", "output", "frame",
+          "interval", "decision")
 WINDOW = 100_000  # stage times kept per stage: the summary's percentiles cover the last WINDOW frames (bounded RSS)
 
 
@@ -137,8 +139,12 @@ def inspect(req: InspectRequest, log=None) -> dict:
     try:
         with stopper:
             t_start = stopper.start
+            last_decision = None
+            loop_ms = [0.0, 0.0]  # time between decisions, and the inference within it (frames 2..n)
+            prefetch = Prefetcher(cap, inspector.prepare)  # preprocessing overlaps the previous frame's inference
             try:
                 cap.start()
+                prefetch.start()
                 while True:
                     n = count[0]
                     waited = time.monotonic() - t_start
@@ -154,14 +160,15 @@ def inspect(req: InspectRequest, log=None) -> dict:
                         end_reason = "no first frame"
                         break
                     try:
-                        fr = cap.read(0.5)
+                        prepared = prefetch.read(0.5)
                     except EndOfStream:
                         end_reason = "end of stream"
                         break
-                    if fr is None:
+                    if prepared is None:
                         live.update(n, flagged_n, fps.value, cap.stats, times, over_budget, req.latency_budget_ms)
                         continue
-                    d = inspector.step(fr)
+                    fr = prepared.frame
+                    d = inspector.decide(prepared)
                     t3 = time.perf_counter()
                     rate = fps.tick()
                     vis = inspector.render(d, rate) if output.wants(d.flagged) else None
@@ -173,6 +180,11 @@ def inspect(req: InspectRequest, log=None) -> dict:
                     if vis is not None:
                         output.push(vis, d.flagged, d.stem)
                     t6 = time.perf_counter()
+                    if last_decision is not None:
+                        times["interval"].append((t6 - last_decision) * 1e3)
+                        loop_ms[0] += (t6 - last_decision) * 1e3
+                        loop_ms[1] += d.ms["inference"]
+                    last_decision = t6
                     count[0] = n + 1
                     decisions.append({"frame": fr.number, "name": fr.name, "score": d.score, "flagged": d.flagged})
                     latency = _record(times, fr, d, render_ms=(t4 - t3) * 1e3, alert_ms=(t5 - t4) * 1e3,
@@ -181,6 +193,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
                     live.update(count[0], flagged_n, fps.value, cap.stats, times, over_budget, req.latency_budget_ms)
             finally:
                 live.close()
+                prefetch.stop()
                 cap.stop()
                 output.close()
                 engine.close()
@@ -200,6 +213,8 @@ def inspect(req: InspectRequest, log=None) -> dict:
                           "met": None if req.latency_budget_ms is None else p99 <= req.latency_budget_ms,
                           "window_frames": min(count[0], WINDOW)}
     summary["alerts"] = alert_stats
+    if loop_ms[0] > 0:  # share of the time between decisions not spent in inference (a live camera: waits too)
+        summary["pipeline_overhead_share"] = 1 - loop_ms[1] / loop_ms[0]
     return summary
 
 
@@ -209,10 +224,12 @@ def _record(times: dict[str, deque[float]], fr, d, render_ms: float, alert_ms: f
     from its arrival in the queue)."""
     times["queue"].append(fr.queue_ms)
     times["preprocess"].append(d.ms["preprocess"])
+    times["handoff"].append(d.ms["handoff"])
     times["inference"].append(d.ms["inference"])
     times["postprocess"].append(d.ms["postprocess"] + render_ms)
     times["output"].append(output_ms)
-    times["frame"].append(sum(d.ms.values()) + render_ms + alert_ms + output_ms)
+    # the loop thread's own work per frame (preprocessing runs ahead in the prefetch thread)
+    times["frame"].append(d.ms["inference"] + d.ms["postprocess"] + render_ms + alert_ms + output_ms)
     if d.flagged:
         times["alert"].append(alert_ms)
     if fr.age_ms is not None:
@@ -222,12 +239,21 @@ def _record(times: dict[str, deque[float]], fr, d, render_ms: float, alert_ms: f
     return latency
 
 
+def _operating(norm: dict, n: int, flagged: int) -> dict:
+    """The flag rate of this run beside what the threshold was set for (a rate far above the expected
+    false rejects on a line of mostly good parts is drift, or a real run of defects)."""
+    op = norm.get("operating_point") or {}
+    return {"rule": norm.get("rule"), "policy": norm.get("policy"), "flag_rate": flagged / n if n else None,
+            "expected_false_reject": op.get("frr_estimate"), "expected_false_reject_interval": op.get("frr_interval")}
+
+
 def _summary(req, b, key, backend, category, policy, jetson, cap, output, n, flagged_n, end_reason, wall, times,
              events_path, decisions) -> dict:
     stages = {k: _pct(v) for k, v in times.items() if v}
-    frame_mean = stages.get("frame", {}).get("mean_ms", 0.0)
+    frame_mean = stages.get("frame", {}).get("mean_ms", 0.0)  # one frame only; else replaced by the loop's share
     return {"source": req.source, "output": req.output, "bundle": str(b.path), "precision": key,
             "backend": backend, "category": category, "policy": policy, "scale": req.scale,
+            "operating_point": _operating(b.meta["normalization"][category], n, flagged_n),
             "platform": "jetson" if jetson else "desktop",
             "pipelines": {"source": cap.description, "output": output.description},
             "frames": n, "flagged": flagged_n, "produced": cap.stats.produced, "dropped": cap.stats.dropped,

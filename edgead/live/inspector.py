@@ -35,27 +35,45 @@ class Decision:
         return Path(self.frame.name).stem if self.frame.name else f"frame{self.frame.number:07d}"
 
 
+@dataclass
+class Prepared:
+    frame: Frame
+    rgb: np.ndarray  # model-size RGB
+    x: np.ndarray  # (1, 3, H, W) float32, the engine's input
+    preprocess_ms: float
+    ready: float  # perf_counter when preprocessing ended
+
+
 class Inspector:
     """One bundle graph, one category: frames in, decisions out."""
 
     def __init__(self, engine: Backend, pre: Preprocess, norm: Normalization, category: str):
         self.engine, self.pre, self.norm, self.category = engine, pre, norm, category
 
-    def step(self, fr: Frame) -> Decision:
+    def prepare(self, fr: Frame) -> Prepared:
+        """The bundle's preprocessing of one frame (any size: the bundle's own resize)."""
         t0 = time.perf_counter()
         pre = self.pre
         rgb = fr.rgb if fr.rgb.shape[:2] == (pre.height, pre.width) else np.asarray(
             pre.resize_image(Image.fromarray(fr.rgb)))
         x = pre.normalize(rgb)[None]
         t1 = time.perf_counter()
-        res = self.engine.run_batched(x)
+        return Prepared(fr, rgb, x, (t1 - t0) * 1e3, t1)
+
+    def decide(self, p: Prepared) -> Decision:
+        """Inference, post-processing and the shared decision rule on a prepared frame."""
+        t1 = time.perf_counter()
+        res = self.engine.run_batched(p.x)
         t2 = time.perf_counter()
         raw = float(res["score"][0])
-        d = Decision(fr, raw, float(self.norm.score(raw)), bool(self.norm.decide(raw)), rgb,
+        d = Decision(p.frame, raw, float(self.norm.score(raw)), bool(self.norm.decide(raw)), p.rgb,
                      self.norm.pixel(res["anomaly_map"][0, 0]))
-        d.ms = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
+        d.ms = {"preprocess": p.preprocess_ms, "handoff": (t1 - p.ready) * 1e3, "inference": (t2 - t1) * 1e3,
                 "postprocess": (time.perf_counter() - t2) * 1e3}
         return d
+
+    def step(self, fr: Frame) -> Decision:
+        return self.decide(self.prepare(fr))
 
     def render(self, d: Decision, fps: float) -> np.ndarray:
         """The output frame: heatmap overlay and a status strip."""

@@ -241,7 +241,7 @@ class GstSource(Source):
         if self.pipe is None:
             return
         Gst, _ = gst()
-        if self.stats.delivered:  # a pipeline that never ran has nothing to finish
+        if self.stats.produced:  # a pipeline that never ran has nothing to finish
             self.pipe.send_event(Gst.Event.new_eos())
             self.pipe.get_bus().timed_pop_filtered(2 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
         self._teardown()

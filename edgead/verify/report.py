@@ -145,6 +145,13 @@ def build_html(result: dict, ref: Reference, eng: dict, bundle: Bundle, bench: d
             curves = [("reference", *roc_curve(rs, labels), "#1565c0", "0"),
                       (f"{key}", *roc_curve(es, labels), "#e65100", "5,3")]
             out.append(_svg_roc(curves, f"{cat}: image ROC"))
+        raw = bundle.meta["normalization"][cat]
+        op = raw.get("operating_point") or {}
+        if op.get("frr_interval"):
+            lo, hi = op["frr_interval"]
+            out.append(f"<p>{html.escape(cat)}: operating point {html.escape(str(raw.get('rule', '')).split('; ')[0])}"
+                       f"; expected false rejects {op['frr_estimate']:.2%} (95 % CI {lo:.2%}-{hi:.2%}) from "
+                       f"{op['n_normals']} held-out normals; the dashed line below.</p>")
         out.append(_svg_hist([("reference good", rs[labels == 0], "#1565c0"),
                               ("reference defect", rs[labels == 1], "#c62828"),
                               (f"{key} good", es[labels == 0], "#64b5f6"),

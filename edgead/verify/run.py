@@ -107,7 +107,8 @@ def _gates_for_category(c: str, idx: np.ndarray, ref: Reference, eng: dict, norm
             rows.append({"level": "L4", "gate": f"{k}_drop_max", "category": c, "value": None, "limit": None,
                          "passed": None, "note": "needs good and defective images"})
     metrics = {"reference": mr, "engine": me, "n_good": int((labels == 0).sum()), "n_defect": int(labels.sum()),
-               "tensor": te, "decision_flips": len(flips)}
+               "tensor": te, "decision_flips": len(flips), "threshold": norm.threshold,
+               "reference_flagged": int(rd.sum()), "engine_flagged": int(ed.sum())}
     return rows, metrics
 
 
