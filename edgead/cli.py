@@ -511,15 +511,17 @@ def _bench_table(title: str, res: dict, cell: dict) -> Table:
 @handle_errors
 def inspect_(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
-    source: Annotated[str, typer.Option(help="csi://0, v4l2:///dev/video0, rtsp://..., file://clip.mp4, "
-                                        "images://DIR or test://")] = "test://",
+    source: Annotated[list[str] | None, typer.Option(help="csi://0, v4l2:///dev/video0, rtsp://..., file://clip.mp4, "
+                                                     "images://DIR or test:// (repeat: several cameras, one engine)."
+                                                     )] = None,
     output: Annotated[str, typer.Option(help="display://, file://out.mp4, rtsp://:8554/edgead, images://DIR "
                                         "or none")] = "none",
     precision: Annotated[str, typer.Option(help="fp32, fp16, int8 (int8-cpu / int8-tensorrt).")] = "fp32",
     backend: Annotated[str, typer.Option(help="onnxruntime (here) or tensorrt (on the Jetson).")] = "onnxruntime",
     policy: Annotated[str | None, typer.Option(help="latest (live: newest frame, drops counted) or every "
                                                "(audit: no drops). Default by source.")] = None,
-    category: Annotated[str | None, typer.Option(help="Product seen by this camera (multi-class bundles).")] = None,
+    category: Annotated[list[str] | None, typer.Option(help="Product each camera sees (multi-class bundles): once "
+                                                       "for all, or once per --source.")] = None,
     alerts: Annotated[Path, typer.Option(help="Folder for flagged frames, heatmaps and events.jsonl.")] = Path(
         "alerts"),
     max_frames: Annotated[int | None, typer.Option(min=1, help="Stop after N frames.")] = None,
@@ -541,8 +543,11 @@ def inspect_(
     """Live inspection: camera -> bundle -> decision, overlay, alerts, per-stage latency."""
     from edgead.live.inspect import InspectRequest, inspect
 
-    res = inspect(InspectRequest(bundle=bundle, source=source, output=output, precision=precision, backend=backend,
-                                 policy=policy, category=category, alerts_dir=alerts, max_frames=max_frames,
+    source = source or ["test://"]
+    res = inspect(InspectRequest(bundle=bundle, source=source[0] if len(source) == 1 else source, output=output,
+                                 precision=precision, backend=backend, policy=policy,
+                                 category=category[0] if category and len(category) == 1 else category,
+                                 alerts_dir=alerts, max_frames=max_frames,
                                  duration=duration, threads=threads, platform=platform, fps=fps,
                                  dry_run=dry_run, first_frame_timeout_s=first_frame_timeout,
                                  latency_budget_ms=latency_budget_ms, scale=scale))
@@ -555,8 +560,9 @@ def inspect_(
         _write_json(json_out, res)
         return
     _write_json(json_out, res)
-    table = Table(title=f"{source} -> {bundle} ({res['precision']}, {res['backend']['backend']}): {res['frames']} "
-                        f"frames, {res['flagged']} flagged, {res['fps']:.1f} fps, ended by {res['end']}")
+    table = Table(title=f"{', '.join(source)} -> {bundle} ({res['precision']}, {res['backend']['backend']}): "
+                        f"{res['frames']} frames, {res['flagged']} flagged, {res['fps']:.1f} fps, "
+                        f"ended by {res['end']}")
     for col in ("stage", "p50 ms", "p90 ms", "p99 ms", "mean ms"):
         table.add_column(col)
     for k, v in res["stages"].items():
@@ -566,8 +572,8 @@ def inspect_(
     stdout.print(f"dropped {res['dropped']} of {res['produced']}, reconnects {res['reconnects']}, pipeline overhead "
                  f"(all but inference) {share * 100 if share is not None else 0:.1f} % of frame time; "
                  f"events in {res['events_file']}", highlight=False)
-    op = res["operating_point"]
-    if op["expected_false_reject_interval"]:
+    op = res["operating_point"] or {}
+    if op.get("expected_false_reject_interval"):
         lo, hi = op["expected_false_reject_interval"]
         stdout.print(f"flag rate {op['flag_rate']:.2%}; the threshold ({op['rule'].split('; ')[0]}) expects "
                      f"{lo:.2%}-{hi:.2%} false rejects on good parts", highlight=False, soft_wrap=True)

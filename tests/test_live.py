@@ -405,3 +405,41 @@ def test_latency_budget_counts_frames_over_it_and_fails_the_run_when_p99_misses(
     assert "Traceback" not in text
     code, lat, _ = out["1000000"]
     assert code == 0 and lat["over_budget"] == 0 and lat["met"] is True and lat["capture_to_decision_p99_ms"] > 0
+
+
+def test_two_sources_one_engine_decisions_and_alerts_tagged_by_source(bundle, tiny_real, tmp_path):
+    """Two cameras (here two folders of stills, a product each) in one process: every part of each is
+    inspected once with its own product's normalisation, and each alert line names its source."""
+    from edgead.threshold import ThresholdRequest, set_thresholds
+
+    b2 = tmp_path / "b"
+    shutil.copytree(bundle, b2, ignore=shutil.ignore_patterns("reports"))
+    cats = ["magnetic_tile", "deeppcb"] if "deeppcb" in Bundle.load(b2).categories else ["magnetic_tile"] * 2
+    for c in set(cats):
+        set_thresholds(ThresholdRequest(target=b2, quantile=0.01, category=c))  # most parts flagged: alerts
+    folders, offline = [], {}
+    b = Bundle.load(b2)
+    engine = open_engine(b2, "fp32")
+    for k, cat in enumerate(cats):
+        f = tmp_path / f"cam{k}"
+        f.mkdir()
+        for s in mvtec.discover(tiny_real, [cat], "test"):
+            shutil.copy(s.path, f / f"{k}_{s.defect}_{s.path.name}")
+            raw = float(engine.run_batched(b.preprocess(read_image(s.path))[None])["score"][0])
+            offline[f"{k}_{s.defect}_{s.path.name}"] = float(b.category_norm(cat).score(raw))
+        folders.append(f)
+    engine.close()
+    uris = [f"images://{f}" for f in folders]
+    res = inspect(InspectRequest(bundle=b2, source=uris, category=cats, alerts_dir=tmp_path / "alerts", quiet=True))
+    assert res["end"] == "end of stream" and res["frames"] == len(offline)
+    assert [s["frames"] for s in res["sources"]] == [len(list(f.iterdir())) for f in folders]
+    for d in res["decisions_tail"]:
+        assert d["source"] == uris[int(d["name"][0])] and d["category"] == cats[int(d["name"][0])]
+        assert d["score"] == pytest.approx(offline[d["name"]], abs=1e-4)  # its own product's normalisation
+    events = read_events(tmp_path / "alerts" / "events.jsonl")
+    assert len(events) == res["flagged"] > 0
+    for e in events:
+        assert e["source"] == uris[int(e["name"][0])] and e["category"] == cats[int(e["name"][0])]
+    assert sum(s["flagged"] for s in res["sources"]) == res["flagged"]
+    with pytest.raises(EdgeadError, match="given twice"):
+        inspect(InspectRequest(bundle=b2, source=[uris[0], uris[0]], category="magnetic_tile", quiet=True))

@@ -17,7 +17,7 @@ import numpy as np
 from edgead.bundle import Bundle
 from edgead.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EdgeadError
 from edgead.live.pipelines import Target, sink_pipeline, source_pipeline
-from edgead.live.prefetch import Prefetcher
+from edgead.live.prefetch import Ended, Prefetch
 from edgead.live.source import Source
 from edgead.live.uri import parse
 
@@ -29,12 +29,12 @@ WINDOW = 100_000  # stage times kept per stage: the summary's percentiles cover 
 @dataclass
 class InspectRequest:
     bundle: Path
-    source: str
+    source: str | list[str]  # one URI, or several (one engine, decisions and alerts tagged by source)
     output: str = "none"
     precision: str = "fp32"
     backend: str = "onnxruntime"
     policy: str | None = None  # latest | every (default: every for file/images, latest for cameras)
-    category: str | None = None
+    category: str | list[str] | None = None  # once for all sources, or once per source
     alerts_dir: Path = Path("alerts")
     events: Path | None = None  # default ALERTS_DIR/events.jsonl
     max_frames: int | None = None
@@ -66,14 +66,16 @@ def plan(req: InspectRequest) -> dict:
     from edgead.live.source import default_policy
 
     b = Bundle.load(req.bundle)
-    src, out = parse(req.source, "source"), parse(req.output, "sink")
+    srcs, out = [parse(u, "source") for u in _sources(req)], parse(req.output, "sink")
     jetson, nvenc = resolve_platform(req.platform)
     target = Target(b.preprocess.width, b.preprocess.height, jetson, nvenc, req.scale)
-    policy = req.policy or default_policy(src)
+    policies = [req.policy or default_policy(src) for src in srcs]
     sink = sink_pipeline(out, target, req.fps)
-    return {"platform": "jetson" if jetson else "desktop", "nvenc": nvenc, "policy": policy,
-            "source_pipeline": str(source_pipeline(src, target, policy)) if src.scheme != "images"
-            else f"(stills in {src.location} read by edgead's image reader, resized by the bundle's preprocessing)",
+    lines = [str(source_pipeline(src, target, pol)) if src.scheme != "images"
+             else f"(stills in {src.location} read by edgead's image reader, resized by the bundle's preprocessing)"
+             for src, pol in zip(srcs, policies, strict=True)]
+    return {"platform": "jetson" if jetson else "desktop", "nvenc": nvenc, "policy": ", ".join(policies),
+            "source_pipeline": "\n        ".join(lines),
             "output_pipeline": str(sink) if sink else
             ("(flagged frames written as PNG by edgead)" if out.scheme == "images" else "(none)"),
             "model_input": [target.height, target.width],
@@ -101,49 +103,54 @@ def inspect(req: InspectRequest, log=None) -> dict:
     from edgead.live.gst import resolve_platform
     from edgead.live.inspector import AlertWriter, Inspector
     from edgead.live.sinks import open_output
-    from edgead.live.source import EndOfStream, default_policy, open_source
+    from edgead.live.source import default_policy, open_source
     from edgead.live.stopper import Stopper
     from edgead.progress import console
 
     if req.dry_run:
         return plan(req)
     log = log or (lambda m: console.print(m, highlight=False, soft_wrap=True))
-    src, out_uri = parse(req.source, "source"), parse(req.output, "sink")
+    uris = _sources(req)
+    srcs, out_uri = [parse(u, "source") for u in uris], parse(req.output, "sink")
     b = Bundle.load(req.bundle)
-    cats = b.categories
-    category = req.category or (cats[0] if len(cats) == 1 else None)
-    if category is None:
-        raise EdgeadError(f"{req.bundle}: a multi-class bundle ({', '.join(cats)}); say which product this camera "
-                          f"sees with --category")
-    norm = b.category_norm(category)
+    categories = _categories(req, b, len(uris))
     key = b.resolve(req.precision, req.backend)
     pre = b.preprocess
     jetson, nvenc = resolve_platform(req.platform)
     target = Target(pre.width, pre.height, jetson, nvenc, req.scale)
-    policy = req.policy or default_policy(src)
-    cap = open_source(src, target, pre, policy, stall_s=req.stall_s, log=log)
-    engine = open_engine(b.path, key, req.backend, EngineOptions(threads=req.threads))
-    inspector = Inspector(engine, pre, norm, category)
+    policies = [req.policy or default_policy(src) for src in srcs]
+    caps = [open_source(src, target, pre, pol, stall_s=req.stall_s, log=log) for src, pol in zip(srcs, policies,
+                                                                                                   strict=True)]
+    engine = open_engine(b.path, key, req.backend, EngineOptions(threads=req.threads))  # one engine for all
+    inspectors = [Inspector(engine, pre, b.category_norm(c), c) for c in categories]
     events_path = Path(req.events or Path(req.alerts_dir) / "events.jsonl")
     events = EventLog(events_path)
-    alerts = AlertWriter(req.alerts_dir, events, req.source, category, norm, key, req.backend)
+    alerts = AlertWriter(req.alerts_dir, events, key, req.backend)
     output = open_output(out_uri, target, req.fps)
     times: dict[str, deque[float]] = {k: deque(maxlen=WINDOW) for k in STAGES}
     over_budget = 0
     count = [0]  # frames inspected, shared with the stop watchdog
+    per = [{"frames": 0, "flagged": 0} for _ in uris]
     flagged_n, fps = 0, _Rate()
     decisions: deque[dict] = deque(maxlen=req.keep_decisions)
     end_reason = "max frames"
     live = _LiveView(req.quiet)
-    stopper = Stopper(req.duration, req.grace_s, _hard_exit(cap, req.source, count, alerts), on_stop=cap.interrupt)
+    stats = _AllStats(caps)
+
+    def interrupt() -> None:
+        for c in caps:
+            c.interrupt()
+    stopper = Stopper(req.duration, req.grace_s, _hard_exit(caps[0], uris[0], count, alerts), on_stop=interrupt)
     try:
         with stopper:
             t_start = stopper.start
             last_decision = None
             loop_ms = [0.0, 0.0]  # time between decisions, and the inference within it (frames 2..n)
-            prefetch = Prefetcher(cap, inspector.prepare)  # preprocessing overlaps the previous frame's inference
+            ended: set[int] = set()
+            prefetch = Prefetch(caps, [i.prepare for i in inspectors])  # preprocessing overlaps inference
             try:
-                cap.start()
+                for c in caps:
+                    c.start()
                 prefetch.start()
                 while True:
                     n = count[0]
@@ -156,26 +163,31 @@ def inspect(req: InspectRequest, log=None) -> dict:
                     if req.duration and waited >= req.duration:
                         end_reason = "duration"
                         break
-                    if n == 0 and waited >= req.first_frame_timeout_s and not cap.idle_ok:
+                    if n == 0 and waited >= req.first_frame_timeout_s and not all(c.idle_ok for c in caps):
                         end_reason = "no first frame"
                         break
-                    try:
-                        prepared = prefetch.read(0.5)
-                    except EndOfStream:
-                        end_reason = "end of stream"
-                        break
-                    if prepared is None:
-                        live.update(n, flagged_n, fps.value, cap.stats, times, over_budget, req.latency_budget_ms)
+                    got = prefetch.read(0.5)
+                    if got is None:
+                        live.update(n, flagged_n, fps.value, stats, times, over_budget, req.latency_budget_ms)
                         continue
-                    fr = prepared.frame
+                    si, prepared = got
+                    if isinstance(prepared, Ended):
+                        ended.add(si)
+                        if len(ended) == len(caps):
+                            end_reason = "end of stream"
+                            break
+                        continue
+                    fr, inspector = prepared.frame, inspectors[si]
                     d = inspector.decide(prepared)
                     t3 = time.perf_counter()
                     rate = fps.tick()
                     vis = inspector.render(d, rate) if output.wants(d.flagged) else None
                     t4 = time.perf_counter()
+                    per[si]["frames"] += 1
                     if d.flagged:
                         flagged_n += 1
-                        alerts.write(d)
+                        per[si]["flagged"] += 1
+                        alerts.write(d, uris[si], inspector.category, inspector.norm)
                     t5 = time.perf_counter()
                     if vis is not None:
                         output.push(vis, d.flagged, d.stem)
@@ -186,15 +198,18 @@ def inspect(req: InspectRequest, log=None) -> dict:
                         loop_ms[1] += d.ms["inference"]
                     last_decision = t6
                     count[0] = n + 1
-                    decisions.append({"frame": fr.number, "name": fr.name, "score": d.score, "flagged": d.flagged})
+                    decisions.append({"frame": fr.number, "name": fr.name, "score": d.score, "flagged": d.flagged,
+                                      **({"source": uris[si], "category": inspector.category}
+                                         if len(uris) > 1 else {})})
                     latency = _record(times, fr, d, render_ms=(t4 - t3) * 1e3, alert_ms=(t5 - t4) * 1e3,
                                       output_ms=(t6 - t5) * 1e3)
                     over_budget += bool(req.latency_budget_ms is not None and latency > req.latency_budget_ms)
-                    live.update(count[0], flagged_n, fps.value, cap.stats, times, over_budget, req.latency_budget_ms)
+                    live.update(count[0], flagged_n, fps.value, stats, times, over_budget, req.latency_budget_ms)
             finally:
                 live.close()
                 prefetch.stop()
-                cap.stop()
+                for c in caps:
+                    c.stop()
                 output.close()
                 engine.close()
                 alert_stats = alerts.close()  # drains the queue: every flagged frame gets its line
@@ -204,9 +219,9 @@ def inspect(req: InspectRequest, log=None) -> dict:
         events.close()
     wall = time.monotonic() - t_start
     if count[0] == 0:
-        raise EdgeadError(_no_frames(req.source, src.scheme, cap.stats, wall, end_reason))
-    summary = _summary(req, b, key, engine.describe(), category, policy, jetson, cap, output, count[0], flagged_n,
-                       end_reason, wall, times, events_path, decisions)
+        raise EdgeadError(_no_frames(uris[0], srcs[0].scheme, caps[0].stats, wall, end_reason))
+    summary = _summary(req, b, key, engine.describe(), categories, policies, jetson, caps, output, count[0],
+                       flagged_n, end_reason, wall, times, events_path, decisions, uris, per)
     p99 = summary["stages"]["decision"]["p99_ms"]
     summary["latency"] = {"capture_to_decision_p99_ms": p99, "budget_ms": req.latency_budget_ms,
                           "over_budget": over_budget if req.latency_budget_ms is not None else None,
@@ -216,6 +231,47 @@ def inspect(req: InspectRequest, log=None) -> dict:
     if loop_ms[0] > 0:  # share of the time between decisions not spent in inference (a live camera: waits too)
         summary["pipeline_overhead_share"] = 1 - loop_ms[1] / loop_ms[0]
     return summary
+
+
+def _sources(req: InspectRequest) -> list[str]:
+    uris = [req.source] if isinstance(req.source, str) else list(req.source)
+    if not uris:
+        raise EdgeadError("no --source given")
+    if len(set(uris)) != len(uris):
+        raise EdgeadError(f"--source {next(u for u in uris if uris.count(u) > 1)} is given twice")
+    return uris
+
+
+def _categories(req: InspectRequest, b: Bundle, n: int) -> list[str]:
+    """The product each source shows: one --category for all, one per source, or the bundle's only one."""
+    cats = b.categories
+    given = [req.category] if isinstance(req.category, str) else list(req.category or [])
+    if not given:
+        if len(cats) > 1:
+            raise EdgeadError(f"{req.bundle}: a multi-class bundle ({', '.join(cats)}); say which product each "
+                              f"camera sees with --category (once, or once per --source)")
+        given = [cats[0]]
+    if len(given) not in (1, n):
+        raise EdgeadError(f"--category given {len(given)} times for {n} sources: once for all, or once per --source")
+    for c in given:
+        if c not in cats:
+            raise EdgeadError(f"--category {c}: not in the bundle ({', '.join(cats)})")
+    return given * n if len(given) == 1 else given
+
+
+class _AllStats:
+    """Dropped frames and reconnects summed over the sources (the console line)."""
+
+    def __init__(self, caps: list[Source]):
+        self.caps = caps
+
+    @property
+    def dropped(self) -> int:
+        return sum(c.stats.dropped for c in self.caps)
+
+    @property
+    def reconnects(self) -> int:
+        return sum(c.stats.reconnects for c in self.caps)
 
 
 def _record(times: dict[str, deque[float]], fr, d, render_ms: float, alert_ms: float, output_ms: float) -> float:
@@ -247,21 +303,30 @@ def _operating(norm: dict, n: int, flagged: int) -> dict:
             "expected_false_reject": op.get("frr_estimate"), "expected_false_reject_interval": op.get("frr_interval")}
 
 
-def _summary(req, b, key, backend, category, policy, jetson, cap, output, n, flagged_n, end_reason, wall, times,
-             events_path, decisions) -> dict:
+def _summary(req, b, key, backend, categories, policies, jetson, caps, output, n, flagged_n, end_reason, wall,
+             times, events_path, decisions, uris, per) -> dict:
     stages = {k: _pct(v) for k, v in times.items() if v}
     frame_mean = stages.get("frame", {}).get("mean_ms", 0.0)  # one frame only; else replaced by the loop's share
-    return {"source": req.source, "output": req.output, "bundle": str(b.path), "precision": key,
-            "backend": backend, "category": category, "policy": policy, "scale": req.scale,
-            "operating_point": _operating(b.meta["normalization"][category], n, flagged_n),
+    sources = [{"source": u, "category": c, "policy": pol, "frames": p["frames"], "flagged": p["flagged"],
+                "produced": cap.stats.produced, "dropped": cap.stats.dropped, "skipped": cap.stats.skipped,
+                "reconnects": cap.stats.reconnects, "pipeline": cap.description,
+                "operating_point": _operating(b.meta["normalization"][c], p["frames"], p["flagged"])}
+               for u, c, pol, cap, p in zip(uris, categories, policies, caps, per, strict=True)]
+    one = len(uris) == 1
+    return {"source": uris[0] if one else uris, "output": req.output, "bundle": str(b.path), "precision": key,
+            "backend": backend, "category": categories[0] if one else categories,
+            "policy": policies[0] if one else policies, "scale": req.scale,
+            "operating_point": sources[0]["operating_point"] if one else None,
             "platform": "jetson" if jetson else "desktop",
-            "pipelines": {"source": cap.description, "output": output.description},
-            "frames": n, "flagged": flagged_n, "produced": cap.stats.produced, "dropped": cap.stats.dropped,
-            "skipped": cap.stats.skipped, "reconnects": cap.stats.reconnects,
-            "reconnect_events": cap.stats.events, "end": end_reason,
+            "pipelines": {"source": caps[0].description if one else [c.description for c in caps],
+                          "output": output.description},
+            "frames": n, "flagged": flagged_n, "produced": sum(c.stats.produced for c in caps),
+            "dropped": sum(c.stats.dropped for c in caps), "skipped": [x for c in caps for x in c.stats.skipped],
+            "reconnects": sum(c.stats.reconnects for c in caps),
+            "reconnect_events": [e for c in caps for e in c.stats.events], "end": end_reason,
             "wall_s": wall, "fps": n / wall if wall > 0 else 0.0, "stages": stages,
             "pipeline_overhead_share": (1 - stages["inference"]["mean_ms"] / frame_mean) if frame_mean else None,
-            "events_file": str(events_path), "decisions_tail": list(decisions)}
+            "events_file": str(events_path), "sources": sources, "decisions_tail": list(decisions)}
 
 
 class _Rate:

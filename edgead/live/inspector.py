@@ -91,20 +91,20 @@ class AlertWriter:
     that names them, so after a crash every line is valid and every file it names exists. A full queue
     makes ``write`` wait (counted, never a lost alert); ``close`` drains the queue."""
 
-    def __init__(self, folder: Path, events, source: str, category: str, norm: Normalization, key: str,
-                 backend: str, queue_size: int = 64):
-        self.folder, self.events, self.source = Path(folder), events, source
-        self.fields = {"threshold": THRESHOLD, "raw_threshold": norm.threshold, "category": category,
-                       "precision": key, "backend": backend}
+    def __init__(self, folder: Path, events, key: str, backend: str, queue_size: int = 64):
+        self.folder, self.events = Path(folder), events
+        self.fields = {"threshold": THRESHOLD, "precision": key, "backend": backend}
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.stats = {"queued": 0, "written": 0, "queue_full_waits": 0, "max_depth": 0, "errors": 0}
         self.error: str | None = None
         self._thread = threading.Thread(target=self._run, name="edgead-alerts", daemon=True)
         self._thread.start()
 
-    def write(self, d: Decision) -> None:
+    def write(self, d: Decision, source: str, category: str, norm: Normalization) -> None:
+        """Queue one alert: the frame's source URI and product, and the raw threshold it was decided at."""
         stamp = time.time()
-        job = (d.frame.number, d.frame.name, d.stem, d.score, d.raw, d.rgb, d.nmap, stamp)
+        tag = {"source": source, "category": category, "raw_threshold": norm.threshold}
+        job = (d.frame.number, d.frame.name, d.stem, d.score, d.raw, d.rgb, d.nmap, stamp, tag)
         try:
             self.queue.put_nowait(job)
         except queue.Full:
@@ -120,14 +120,14 @@ class AlertWriter:
             job = self.queue.get()
             if job is None:
                 return
-            number, name, stem_name, score, raw, rgb, nmap, stamp = job
+            number, name, stem_name, score, raw, rgb, nmap, stamp, tag = job
             try:
                 stem = f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}_{number:07d}_{stem_name}"
                 fpath, hpath = self.folder / f"{stem}.frame.png", self.folder / f"{stem}.heatmap.png"
                 save_png(fpath, rgb)
                 save_png(hpath, colorize(nmap))
                 self.events.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(stamp)),
-                                    "unix": stamp, "frame": number, "source": self.source, "name": name,
+                                    "unix": stamp, "frame": number, **tag, "name": name,
                                     "score": score, "raw_score": raw, **self.fields, "frame_path": str(fpath),
                                     "heatmap_path": str(hpath)})
                 self.stats["written"] += 1

@@ -1,21 +1,25 @@
-"""Preprocessing one frame ahead of inference, in its own thread.
+"""Preprocessing ahead of inference, one thread per source, into one queue.
 
-The capture pipeline runs in GStreamer's threads; this thread pulls frames from the source and
-applies the bundle's preprocessing (a full-frame resize at camera sizes) while the loop's thread
-runs the engine on the previous frame. Both release the GIL in their heavy parts (PIL's resize,
-ONNX Runtime). One prepared frame waits at most, so ``every`` keeps its back-pressure (the thread
-blocks, the appsink fills, the source waits) and ``latest`` stays at most one frame behind.
-End of stream and errors reach the loop through the same queue, in order.
+Capture pipelines run in GStreamer's threads; each source's thread here pulls its frames and applies
+the bundle's preprocessing (a full-frame resize at camera sizes) while the loop's thread runs the
+engine on an earlier frame. Both release the GIL in their heavy parts (PIL's resize, ONNX Runtime).
+One prepared frame per source waits at most, so ``every`` keeps its back-pressure (the thread
+blocks, the appsink fills, the source waits) and ``latest`` stays at most one frame behind. Every
+item is tagged with its source's index; a source's end of stream and errors come through the same
+queue, after its frames.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable, Sequence
 
 from edgead.live.source import EndOfStream, Source
 
-_END = object()
+
+class Ended:
+    """A source's end of stream."""
 
 
 class _Failed:
@@ -23,59 +27,61 @@ class _Failed:
         self.error = error
 
 
-class Prefetcher:
-    def __init__(self, source: Source, prepare, depth: int = 1):
-        self.source, self.prepare = source, prepare
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+class Prefetch:
+    def __init__(self, sources: Sequence[Source], prepare: Sequence[Callable]):
+        self.sources, self.prepare = list(sources), list(prepare)
+        self.queue: queue.Queue = queue.Queue(maxsize=len(self.sources))
+        self._slots = [threading.Semaphore(1) for _ in self.sources]  # one waiting frame per source
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="edgead-prepare", daemon=True)
+        self._threads = [threading.Thread(target=self._run, args=(i,), name=f"edgead-prepare-{i}", daemon=True)
+                         for i in range(len(self.sources))]
 
     def start(self) -> None:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
 
-    def _run(self) -> None:
+    def _run(self, i: int) -> None:
         try:
             while not self._stop.is_set():
-                fr = self.source.read(0.5)
+                fr = self.sources[i].read(0.5)
                 if fr is not None:
-                    self._put(self.prepare(fr))
+                    self._put(i, self.prepare[i](fr))
         except EndOfStream:
-            self._put(_END)
+            self._put(i, Ended())
         except BaseException as e:  # handed to the loop, which reports it
-            self._put(_Failed(e))
+            self._put(i, _Failed(e))
 
-    def _put(self, item) -> None:
+    def _put(self, i: int, item) -> None:
         while not self._stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.2)
+            if self._slots[i].acquire(timeout=0.2):
+                self.queue.put((i, item))
                 return
-            except queue.Full:
-                continue
-        self._discard(item)
+        self._discard(i, item)
 
-    def _discard(self, item) -> None:
-        """A frame pulled from the source but never inspected (the run stopped) counts as dropped."""
-        if item is not _END and not isinstance(item, _Failed):
-            self.source.stats.delivered -= 1
+    def _discard(self, i: int, item) -> None:
+        """A frame pulled from its source but never inspected (the run stopped) counts as dropped there."""
+        if not isinstance(item, Ended | _Failed):
+            self.sources[i].stats.delivered -= 1
 
-    def read(self, timeout_s: float):
-        """The next prepared frame, or None after ``timeout_s``; raises EndOfStream (or the thread's error)."""
+    def read(self, timeout_s: float) -> tuple[int, object] | None:
+        """(source index, prepared frame or ``Ended``), or None after ``timeout_s``; a source's error is raised."""
         try:
-            item = self.queue.get(timeout=timeout_s)
+            i, item = self.queue.get(timeout=timeout_s)
         except queue.Empty:
             return None
-        if item is _END:
-            raise EndOfStream
+        self._slots[i].release()
         if isinstance(item, _Failed):
             raise item.error
-        return item
+        return i, item
 
     def stop(self) -> None:
-        """Stop pulling frames and wait for the thread; a prepared frame never inspected counts as dropped."""
+        """Stop pulling frames and wait for the threads; a prepared frame never inspected counts as dropped."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        for t in self._threads:
+            t.join(timeout=5)
         while True:
             try:
-                self._discard(self.queue.get_nowait())
+                i, item = self.queue.get_nowait()
             except queue.Empty:
                 break
+            self._discard(i, item)
