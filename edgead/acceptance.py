@@ -21,6 +21,14 @@ def summarize(out: Path, backend: str, status: int) -> dict:
             r = read_json(f)
             summary["verify"][p] = {"passed": r["passed"], "levels": r["levels"], "precision": r["precision"],
                                     "failed": [(g["level"], g["gate"], g["category"], g["value"]) for g in r["failed"]]}
+    for scale in ("bundle", "pipeline"):  # the camera path at 1920x1080 (LIVE rows of verify --source-size)
+        f = out / f"camera-{scale}.json"
+        if f.is_file():
+            r = read_json(f)
+            summary.setdefault("camera", {})[scale] = {
+                "passed": r["levels"].get("LIVE") == "pass",
+                "cameras": [{k: c[k] for k in ("category", "size", "score_abs_max", "decision_agreement")}
+                            for c in r.get("cameras", [])]}
     if (out / "bench.json").is_file():
         b = read_json(out / "bench.json")
         summary["bench"] = {k: v["p50_ms"] for k, v in b["engines"].items()}

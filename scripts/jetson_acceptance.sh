@@ -56,6 +56,13 @@ step build-int8 "$EDGEAD" build "$BUNDLE" --precision int8 --recipe tensorrt --b
   --json "$OUT/build-int8.json"
 step verify-int8 "$EDGEAD" verify "$BUNDLE" --precision int8-tensorrt --backend "$BACKEND" \
   --json "$OUT/verify-int8.json" --html "$OUT/verify-int8.html"
+# The camera path at a camera's size: the reference parts framed at 1920x1080 through the real pipeline. With
+# the bundle's own resize it must pass; the pipeline's scaler (the VIC here on a Jetson) is measured, not gated.
+step camera-bundle "$EDGEAD" verify "$BUNDLE" --precision fp16 --backend "$BACKEND" --source-size 1920x1080 \
+  --scale bundle --json "$OUT/camera-bundle.json"
+echo "== camera-pipeline (measured)" | tee -a "$OUT/log.txt"
+"$EDGEAD" verify "$BUNDLE" --precision fp16 --backend "$BACKEND" --source-size 1920x1080 --scale pipeline \
+  --json "$OUT/camera-pipeline.json" >>"$OUT/log.txt" 2>&1 || true
 step bench "$EDGEAD" bench "$BUNDLE" --backend "$BACKEND" --precision fp32 --precision fp16 --precision int8-tensorrt \
   --json "$OUT/bench.json"
 cp "$BUNDLE/meta.json" "$OUT/bundle-meta.json"

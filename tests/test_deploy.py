@@ -34,6 +34,8 @@ def test_acceptance_script_runs_every_gpu_free_step(export_run, tmp_path):
     summary = json.loads((tmp_path / "acc" / "summary.json").read_text())
     assert summary["backend"] == "onnxruntime" and set(summary["verify"]) == {"fp32", "fp16", "int8"}
     assert summary["verify"]["fp32"]["passed"]
+    assert summary["camera"]["bundle"]["passed"] and set(summary["camera"]) == {"bundle", "pipeline"}
+    assert all(c["size"] == [1920, 1080] for c in summary["camera"]["pipeline"]["cameras"])
     assert set(summary["bench"]) == {"onnxruntime fp32", "onnxruntime fp16", "onnxruntime int8-tensorrt"}
     all_ok = all(v["passed"] for v in summary["verify"].values())
     assert r.returncode == (0 if all_ok else 1) and summary["all_steps_passed"] == all_ok, r.stdout
