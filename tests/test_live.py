@@ -443,3 +443,15 @@ def test_two_sources_one_engine_decisions_and_alerts_tagged_by_source(bundle, ti
     assert sum(s["flagged"] for s in res["sources"]) == res["flagged"]
     with pytest.raises(EdgeadError, match="given twice"):
         inspect(InspectRequest(bundle=b2, source=[uris[0], uris[0]], category="magnetic_tile", quiet=True))
+
+
+def test_stage_windows_keep_the_last_values_in_fixed_memory():
+    from edgead.live.inspect import Window, _pct
+
+    w = Window(100)
+    buf = w.a
+    for i in range(1000):
+        w.append(float(i))
+    assert w.a is buf and w.a.nbytes == 800  # no growth however long the run
+    assert sorted(w.values()) == [float(i) for i in range(900, 1000)]
+    assert list(w.last(3)) == [999.0, 998.0, 997.0] and _pct(w)["n"] == 100 and _pct(Window(4)) == {}

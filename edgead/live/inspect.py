@@ -9,7 +9,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +51,33 @@ class InspectRequest:
     quiet: bool = False
 
 
-def _pct(v: list[float]) -> dict:
-    if not v:
+class Window:
+    """The last ``size`` values of a stage time in a preallocated float64 ring (memory fixed from the first
+    frame: a run of weeks keeps the same RSS; the summary's percentiles cover these values)."""
+
+    def __init__(self, size: int = WINDOW):
+        self.a = np.full(size, np.nan)  # written now, so its pages are resident from the start
+        self.n = 0
+
+    def append(self, v: float) -> None:
+        self.a[self.n % len(self.a)] = v
+        self.n += 1
+
+    def __len__(self) -> int:
+        return min(self.n, len(self.a))
+
+    def values(self) -> np.ndarray:
+        return self.a[: len(self)]
+
+    def last(self, k: int) -> np.ndarray:
+        idx = (self.n - 1 - np.arange(min(k, len(self)))) % len(self.a)
+        return self.a[idx]
+
+
+def _pct(v: Window) -> dict:
+    if not len(v):
         return {}
-    a = np.asarray(v)
+    a = v.values()
     return {"p50_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
             "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()), "n": len(v)}
 
@@ -127,7 +149,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
     events = EventLog(events_path)
     alerts = AlertWriter(req.alerts_dir, events, key, req.backend)
     output = open_output(out_uri, target, req.fps)
-    times: dict[str, deque[float]] = {k: deque(maxlen=WINDOW) for k in STAGES}
+    times: dict[str, Window] = {k: Window() for k in STAGES}
     over_budget = 0
     count = [0]  # frames inspected, shared with the stop watchdog
     per = [{"frames": 0, "flagged": 0} for _ in uris]
@@ -274,7 +296,7 @@ class _AllStats:
         return sum(c.stats.reconnects for c in self.caps)
 
 
-def _record(times: dict[str, deque[float]], fr, d, render_ms: float, alert_ms: float, output_ms: float) -> float:
+def _record(times: dict[str, Window], fr, d, render_ms: float, alert_ms: float, output_ms: float) -> float:
     """One frame's stage times (``alert`` only for flagged frames, ``capture_age`` for live sources); returns
     its capture-to-decision latency (from the buffer's capture time, or the file's write, when known; else
     from its arrival in the queue)."""
@@ -305,7 +327,7 @@ def _operating(norm: dict, n: int, flagged: int) -> dict:
 
 def _summary(req, b, key, backend, categories, policies, jetson, caps, output, n, flagged_n, end_reason, wall,
              times, events_path, decisions, uris, per) -> dict:
-    stages = {k: _pct(v) for k, v in times.items() if v}
+    stages = {k: _pct(v) for k, v in times.items() if len(v)}
     frame_mean = stages.get("frame", {}).get("mean_ms", 0.0)  # one frame only; else replaced by the loop's share
     sources = [{"source": u, "category": c, "policy": pol, "frames": p["frames"], "flagged": p["flagged"],
                 "produced": cap.stats.produced, "dropped": cap.stats.dropped, "skipped": cap.stats.skipped,
@@ -373,12 +395,11 @@ class _LiveView:
         if self.live is None or time.monotonic() - self._last < 0.25:
             return
         self._last = time.monotonic()
-        inf = list(islice(reversed(times["inference"]), 50))
-        frame = list(islice(reversed(times["frame"]), 50))
+        inf, frame = times["inference"].last(50), times["frame"].last(50)
         # up to two buffers may sit in the appsink queue mid-run: not drops (yet)
         self.live.update(f"frames {n}  flagged {flagged}  fps {fps:.1f}  dropped {max(0, stats.dropped - 2)}  "
-                         f"reconnects {stats.reconnects}  inference p50 {np.median(inf) if inf else 0:.1f} ms  "
-                         f"frame p50 {np.median(frame) if frame else 0:.1f} ms"
+                         f"reconnects {stats.reconnects}  inference p50 {np.median(inf) if len(inf) else 0:.1f} ms  "
+                         f"frame p50 {np.median(frame) if len(frame) else 0:.1f} ms"
                          + (f"  over {budget_ms:g} ms budget {over_budget}" if budget_ms is not None else ""))
 
     def close(self) -> None:
