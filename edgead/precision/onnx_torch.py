@@ -73,6 +73,7 @@ class QuantGraph(nn.Module):
         self.inputs = [i.name for i in g.input]
         dims = g.input[0].type.tensor_type.shape.dim
         self.graph_batch = int(dims[0].dim_value) if dims and dims[0].dim_value > 0 else None
+        self.per_sample = False  # set when a batch turned out not to fit the graph's static shapes
         self.outputs = [o.name for o in g.output]
         inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
         producer = {o: n for n in self.nodes for o in n.output}
@@ -145,7 +146,18 @@ class QuantGraph(nn.Module):
 
     def forward(self, feeds: dict[str, torch.Tensor], quantize: bool = True, trace: dict | None = None
                 ) -> dict[str, torch.Tensor]:
-        """The graph outputs; ``trace``, if given, receives every tensor by name (for debugging the runner)."""
+        """The graph outputs; ``trace``, if given, receives every tensor by name (for debugging the runner).
+        A batch the graph's static shapes cannot carry unambiguously is run one sample at a time."""
+        n = int(next(iter(feeds.values())).shape[0])
+        if not self.per_sample or n == self.graph_batch:
+            try:
+                return self._run(feeds, quantize, trace)
+            except NotBatchable:
+                self.per_sample = True
+        parts = [self._run({k: v[i:i + 1] for k, v in feeds.items()}, quantize, trace) for i in range(n)]
+        return {o: torch.cat([p[o] for p in parts]) for o in self.outputs}
+
+    def _run(self, feeds: dict[str, torch.Tensor], quantize: bool, trace: dict | None) -> dict[str, torch.Tensor]:
         env: dict[str, torch.Tensor] = {**self.consts, **feeds, "": None}
         batch = (self.graph_batch, int(next(iter(feeds.values())).shape[0]))
         pending: dict[str, torch.Tensor] = {}  # Q output -> its float input (fused with the DQ)
@@ -172,7 +184,7 @@ class QuantGraph(nn.Module):
                 if n.op_type in ("Reshape", "Expand"):
                     attrs["__batch__"] = batch
                 out = OPS[n.op_type](ins, attrs)
-            except EdgeadError:
+            except (EdgeadError, NotBatchable):
                 raise
             except Exception as e:  # a shape or attribute case this runner does not cover
                 raise EdgeadError(f"QAD: torch runner failed at {n.op_type} {n.name}: {e}") from None
@@ -282,13 +294,22 @@ def _slice(i, a):
     return x[tuple(sl)]
 
 
+class NotBatchable(Exception):
+    """A static-batch graph whose reshapes do not say where another batch would go: run it one sample at a time."""
+
+
 def _batched(shape: list[int], x: torch.Tensor, a: dict) -> list[int]:
-    """A static-batch graph run on another batch: a target shape led by the graph's batch follows the input's."""
+    """A static-batch graph run on another batch: a target shape led by the graph's batch follows the input's
+    when the input leads with the batch too. Any other shape that no longer fits (a batch folded into rows
+    for a Gemm, a sequence-first attention layout) could put the batch in more than one place: NotBatchable."""
     graph_batch, batch = a.get("__batch__", (None, None))
-    if graph_batch and batch != graph_batch and shape and shape[0] == graph_batch and x.dim() and \
-            x.shape[0] == batch:
+    if not (graph_batch and batch != graph_batch and shape and x.dim()):
+        return shape
+    if shape[0] == graph_batch and x.shape[0] == batch:
         return [batch, *shape[1:]]
-    return shape
+    if -1 not in shape and 0 not in shape and int(np.prod(shape)) == x.numel():
+        return shape
+    raise NotBatchable
 
 
 def _reshape(i, a):
