@@ -115,6 +115,7 @@ def evaluate(req: EvalRequest) -> dict:
             if norm:
                 m.update(decision_stats(scores, labels, norm))
                 m["operating_points"] = operating_points(info["normalization"][cat], scores, labels)
+                m["score_plot"] = _score_plot(cat, norm, scores, labels, overlay_dir.parent)
             per_cat[cat] = m
             if req.overlays and norm:
                 written += _overlays(cs, images, maps, masks, scores, norm, pre, overlay_dir, req.overlays)
@@ -122,6 +123,18 @@ def evaluate(req: EvalRequest) -> dict:
               "precision": precision if backend.name != "torch" else "fp32 (torch reference)",
               "data": str(data), "per_category": per_cat, "mean": mean_metrics(per_cat), "overlays": written}
     return result
+
+
+def _score_plot(cat: str, norm: Normalization, scores: np.ndarray, labels: np.ndarray, folder: Path) -> str:
+    """Good and defective test scores in threshold units, the operating point dashed at 1.0 (SVG)."""
+    from edgead.verify.report import svg_hist
+
+    ns = norm.score(scores.astype(np.float64))
+    svg = svg_hist([("good", ns[labels == 0], "#1565c0"), ("defect", ns[labels == 1], "#c62828")],
+                   f"{cat}: test scores at the operating point")
+    path = folder / f"scores-{cat}.svg"
+    atomic_write_bytes(path, svg.encode())
+    return str(path)
 
 
 def _overlays(cs, images, maps, masks, scores, norm, pre, out_dir: Path, n: int) -> list[str]:

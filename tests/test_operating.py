@@ -91,6 +91,14 @@ def test_threshold_moves_inspect_and_verify_decisions_without_touching_the_graph
     assert per["threshold"] == pytest.approx(new)
     ref = json.loads((tmp_path / "v.json").read_text())
     assert ref["n_images"] > 0
+    r = CliRunner().invoke(app, ["eval", str(bundle), "--overlays", "0", "--category", "magnetic_tile",
+                                 "--data", str(tiny_real), "--json", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "e.json").read_text())["per_category"]["magnetic_tile"]
+    rows = m["operating_points"]["rows"]
+    assert [r["label"] for r in rows] == ["0.1%", "0.5%", "1.0%", "2.0%", "5.0%", "current"]
+    assert rows[-1]["threshold"] == pytest.approx(new) and rows[0]["warning"]  # too few normals for 0.1 %
+    assert "<svg" in open(m["score_plot"]).read()  # the trade-off drawn: scores and the operating point
 
 
 def test_threshold_bad_requests_are_one_line_errors(bundle, tiny_real, tmp_path):

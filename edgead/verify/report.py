@@ -64,7 +64,7 @@ def _svg_roc(curves: list[tuple[str, np.ndarray, np.ndarray, str, str]], title: 
     return "".join(parts)
 
 
-def _svg_hist(groups: list[tuple[str, np.ndarray, str]], title: str, w: int = 380, h: int = 200) -> str:
+def svg_hist(groups: list[tuple[str, np.ndarray, str]], title: str, w: int = 380, h: int = 200) -> str:
     """Overlaid histograms of normalised scores; a line at the threshold (1.0)."""
     allv = np.concatenate([g[1] for g in groups])
     lo, hi = float(min(allv.min(), 0.0)), float(max(allv.max(), 1.5))
@@ -152,7 +152,7 @@ def build_html(result: dict, ref: Reference, eng: dict, bundle: Bundle, bench: d
             out.append(f"<p>{html.escape(cat)}: operating point {html.escape(str(raw.get('rule', '')).split('; ')[0])}"
                        f"; expected false rejects {op['frr_estimate']:.2%} (95 % CI {lo:.2%}-{hi:.2%}) from "
                        f"{op['n_normals']} held-out normals; the dashed line below.</p>")
-        out.append(_svg_hist([("reference good", rs[labels == 0], "#1565c0"),
+        out.append(svg_hist([("reference good", rs[labels == 0], "#1565c0"),
                               ("reference defect", rs[labels == 1], "#c62828"),
                               (f"{key} good", es[labels == 0], "#64b5f6"),
                               (f"{key} defect", es[labels == 1], "#ff8a65")], f"{cat}: normalised scores"))
