@@ -93,6 +93,11 @@ def build_cache(samples: list[mvtec.Sample], pre: Preprocess, input_name: str, p
     return x
 
 
+def painted(x: np.ndarray, pre: Preprocess, synth, rng: np.random.Generator) -> np.ndarray:
+    """One preprocessed image with a synthetic anomaly (on its 8-bit pixels, so it stays on the input grid)."""
+    return pre.normalize(synth(pre.denormalize(x), rng)[0])
+
+
 def with_anomalies(normals: np.ndarray, pre: Preprocess, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The normals plus a seeded ``share`` of them again with a synthetic anomaly; returns (images, index of
     the normal each image was made from)."""
@@ -101,7 +106,7 @@ def with_anomalies(normals: np.ndarray, pre: Preprocess, share: float, seed: int
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(normals))[: round(share * len(normals))]
     synth = Synthesizer()
-    made = [pre.normalize(synth(pre.denormalize(normals[i]), rng)[0]) for i in idx]
+    made = [painted(normals[i], pre, synth, rng) for i in idx]
     images = np.concatenate([normals, np.stack(made)]) if made else normals
     return images.astype(np.float32), np.concatenate([np.arange(len(normals)), idx]).astype(int)
 

@@ -45,7 +45,7 @@ def decision_stats(scores: np.ndarray, labels: np.ndarray, norm: Normalization) 
 def operating_points(norm: dict, scores: np.ndarray, labels: np.ndarray) -> dict | None:
     """The trade-off: thresholds set by each false-reject budget on the held-out normals (never on these
     labels), and what each realises on the labelled split; plus the target's own operating point."""
-    from edgead.operating import BUDGETS, OperatingPoint, for_budget, realised_rates
+    from edgead.operating import BUDGETS, CONFIDENCE, OperatingPoint, for_budget, realised_rates
 
     normals = norm.get("normal_scores")
     if not normals:
@@ -59,7 +59,7 @@ def operating_points(norm: dict, scores: np.ndarray, labels: np.ndarray) -> dict
     if own:
         rows.append({"label": "current", "budget": norm.get("policy", {}).get("budget"), "threshold": norm["threshold"],
                      "policy": norm.get("policy"), **own, "test": realised_rates(scores, labels, norm["threshold"])})
-    return {"n_normals": len(normals), "confidence": 0.95, "rows": rows}
+    return {"n_normals": len(normals), "confidence": CONFIDENCE, "rows": rows}
 
 
 def open_target(req: EvalRequest) -> tuple[Backend, dict, Path]:

@@ -17,7 +17,6 @@ import numpy as np
 
 from edgead.bundle import META, update_meta
 from edgead.data import mvtec
-from edgead.data.image import read_image
 from edgead.data.preprocess import Preprocess
 from edgead.errors import EdgeadError
 from edgead.operating import CONFIDENCE, apply, for_budget, for_quantile, for_recall
@@ -41,13 +40,14 @@ def _policy_count(req: ThresholdRequest) -> None:
         raise EdgeadError("say one policy: --false-reject R, --recall T (with --labelled DIR) or --quantile Q")
     if req.recall is not None and req.labelled is None:
         raise EdgeadError("--recall needs --labelled DIR: labelled defect images (MVTec layout) to count recall on")
+    if req.quantile is not None and not 0 < req.quantile < 1:
+        raise EdgeadError(f"--quantile {req.quantile}: use 0 < q < 1")
 
 
-def _score(engine, pre: Preprocess, files: list[Path]) -> np.ndarray:
-    if not files:
+def _score(engine, pre: Preprocess, samples: list[mvtec.Sample]) -> np.ndarray:
+    if not samples:
         return np.zeros(0)
-    x = np.stack([pre(read_image(f)) for f in files])
-    return engine.run_batched(x)["score"].astype(np.float64)
+    return engine.run_batched(mvtec.load_images(samples, pre))["score"].astype(np.float64)
 
 
 def set_thresholds(req: ThresholdRequest) -> dict:
@@ -75,11 +75,11 @@ def set_thresholds(req: ThresholdRequest) -> dict:
             scores = list(old.get("normal_scores", []))
             source = "stored held-out normal scores"
             if not scores:
-                held = [s.path for s in mvtec.holdout_samples(held_files, cat) if s.path.is_file()]
+                held = [s for s in mvtec.holdout_samples(held_files, cat) if s.path.is_file()]
                 scores = list(_score(engine, pre, held))
                 source = f"{len(held)} held-out normals scored again"
             if req.normals is not None:
-                extra = mvtec.image_files(Path(req.normals))
+                extra = [mvtec.Sample(f, cat, mvtec.GOOD) for f in mvtec.image_files(Path(req.normals))]
                 if not extra:
                     raise EdgeadError(f"--normals {req.normals}: no images in it")
                 scores += list(_score(engine, pre, extra))
@@ -90,16 +90,14 @@ def set_thresholds(req: ThresholdRequest) -> dict:
             if req.false_reject is not None:
                 op = for_budget(scores, req.false_reject, req.confidence)
             elif req.quantile is not None:
-                if not 0 < req.quantile < 1:
-                    raise EdgeadError(f"--quantile {req.quantile}: use 0 < q < 1")
                 op = for_quantile(scores, req.quantile)
             else:
                 labelled = _labelled(req.labelled, cat)
-                defects = [s.path for s in labelled if s.label == 1]
+                defects = [s for s in labelled if s.label == 1]
                 if not defects:
                     raise EdgeadError(f"--labelled {req.labelled}: no defect images of {cat!r} "
                                       f"({cat}/test/<defect type>/...); a recall target needs some")
-                scores += list(_score(engine, pre, [s.path for s in labelled if s.label == 0]))
+                scores += list(_score(engine, pre, [s for s in labelled if s.label == 0]))
                 op = for_recall(scores, _score(engine, pre, defects), req.recall)
             new = apply({**old, "normal_scores": [float(v) for v in scores]}, op)
             new_norms[cat] = new

@@ -153,7 +153,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
     over_budget = 0
     count = [0]  # frames inspected, shared with the stop watchdog
     per = [{"frames": 0, "flagged": 0} for _ in uris]
-    flagged_n, fps = 0, _Rate()
+    fps = _Rate()
     decisions: deque[dict] = deque(maxlen=req.keep_decisions)
     end_reason = "max frames"
     live = _LiveView(req.quiet)
@@ -190,7 +190,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
                         break
                     got = prefetch.read(0.5)
                     if got is None:
-                        live.update(n, flagged_n, fps.value, stats, times, over_budget, req.latency_budget_ms)
+                        live.update(n, _flagged(per), fps.value, stats, times, over_budget, req.latency_budget_ms)
                         continue
                     si, prepared = got
                     if isinstance(prepared, Ended):
@@ -207,7 +207,6 @@ def inspect(req: InspectRequest, log=None) -> dict:
                     t4 = time.perf_counter()
                     per[si]["frames"] += 1
                     if d.flagged:
-                        flagged_n += 1
                         per[si]["flagged"] += 1
                         alerts.write(d, uris[si], inspector.category, inspector.norm)
                     t5 = time.perf_counter()
@@ -226,7 +225,8 @@ def inspect(req: InspectRequest, log=None) -> dict:
                     latency = _record(times, fr, d, render_ms=(t4 - t3) * 1e3, alert_ms=(t5 - t4) * 1e3,
                                       output_ms=(t6 - t5) * 1e3)
                     over_budget += bool(req.latency_budget_ms is not None and latency > req.latency_budget_ms)
-                    live.update(count[0], flagged_n, fps.value, stats, times, over_budget, req.latency_budget_ms)
+                    live.update(count[0], _flagged(per), fps.value, stats, times, over_budget,
+                                req.latency_budget_ms)
             finally:
                 live.close()
                 prefetch.stop()
@@ -242,16 +242,14 @@ def inspect(req: InspectRequest, log=None) -> dict:
     wall = time.monotonic() - t_start
     if count[0] == 0:
         raise EdgeadError(_no_frames(uris[0], srcs[0].scheme, caps[0].stats, wall, end_reason))
-    summary = _summary(req, b, key, engine.describe(), categories, policies, jetson, caps, output, count[0],
-                       flagged_n, end_reason, wall, times, events_path, decisions, uris, per)
+    summary = _summary(req, b, key, engine.describe(), categories, policies, jetson, caps, stats, output, count[0],
+                       end_reason, wall, times, loop_ms, events_path, decisions, uris, per)
     p99 = summary["stages"]["decision"]["p99_ms"]
     summary["latency"] = {"capture_to_decision_p99_ms": p99, "budget_ms": req.latency_budget_ms,
                           "over_budget": over_budget if req.latency_budget_ms is not None else None,
                           "met": None if req.latency_budget_ms is None else p99 <= req.latency_budget_ms,
                           "window_frames": min(count[0], WINDOW)}
     summary["alerts"] = alert_stats
-    if loop_ms[0] > 0:  # share of the time between decisions not spent in inference (a live camera: waits too)
-        summary["pipeline_overhead_share"] = 1 - loop_ms[1] / loop_ms[0]
     return summary
 
 
@@ -279,6 +277,10 @@ def _categories(req: InspectRequest, b: Bundle, n: int) -> list[str]:
         if c not in cats:
             raise EdgeadError(f"--category {c}: not in the bundle ({', '.join(cats)})")
     return given * n if len(given) == 1 else given
+
+
+def _flagged(per: list[dict]) -> int:
+    return sum(p["flagged"] for p in per)
 
 
 class _AllStats:
@@ -325,10 +327,14 @@ def _operating(norm: dict, n: int, flagged: int) -> dict:
             "expected_false_reject": op.get("frr_estimate"), "expected_false_reject_interval": op.get("frr_interval")}
 
 
-def _summary(req, b, key, backend, categories, policies, jetson, caps, output, n, flagged_n, end_reason, wall,
-             times, events_path, decisions, uris, per) -> dict:
+def _summary(req, b, key, backend, categories, policies, jetson, caps, stats, output, n, end_reason, wall, times,
+             loop_ms, events_path, decisions, uris, per) -> dict:
     stages = {k: _pct(v) for k, v in times.items() if len(v)}
-    frame_mean = stages.get("frame", {}).get("mean_ms", 0.0)  # one frame only; else replaced by the loop's share
+    if loop_ms[0] > 0:  # share of the time between decisions not spent in inference (a live camera: waits too)
+        overhead = 1 - loop_ms[1] / loop_ms[0]
+    else:  # one frame only: its own work outside inference
+        frame_mean = stages.get("frame", {}).get("mean_ms", 0.0)
+        overhead = (1 - stages["inference"]["mean_ms"] / frame_mean) if frame_mean else None
     sources = [{"source": u, "category": c, "policy": pol, "frames": p["frames"], "flagged": p["flagged"],
                 "produced": cap.stats.produced, "dropped": cap.stats.dropped, "skipped": cap.stats.skipped,
                 "reconnects": cap.stats.reconnects, "pipeline": cap.description,
@@ -342,12 +348,12 @@ def _summary(req, b, key, backend, categories, policies, jetson, caps, output, n
             "platform": "jetson" if jetson else "desktop",
             "pipelines": {"source": caps[0].description if one else [c.description for c in caps],
                           "output": output.description},
-            "frames": n, "flagged": flagged_n, "produced": sum(c.stats.produced for c in caps),
-            "dropped": sum(c.stats.dropped for c in caps), "skipped": [x for c in caps for x in c.stats.skipped],
-            "reconnects": sum(c.stats.reconnects for c in caps),
+            "frames": n, "flagged": _flagged(per), "produced": sum(c.stats.produced for c in caps),
+            "dropped": stats.dropped, "skipped": [x for c in caps for x in c.stats.skipped],
+            "reconnects": stats.reconnects,
             "reconnect_events": [e for c in caps for e in c.stats.events], "end": end_reason,
             "wall_s": wall, "fps": n / wall if wall > 0 else 0.0, "stages": stages,
-            "pipeline_overhead_share": (1 - stages["inference"]["mean_ms"] / frame_mean) if frame_mean else None,
+            "pipeline_overhead_share": overhead,
             "events_file": str(events_path), "sources": sources, "decisions_tail": list(decisions)}
 
 

@@ -1,4 +1,5 @@
-"""The per-frame work of live inspection, apart from the loop: ``Inspector.step(frame) -> Decision``
+"""The per-frame work of live inspection, apart from the loop: ``Inspector.prepare(frame)`` then
+``decide(prepared) -> Decision``
 (the bundle's preprocessing, the engine, the shared decision rule) and ``AlertWriter`` (frame and
 heatmap PNGs by temp name and rename, then one fsynced event line)."""
 
@@ -71,9 +72,6 @@ class Inspector:
         d.ms = {"preprocess": p.preprocess_ms, "handoff": (t1 - p.ready) * 1e3, "inference": (t2 - t1) * 1e3,
                 "postprocess": (time.perf_counter() - t2) * 1e3}
         return d
-
-    def step(self, fr: Frame) -> Decision:
-        return self.decide(self.prepare(fr))
 
     def render(self, d: Decision, fps: float) -> np.ndarray:
         """The output frame: heatmap overlay and a status strip."""

@@ -49,6 +49,7 @@ class QADSettings:
 
 def fresh_maker(normals: np.ndarray, pre, share: float) -> Callable:
     """``make(indices, rng)``: those normals, each flipped at random, a ``share`` with a new synthetic anomaly."""
+    from edgead.calibration import painted
     from edgead.data.anomaly_synth import Synthesizer
 
     synth = Synthesizer()
@@ -60,7 +61,7 @@ def fresh_maker(normals: np.ndarray, pre, share: float) -> Callable:
             x = x[:, :, ::-1] if rng.random() < 0.5 else x
             x = x[:, ::-1, :] if rng.random() < 0.5 else x
             if rng.random() < share:
-                x = pre.normalize(synth(pre.denormalize(x), rng)[0])
+                x = painted(x, pre, synth, rng)
             out.append(np.ascontiguousarray(x, dtype=np.float32))
         return np.stack(out)
 
@@ -120,11 +121,10 @@ def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, imag
     def loss_of(idx) -> tuple:
         return loss_on(x_all[idx], m_all[idx], s_all[idx], idx)
 
-    def fresh_loss(idx) -> tuple:
-        normal = source[idx]  # each image's normal; images[normal] is that normal itself
-        x = make(normal, rng)
+    def fresh_loss(idx) -> tuple:  # idx: normals (images[j] is normal j), their norms at the same index
+        x = make(idx, rng)
         t = teacher.run_batched(x)
-        return loss_on(torch.from_numpy(x), torch.from_numpy(t["anomaly_map"]), torch.from_numpy(t["score"]), normal)
+        return loss_on(torch.from_numpy(x), torch.from_numpy(t["anomaly_map"]), torch.from_numpy(t["score"]), idx)
 
     perm = rng.permutation(len(images))
     n_val = max(1, len(images) // VAL_SHARE) if len(images) > 1 else 0
