@@ -43,6 +43,7 @@ class BuildRequest:
     qad: str | None = None  # INT8: auto (when PTQ fails the build split) | always | never
     qad_steps: int | None = None
     fallback: bool = True  # INT8: leave the most harmful activations in FP16 when nothing else passes
+    bias_correction: bool = True  # INT8: correct PTQ's conv biases for the INT8 graph's mean error
     gates_file: Path | None = None  # INT8: gate overrides for the build split (as edgead verify --gates)
     log: object = None
 
@@ -120,7 +121,8 @@ def _same_settings(entry: dict, req: BuildRequest) -> bool:
     want = {"method": req.method, "count": req.count, "seed": req.seed, "synthetic_fraction": req.synthetic_fraction}
     plan = entry.get("report", {}).get("plan", {})
     named = {"qad": req.qad, "qad_steps": req.qad_steps, "fallback": req.fallback,  # None = not named: any
-             "gates_file": str(req.gates_file) if req.gates_file else None}
+             "gates_file": str(req.gates_file) if req.gates_file else None, "bias_correction": req.bias_correction}
+    plan = {"bias_correction": False, **plan}  # built before bias correction existed
     same_plan = all(plan.get(k) == v for k, v in named.items() if v is not None)
     return same_plan and all(v is None or have.get(k) == v for k, v in want.items())
 
@@ -130,7 +132,7 @@ def _plan(req: BuildRequest):
     from edgead.precision.search import SearchPlan
 
     return SearchPlan(qad=req.qad or "auto", qad_steps=req.qad_steps or SearchPlan.qad_steps,
-                      fallback=req.fallback, gates_file=req.gates_file)
+                      fallback=req.fallback, gates_file=req.gates_file, bias_correction=req.bias_correction)
 
 
 def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:

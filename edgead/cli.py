@@ -356,6 +356,9 @@ def build(
                                                 "when PTQ and QAD do not pass the build split.")] = True,
     gates: Annotated[Path | None, typer.Option(help="INT8: gate overrides for the build split (the YAML "
                                                     "edgead verify --gates reads).")] = None,
+    bias_correction: Annotated[bool, typer.Option(help="INT8: take each quantized conv's mean output error "
+                                                       "(measured on calibration normals) off its bias when PTQ "
+                                                       "fails the build split.")] = True,
     force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the build report as JSON.")] = None,
 ) -> None:
@@ -366,7 +369,7 @@ def build(
                                   backend=backend, recipe=recipe, method=calib_method, count=calib_count,
                                   seed=calib_seed, synthetic_fraction=calib_synthetic, data=data,
                                   recipes_file=recipes, force=force, qad=qad, qad_steps=qad_steps,
-                                  fallback=fallback, gates_file=gates)
+                                  fallback=fallback, gates_file=gates, bias_correction=bias_correction)
     key = precision_key(precision, recipe, backend)
     table = Table(title=f"{bundle}: {key} ({backend})")
     table.add_column("field")

@@ -25,13 +25,14 @@ from edgead.evaluate import EvalRequest, evaluate
 from edgead.fileio import atomic_write_json
 from edgead.verify.run import VerifyRequest, verify
 
-PTQ = {"qad": "never", "fallback": False}
+PTQ = {"qad": "never", "fallback": False, "bias_correction": False}
 NORMALS_ONLY = {"synthetic_fraction": 0.0}
 VARIANTS = {  # name -> (BuildRequest fields, settings of the recipe changed)
     "PTQ mse, normals": ({"method": "mse", **NORMALS_ONLY, **PTQ}, {"equalize": False}),
     "PTQ minmax, normals": ({"method": "minmax", **NORMALS_ONLY, **PTQ}, {"equalize": False}),
     "+ synthetic anomalies": ({"method": "minmax", **PTQ}, {"equalize": False}),
     "+ depthwise equalisation": ({"method": "minmax", **PTQ}, {"equalize": True}),
+    "+ bias correction": ({"method": "minmax", "qad": "never", "fallback": False}, {}),
     "+ QAD": ({"method": "minmax", "qad": "always", "fallback": False}, {}),
     "default build": ({}, {}),
 }

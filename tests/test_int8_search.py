@@ -115,7 +115,7 @@ def test_build_split_never_holds_a_test_image(bundle, tiny_real):
 
 
 def test_qad_lowers_map_error_exports_for_tensorrt_and_is_reproducible(bundle, tiny_real, tmp_path):
-    common = {"precision": "int8", "recipe": "tensorrt", "count": 22, "fallback": False}
+    common = {"precision": "int8", "recipe": "tensorrt", "count": 22, "fallback": False, "bias_correction": False}
     ptq, qad, again = (_copy(bundle, tmp_path, n) for n in ("ptq", "qad", "again"))
     build(BuildRequest(bundle=ptq, qad="never", **common))
     entry = build(BuildRequest(bundle=qad, qad="always", qad_steps=80, **common))
@@ -141,6 +141,44 @@ def test_qad_lowers_map_error_exports_for_tensorrt_and_is_reproducible(bundle, t
     assert same["sha256"] == entry["sha256"]  # same seed, same graph
 
 
+@pytest.mark.parametrize("recipe", ["cpu", "tensorrt"])
+def test_bias_correction_lowers_map_error_on_unseen_real_images(bundle, tiny_real, tmp_path, recipe):
+    """Each quantized conv's mean output error (calibration normals) comes off its bias: test images then
+    move less, the TensorRT recipe stays buildable and only biases changed."""
+    from edgead.build import calibration_set
+    from edgead.calibration import CalibSettings, load_recipes, with_anomalies
+    from edgead.precision.int8 import to_int8
+    from edgead.precision.readiness import report as readiness
+    from edgead.precision.search import run_bias_correction
+
+    b = Bundle.load(_copy(bundle, tmp_path, "b"))
+    recipes = load_recipes()
+    settings = CalibSettings.from_recipes(recipes, count=16)
+    calib, _ = calibration_set(b, settings, None)
+    images, _ = with_anomalies(calib, b.preprocess, settings.synthetic_fraction, settings.seed)
+    ptq, bc = tmp_path / "ptq.onnx", tmp_path / "bc.onnx"
+    to_int8(b.onnx("fp32"), ptq, recipe, recipes["recipes"][recipe], settings, images, b.input_name,
+            b.input_shape[0], b.precision_scopes["int8"], tmp_path / "ptq", normalization=(b.preprocess.mean,
+                                                                                          b.preprocess.std))
+    info = run_bias_correction(b, ptq, tmp_path / "ptq", tmp_path / "bc", bc, recipe, recipes["recipes"][recipe],
+                               settings, calib, images)
+    assert info["convs"] > 10 and info["n_images"] == len(calib)
+    x = mvtec.load_images(mvtec.discover(tiny_real, b.categories, "test"), b.preprocess)  # never calibrated on
+    ref = _maps(b.onnx("fp32"), x)
+
+    def error(path):
+        return float(np.mean([np.linalg.norm(g - r) / np.linalg.norm(r) for g, r in zip(_maps(path, x), ref,
+                                                                                          strict=True)]))
+
+    print(recipe, "map error PTQ", error(ptq), "bias-corrected", error(bc))
+    assert error(bc) < 0.9 * error(ptq)
+    if recipe == "tensorrt":
+        assert readiness(bc)["ok"]
+    graphs = [onnx.load(str(p)) for p in (ptq, bc)]
+    assert [{i.name: tuple(i.dims) for i in g.graph.initializer} for g in graphs][0] == \
+        {i.name: tuple(i.dims) for i in graphs[1].graph.initializer}  # the same graph, other numbers
+
+
 def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bundle, tmp_path):
     strict, easy = tmp_path / "strict.yaml", tmp_path / "easy.yaml"
     strict.write_text("int8:\n  L2: {score_abs_max: 0.0}\n")  # no INT8 graph can meet it
@@ -148,7 +186,8 @@ def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bu
                     "mask_iou_min: 0}\n  L4: {image_auroc_drop_max: 100, pixel_auroc_drop_max: 100, "
                     "aupro_drop_max: 100}\n")
     b = _copy(bundle, tmp_path, "fb")
-    entry = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", count=8, qad="never", gates_file=strict))
+    entry = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", count=8, qad="never", gates_file=strict,
+                               bias_correction=False))
     rep = entry["report"]
     names = [s["step"] for s in rep["search"]]
     assert names[0] == "ptq-minmax" and len(names) >= 3 and all("+fp16x" in n for n in names[1:])
@@ -163,7 +202,7 @@ def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bu
     assert not any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
     assert entry["tensorrt_readiness"]["ok"]
     ok = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", count=8, qad="never", gates_file=easy,
-                            force=True))
+                            force=True, bias_correction=False))
     assert ok["report"]["build_split"]["passed"] and ok["report"]["kept_fp16"] == []
     assert [s["step"] for s in ok["report"]["search"]] == ["ptq-minmax"]
 

@@ -63,7 +63,8 @@ class QuantGraph(nn.Module):
 
     ``float_weights``: the float initializers of the graph the Q/DQ one was quantized from (same
     names, without ONNX Runtime's ``_quantized`` suffix); they become the trainable weights.
-    ``forward`` returns the graph outputs by name. ``quantize=False`` runs every pair as identity.
+    ``forward`` returns the graph outputs by name. ``quantize=False`` runs every pair as identity (not the
+    float function where ONNX Runtime folded a Relu or Clip into a Q: ``execute(..., "clamp")`` is).
     """
 
     def __init__(self, qmodel: onnx.ModelProto, float_weights: dict[str, np.ndarray]):
@@ -86,6 +87,10 @@ class QuantGraph(nn.Module):
         self.act_q: dict[str, tuple[str, float, int, int]] = {}  # Q output -> (key, zero point, qmin, qmax)
         self.quantized: dict[str, str] = {}  # activation scale key -> the float tensor it quantizes
         self.graph_scales: dict[str, float] = {}  # activation scale key -> the Q/DQ graph's scale
+        # int32 bias (cpu recipe) -> (input's activation key, the graph's bias steps / its input scale): ORT
+        # quantizes a bias at s_in * s_w per channel (s_w = 1 for an all-zero channel), which moves
+        # feature channels measurably; the simulation rounds it the same way.
+        self.bias_q: dict[str, tuple[str, torch.Tensor]] = {}
         for name, arr in inits.items():
             self.consts[name] = torch.from_numpy(np.array(arr))
         for n in self.nodes:
@@ -118,6 +123,29 @@ class QuantGraph(nn.Module):
                 self.graph_scales[key] = scale
                 self.act_q[n.output[0]] = (key, zp, *QRANGE[dtype])
                 self.quantized[key] = n.input[0]
+        consumers = {}
+        for n in self.nodes:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        self.plain_bias: dict[str, str] = {}  # float bias of a quantized Conv (tensorrt recipe) -> parameter key
+        for n in self.nodes:
+            w_dq = producer.get(n.input[1]) if n.op_type == "Conv" and len(n.input) > 2 else None
+            if w_dq is not None and n.input[1] in self.weight_of and n.input[2] in inits \
+                    and inits[n.input[2]].dtype == np.float32 and n.input[2] not in self.plain_bias:
+                key = _key(n.input[2])
+                b0 = np.array(float_weights.get(n.input[2], inits[n.input[2]]), np.float32)
+                self.biases[key] = nn.Parameter(torch.from_numpy(b0))
+                self.plain_bias[n.input[2]] = key
+        for n in self.nodes:
+            if n.op_type != "DequantizeLinear" or n.input[0] not in inits or inits[n.input[0]].dtype != np.int32:
+                continue
+            convs = consumers.get(n.output[0], [])
+            act = producer.get(convs[0].input[0]) if len(convs) == 1 else None
+            if act is None or act.op_type != "DequantizeLinear" or act.input[0] not in self.act_q:
+                raise EdgeadError(f"QAD: cannot tell which activation scale {n.name}'s int32 bias follows")
+            key = self.act_q[act.input[0]][0]
+            steps = np.asarray(inits[n.input[1]], np.float64).ravel() / self.graph_scales[key]
+            self.bias_q[n.output[0]] = (key, torch.from_numpy(steps.astype(np.float32)))
         for n in self.nodes:
             if n.op_type == "DequantizeLinear" and n.input[0] not in inits:
                 p = producer.get(n.input[0])
@@ -127,6 +155,20 @@ class QuantGraph(nn.Module):
             if n.op_type not in OPS and n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
                 raise EdgeadError(f"QAD: ONNX op {n.op_type} ({n.name}) is not supported by edgead's torch runner; "
                                   f"build without --qad or add it to edgead.precision.onnx_torch.OPS")
+
+    def scale(self, key: str) -> torch.Tensor:
+        """An activation scale: learned, or exactly the graph's when frozen (exp(log(s)) is not s)."""
+        p = self.log_scales[key]
+        return torch.exp(p) if p.requires_grad else torch.tensor(self.graph_scales[key], dtype=torch.float32)
+
+    def bias(self, dq_output: str, key: str, quantize: bool) -> torch.Tensor:
+        """A float bias; quantized, it is rounded to int32 at (input scale x weight scale), as ORT stores it."""
+        b = self.biases[key]
+        if not quantize or dq_output not in self.bias_q:
+            return b
+        act, ratio = self.bias_q[dq_output]
+        step = self.scale(act) * ratio
+        return ste_round(b / step) * step
 
     def activation_scales(self) -> dict[str, float]:
         """Learned scales; a scale that was not trained is the graph's own, exactly (exp(log(s)) is not)."""
@@ -144,56 +186,73 @@ class QuantGraph(nn.Module):
             out.update({_unkey(k): self.weight(k).numpy().copy() for k in self.rounding})
         return out
 
-    def forward(self, feeds: dict[str, torch.Tensor], quantize: bool = True, trace: dict | None = None
-                ) -> dict[str, torch.Tensor]:
-        """The graph outputs; ``trace``, if given, receives every tensor by name (for debugging the runner).
-        A batch the graph's static shapes cannot carry unambiguously is run one sample at a time."""
+    def forward(self, feeds: dict[str, torch.Tensor], quantize: bool = True, trace: dict | None = None,
+                extra: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+        """The graph outputs and the ``extra`` tensors by name; ``trace``, if given, receives every tensor
+        (for debugging the runner). A batch the graph's static shapes cannot carry unambiguously is run
+        one sample at a time."""
         n = int(next(iter(feeds.values())).shape[0])
         if not self.per_sample or n == self.graph_batch:
             try:
-                return self._run(feeds, quantize, trace)
+                return self._run(feeds, quantize, trace, extra)
             except NotBatchable:
                 self.per_sample = True
-        parts = [self._run({k: v[i:i + 1] for k, v in feeds.items()}, quantize, trace) for i in range(n)]
-        return {o: torch.cat([p[o] for p in parts]) for o in self.outputs}
+        parts = [self._run({k: v[i:i + 1] for k, v in feeds.items()}, quantize, trace, extra) for i in range(n)]
+        return {o: torch.cat([p[o] for p in parts]) for o in [*self.outputs, *extra]}
 
-    def _run(self, feeds: dict[str, torch.Tensor], quantize: bool, trace: dict | None) -> dict[str, torch.Tensor]:
-        env: dict[str, torch.Tensor] = {**self.consts, **feeds, "": None}
-        batch = (self.graph_batch, int(next(iter(feeds.values())).shape[0]))
-        pending: dict[str, torch.Tensor] = {}  # Q output -> its float input (fused with the DQ)
+    def _run(self, feeds: dict[str, torch.Tensor], quantize: bool, trace: dict | None, extra: tuple[str, ...] = ()
+             ) -> dict[str, torch.Tensor]:
+        env, pending = self.start(feeds)
         for n in self.nodes:
-            if n.op_type == "QuantizeLinear" and n.output[0] in self.act_q:
-                pending[n.output[0]] = env[n.input[0]]
-                continue
-            if n.op_type == "DequantizeLinear":
-                if n.output[0] in self.weight_of:
-                    key, axis = self.weight_of[n.output[0]]
-                    if axis < 0:
-                        env[n.output[0]] = self.biases[key]
-                    else:
-                        w = self.weight(key)
-                        env[n.output[0]] = quantize_weight(w, self.base[key][1]) if quantize else w
-                else:
-                    x = pending[n.input[0]]
-                    key, zp, lo, hi = self.act_q[n.input[0]]
-                    env[n.output[0]] = fake_quant(x, torch.exp(self.log_scales[key]), zp, lo, hi) if quantize else x
-                continue
-            ins = [env[i] if i else None for i in n.input]
-            try:
-                attrs = _attrs(n)
-                if n.op_type in ("Reshape", "Expand"):
-                    attrs["__batch__"] = batch
-                out = OPS[n.op_type](ins, attrs)
-            except (EdgeadError, NotBatchable):
-                raise
-            except Exception as e:  # a shape or attribute case this runner does not cover
-                raise EdgeadError(f"QAD: torch runner failed at {n.op_type} {n.name}: {e}") from None
-            outs = out if isinstance(out, tuple) else (out,)
-            for name, v in zip(n.output, outs, strict=False):
-                env[name] = v
+            self.execute(n, env, pending, quantize)
         if trace is not None:
             trace.update(env)
-        return {o: env[o] for o in self.outputs}
+        return {o: env[o] for o in [*self.outputs, *extra]}
+
+    def start(self, feeds: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+        """A fresh tensor environment for ``execute`` (constants, trainable biases, inputs) and its pending Qs."""
+        env: dict = {**self.consts, **feeds, "": None}
+        env.update({name: self.biases[key] for name, key in self.plain_bias.items()})
+        env["__batch__"] = (self.graph_batch, int(next(iter(feeds.values())).shape[0]))
+        return env, {}
+
+    def execute(self, n: onnx.NodeProto, env: dict, pending: dict, quantize: bool | str) -> None:
+        """Run one node into ``env``. ``quantize``: True (the INT8 graph), False (every pair identity) or
+        "clamp" (float weights, activations only clamped to their quantized range: the float function where
+        ONNX Runtime removed a Relu or Clip into the Q)."""
+        if n.op_type == "QuantizeLinear" and n.output[0] in self.act_q:
+            pending[n.output[0]] = env[n.input[0]]
+            return
+        if n.op_type == "DequantizeLinear":
+            if n.output[0] in self.weight_of:
+                key, axis = self.weight_of[n.output[0]]
+                if axis < 0:
+                    env[n.output[0]] = self.bias(n.output[0], key, quantize is True)
+                else:
+                    w = self.weight(key)
+                    env[n.output[0]] = quantize_weight(w, self.base[key][1]) if quantize is True else w
+            else:
+                x = pending[n.input[0]]
+                key, zp, lo, hi = self.act_q[n.input[0]]
+                if quantize == "clamp":
+                    s = self.scale(key)
+                    env[n.output[0]] = torch.clamp(x, (lo - zp) * s, (hi - zp) * s)
+                else:
+                    env[n.output[0]] = fake_quant(x, self.scale(key), zp, lo, hi) if quantize else x
+            return
+        ins = [env[i] if i else None for i in n.input]
+        try:
+            attrs = _attrs(n)
+            if n.op_type in ("Reshape", "Expand"):
+                attrs["__batch__"] = env["__batch__"]
+            out = OPS[n.op_type](ins, attrs)
+        except (EdgeadError, NotBatchable):
+            raise
+        except Exception as e:  # a shape or attribute case this runner does not cover
+            raise EdgeadError(f"QAD: torch runner failed at {n.op_type} {n.name}: {e}") from None
+        outs = out if isinstance(out, tuple) else (out,)
+        for name, v in zip(n.output, outs, strict=False):
+            env[name] = v
 
 
 def _key(name: str) -> str:

@@ -44,7 +44,42 @@ class QADSettings:
     warmup: float = 0.1  # share of the steps with a linear learning-rate warm-up
     score_weight: float = 1.0
     fresh: bool = True  # each training batch made anew (random flips, new synthetic anomalies)
+    feature_weight: float = 0.0  # loss on the tensors the INT8 scopes hand to FP32 (features), relative error
     seed: int = 0
+
+
+def boundary_tensors(model: onnx.ModelProto, scopes) -> dict[str, str]:
+    """Tensors an INT8-scope node makes and an FP32 computational node reads (what the head sees), as
+    {name in the Q/DQ graph: name in the float graph} (a quantized tensor is read through its DQ)."""
+    from edgead.precision.rules import SHAPE_OPS, in_scopes
+
+    made = {o: n for n in model.graph.node for o in n.output}
+    out: dict[str, str] = {}
+    for n in model.graph.node:
+        if n.op_type in SHAPE_OPS and n.op_type != "Concat" or in_scopes(n.name, scopes):
+            continue
+        for i in n.input:
+            p, orig = made.get(i), i
+            if p is not None and p.op_type == "DequantizeLinear" and p.input[0] in made:
+                q = made[p.input[0]]
+                orig, p = (q.input[0], made.get(q.input[0])) if q.op_type == "QuantizeLinear" else (i, p)
+            if p is not None and p.op_type not in SHAPE_OPS and in_scopes(p.name, scopes):
+                out.setdefault(i, orig)
+    return out
+
+
+def teacher_tensors(float_graph: onnx.ModelProto, names: list[str], x: np.ndarray, input_name: str
+                    ) -> dict[str, np.ndarray]:
+    """The float graph's values of ``names`` for images ``x`` (one image at a time)."""
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(float_graph)
+    m.graph.output.extend([onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in names])
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    batch = float_graph.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
+    parts = [sess.run(names, {input_name: np.repeat(x[i:i + 1], batch, 0)}) for i in range(len(x))]
+    return {t: np.concatenate([p[k][:1] for p in parts]) for k, t in enumerate(names)}
 
 
 def fresh_maker(normals: np.ndarray, pre, share: float) -> Callable:
@@ -70,7 +105,7 @@ def fresh_maker(normals: np.ndarray, pre, share: float) -> Callable:
 
 def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, images: np.ndarray, input_name: str,
             norms: list[Normalization], settings: QADSettings, progress=None, source: np.ndarray | None = None,
-            make: Callable | None = None) -> dict:
+            make: Callable | None = None, scopes=()) -> dict:
     """Tune the student; returns tuned float weights, activation ranges by tensor and the loss history.
 
     ``norms``: each image's category normalization (units of the loss). ``source``: the normal each
@@ -87,6 +122,7 @@ def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, imag
     target = teacher.run_batched(images)
     weights = {i.name: numpy_helper.to_array(i) for i in float_graph.graph.initializer}
     student = QuantGraph(qdq, weights)
+    feats = boundary_tensors(qdq, scopes) if settings.feature_weight > 0 else {}
     pix = torch.tensor([n.pixel_scale for n in norms], dtype=torch.float32)
     sc = torch.tensor([n.scale for n in norms], dtype=torch.float32)
     fixed = input_tensors(input_name)  # the exact input grid is a construction, not a fit: never tuned
@@ -108,23 +144,34 @@ def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, imag
     sched = torch.optim.lr_scheduler.LambdaLR(opt, rate)
     x_all, m_all, s_all = (torch.from_numpy(images), torch.from_numpy(target["anomaly_map"]),
                            torch.from_numpy(target["score"]))
+    names = list(feats)
 
-    weight = {"map": 1.0, "score": settings.score_weight}
+    def teach(x: np.ndarray) -> dict:  # student's name -> the float graph's value
+        t = teacher_tensors(float_graph, [feats[k] for k in names], x, input_name)
+        return {k: torch.from_numpy(t[feats[k]]) for k in names}
 
-    def loss_on(x, m, s, idx) -> tuple:
-        out = student({input_name: x})
+    f_all = teach(images) if feats else {}
+
+    weight = {"map": 1.0, "score": settings.score_weight, "feature": settings.feature_weight}
+
+    def loss_on(x, m, s, idx, f) -> tuple:
+        out = student({input_name: x}, extra=tuple(feats))
         p = pix[idx].view(-1, 1, 1, 1)
         map_loss = (((out["anomaly_map"] - m) / p) ** 2).mean()
         score_loss = (((out["score"] - s) / sc[idx]) ** 2).mean()
-        return weight["map"] * map_loss + weight["score"] * score_loss, map_loss, score_loss
+        feat_loss = sum(((out[k] - f[k]) ** 2).mean() / (f[k] ** 2).mean().clamp_min(1e-12) for k in feats) / max(
+            1, len(feats)) if feats else torch.zeros(())
+        total = weight["map"] * map_loss + weight["score"] * score_loss + weight["feature"] * feat_loss
+        return total, map_loss, score_loss, feat_loss
 
     def loss_of(idx) -> tuple:
-        return loss_on(x_all[idx], m_all[idx], s_all[idx], idx)
+        return loss_on(x_all[idx], m_all[idx], s_all[idx], idx, {k: v[idx] for k, v in f_all.items()})
 
     def fresh_loss(idx) -> tuple:  # idx: normals (images[j] is normal j), their norms at the same index
         x = make(idx, rng)
         t = teacher.run_batched(x)
-        return loss_on(torch.from_numpy(x), torch.from_numpy(t["anomaly_map"]), torch.from_numpy(t["score"]), idx)
+        f = teach(x) if feats else {}
+        return loss_on(torch.from_numpy(x), torch.from_numpy(t["anomaly_map"]), torch.from_numpy(t["score"]), idx, f)
 
     perm = rng.permutation(len(images))
     n_val = max(1, len(images) // VAL_SHARE) if len(images) > 1 else 0
@@ -140,12 +187,14 @@ def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, imag
         w = np.array([len(idx[i:i + 8]) for i in range(0, len(idx), 8)], float)
         return {"loss": float(np.average([float(p[0]) for p in parts], weights=w)),
                 "map": float(np.average([float(p[1]) for p in parts], weights=w)),
-                "score": float(np.average([float(p[2]) for p in parts], weights=w))}
+                "score": float(np.average([float(p[2]) for p in parts], weights=w)),
+                "feature": float(np.average([float(p[3]) for p in parts], weights=w))}
 
     held = val if n_val else train
     start = evaluate(fit)  # each term counts relative to the PTQ graph's own error on the training images
     weight["map"] = 1.0 / max(start["map"], 1e-12)
     weight["score"] = settings.score_weight / max(start["score"], 1e-12)
+    weight["feature"] = settings.feature_weight / max(start["feature"], 1e-12)
     first = evaluate(held)
     history = [{"step": 0, **first}]
     best_loss, best_step = first["loss"], 0
@@ -157,7 +206,7 @@ def distill(qdq: onnx.ModelProto, float_graph: onnx.ModelProto, fp32: Path, imag
             order = rng.permutation(train)
         idx, order = order[: settings.batch], order[settings.batch:]
         opt.zero_grad()
-        loss, _m, _s = fresh_loss(idx) if fresh else loss_of(idx)
+        loss = (fresh_loss(idx) if fresh else loss_of(idx))[0]
         loss.backward()
         opt.step()
         sched.step()

@@ -33,12 +33,15 @@ MAX_FALLBACK_ROUNDS = 6  # 2, 4, ... 64 activations left out of INT8
 class SearchPlan:
     qad: str = "auto"  # auto: when PTQ fails the build split, kept if it does better there; always: kept; never
     qad_steps: int = QADSettings.steps
+    qad_feature_weight: float = QADSettings.feature_weight
+    bias_correction: bool = True  # PTQ's conv biases corrected for the mean error of the INT8 graph
     fallback: bool = True
     gates_file: Path | None = None
 
     def record(self) -> dict:
         """As meta.json holds it (and as a rebuild compares it)."""
-        return {"qad": self.qad, "qad_steps": self.qad_steps, "fallback": self.fallback,
+        return {"qad": self.qad, "qad_steps": self.qad_steps, "qad_feature_weight": self.qad_feature_weight,
+                "bias_correction": self.bias_correction, "fallback": self.fallback,
                 "gates_file": str(self.gates_file) if self.gates_file else None}
 
 
@@ -75,11 +78,17 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
     report = to_int8(src, ptq, recipe_name, recipe, settings, images, b.input_name, batch, scopes, ptq_work,
                      normalization=norm)
     best = (record(f"ptq-{settings.method}", ptq, ptq_work, {}), ptq, ptq_work)
+    if plan.bias_correction and not best[0]["passed"]:
+        bc_work, bc = work / "bc", work / "bc.onnx"
+        info = run_bias_correction(b, ptq, ptq_work, bc_work, bc, recipe_name, recipe, settings, calib, images)
+        row = record(f"ptq-{settings.method}+bc", bc, bc_work, {"bias_correction": info})
+        if row["passed"] or row["badness"] < best[0]["badness"]:
+            best = (row, bc, bc_work)
     if plan.qad == "always" or (plan.qad == "auto" and not best[0]["passed"]):
         qad_work = work / "qad"
         graph = work / "qad.onnx"
-        info = run_qad(b, ptq, ptq_work, qad_work, graph, recipe_name, recipe, settings, (calib, images, source),
-                       plan, log)
+        info = run_qad(b, best[1], best[2], qad_work, graph, recipe_name, recipe, settings,
+                       (calib, images, source), plan, log)
         row = record("qad", graph, qad_work, {"qad": info})
         if plan.qad == "always" or row["passed"] or row["badness"] < best[0]["badness"]:
             best = (row, graph, qad_work)
@@ -110,7 +119,7 @@ def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, rec
     from edgead.precision import qad
     from edgead.progress import progress
 
-    cfg = QADSettings(steps=plan.qad_steps, seed=settings.seed)
+    cfg = QADSettings(steps=plan.qad_steps, seed=settings.seed, feature_weight=plan.qad_feature_weight)
     calib, images, source = data
     cats = _calibration_categories(b, len(calib))
     norms = [b.category_norm(cats[i]) for i in source]
@@ -124,7 +133,7 @@ def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, rec
         f = settings.synthetic_fraction
         make = qad.fresh_maker(calib, b.preprocess, f / (1 + f))  # the same share of anomalies as the set
         out = qad.distill(onnx.load(str(ptq)), float_graph, b.onnx("fp32"), images, b.input_name, norms, cfg, tick,
-                          source=source, make=make)
+                          source=source, make=make, scopes=b.precision_scopes["int8"])
     qad_work.mkdir(parents=True, exist_ok=True)
     onnx.save(qad.with_weights(float_graph, out["weights"]), str(qad_work / "preprocessed.onnx"))
     cache = f"ranges.{settings.method}.json"
@@ -135,6 +144,31 @@ def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, rec
     quantize_from(b, qad_work, dst, recipe_name, recipe, settings, images)
     return {"settings": out["settings"], "n_images": len(images), "n_validation": out["n_validation"],
             "best_step": out["best_step"], "history": out["history"]}
+
+
+def run_bias_correction(b: Bundle, ptq: Path, ptq_work: Path, work: Path, dst: Path, recipe_name: str, recipe: dict,
+                        settings: CalibSettings, calib: np.ndarray, images: np.ndarray) -> dict:
+    """Correct the PTQ graph's conv biases (``precision.biascorr``) on the calibration normals; quantize again
+    with the same ranges into ``dst`` (``work`` holds the corrected float graph)."""
+    from onnx import numpy_helper
+
+    from edgead.precision import biascorr
+    from edgead.precision.int8 import EQUALIZED
+    from edgead.precision.onnx_torch import QuantGraph
+    from edgead.precision.qad import with_weights
+
+    float_graph = onnx.load(str(ptq_work / "preprocessed.onnx"))
+    student = QuantGraph(onnx.load(str(ptq)), {i.name: numpy_helper.to_array(i) for i in float_graph.graph.initializer})
+    for p in student.log_scales.values():
+        p.requires_grad_(False)  # the graph's scales exactly
+    info = biascorr.correct(student, calib, b.input_name)
+    work.mkdir(parents=True, exist_ok=True)
+    onnx.save(with_weights(float_graph, student.float_weights()), str(work / "preprocessed.onnx"))
+    for name in (f"ranges.{settings.method}.json", EQUALIZED):
+        if (ptq_work / name).is_file():
+            shutil.copyfile(ptq_work / name, work / name)
+    quantize_from(b, work, dst, recipe_name, recipe, settings, images)
+    return info
 
 
 def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: dict, settings: CalibSettings,
