@@ -15,7 +15,6 @@ measured. Only biases change; ONNX Runtime's quantizer exports them like QAD's t
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 CHUNK = 8  # images per pass through the graph (tensors of the stem are large at full resolution)
 
@@ -37,19 +36,15 @@ def correct(student, images: np.ndarray, input_name: str) -> dict:
 def _correct(student, images: np.ndarray, input_name: str, size: int) -> dict:
     import torch
 
-    convs = {n.name: n for n in student.nodes if n.op_type == "Conv" and len(n.input) > 2 and n.input[2]
-             and n.input[1] in student.weight_of and _bias_key(student, n.input[2]) is not None}
+    convs = {n.name for n in student.nodes if n.op_type == "Conv" and len(n.input) > 2
+             and n.input[1] in student.weight_of and student.bias_key(n.input[2]) is not None}
+    made = {o: n for n in student.nodes for o in n.output}
     last_use = {}
     for i, n in enumerate(student.nodes):
         for t in n.input:
             last_use[t] = i
     keep = set(student.outputs)
-    ranges = {}  # tensor -> the float range of the Q that reads it
-    for n in student.nodes:
-        if n.op_type == "QuantizeLinear" and n.output[0] in student.act_q:
-            key, zp, qlo, qhi = student.act_q[n.output[0]]
-            s = float(student.scale(key))
-            ranges[n.input[0]] = ((qlo - zp) * s, (qhi - zp) * s)
+    ranges = {t: student.float_range(k) for k, t in student.quantized.items()}  # what each quantizer keeps
     shifts: dict[str, list[float]] = {}
     with torch.no_grad():
         chunks = [torch.from_numpy(images[i:i + size]) for i in range(0, len(images), size)]
@@ -59,7 +54,7 @@ def _correct(student, images: np.ndarray, input_name: str, size: int) -> dict:
                 student.execute(n, eq, pq, True)
                 student.execute(n, ef, pf, "clamp")
             if n.name in convs:
-                key = _bias_key(student, n.input[2])
+                key = student.bias_key(n.input[2])
                 o, dims = n.output[0], (0, 2, 3)
                 lo, hi = ranges.get(o, (-np.inf, np.inf))
                 total = count = 0.0
@@ -70,30 +65,16 @@ def _correct(student, images: np.ndarray, input_name: str, size: int) -> dict:
                 shift = torch.where(count > 0, total / count.clamp_min(1.0), 0.0).float()
                 student.biases[key].data -= shift
                 shifts[n.name] = [float(shift.abs().max()), float(shift.pow(2).mean().sqrt())]
-                for (eq, pq), _ in envs:  # the bias again as the graph reads it, then the conv with it
-                    _refresh_bias(student, n, eq)
+                for (eq, pq), _ in envs:  # the bias again as the graph reads it (an int32 bias: its DQ
+                    if n.input[2] in made:  # rounds it again), then the conv with it
+                        student.execute(made[n.input[2]], eq, pq, True)
                     student.execute(n, eq, pq, True)
-            for env_pair in envs:  # free what no later node reads
-                for env, _ in env_pair:
+            for env_pair in envs:  # free what no later node reads (a Q's input waits in ``pending``)
+                for env, pending in env_pair:
                     for t in n.input:
-                        if last_use.get(t) == i and t not in keep and t in env and t not in student.consts:
-                            del env[t]
+                        if last_use.get(t) == i and t not in keep and t not in student.consts:
+                            env.pop(t, None)
+                            pending.pop(t, None)
     worst = max(shifts.items(), key=lambda kv: kv[1][0]) if shifts else ("", [0.0, 0.0])
     return {"convs": len(shifts), "n_images": int(len(images)), "largest_shift": round(worst[1][0], 5),
             "largest_at": worst[0]}
-
-
-def _bias_key(student, bias_input: str) -> str | None:
-    if bias_input in student.plain_bias:
-        return student.plain_bias[bias_input]
-    if bias_input in student.weight_of and student.weight_of[bias_input][1] < 0:
-        return student.weight_of[bias_input][0]
-    return None
-
-
-def _refresh_bias(student, conv: onnx.NodeProto, env: dict) -> None:
-    name = conv.input[2]
-    if name in student.plain_bias:
-        env[name] = student.biases[student.plain_bias[name]]
-    else:
-        env[name] = student.bias(name, student.weight_of[name][0], True)

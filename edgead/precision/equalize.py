@@ -54,18 +54,11 @@ def depthwise_pairs(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.N
 def channel_max(model: onnx.ModelProto, tensors: list[str], images: np.ndarray, input_name: str,
                 batch: int) -> dict[str, np.ndarray]:
     """Largest value of every channel of ``tensors`` over ``images`` (ONNX Runtime, float graph)."""
-    import onnxruntime as ort
+    from edgead.precision.probe import inner_values
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    m.graph.output.extend([onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
-                           for t in tensors if t not in have])
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     out = {t: None for t in tensors}
-    n = len(images) // batch * batch
-    for i in range(0, n, batch):
-        for t, v in zip(tensors, sess.run(tensors, {input_name: images[i:i + batch]}), strict=True):
+    for values in inner_values(model, tensors, images[:len(images) // batch * batch], input_name, batch):
+        for t, v in values.items():
             top = v.max(axis=(0, 2, 3))
             out[t] = top if out[t] is None else np.maximum(out[t], top)
     return out

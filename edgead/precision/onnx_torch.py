@@ -86,6 +86,7 @@ class QuantGraph(nn.Module):
         self.weight_of: dict[str, tuple[str, int]] = {}  # DQ output -> (weight name, channel axis) or bias
         self.act_q: dict[str, tuple[str, float, int, int]] = {}  # Q output -> (key, zero point, qmin, qmax)
         self.quantized: dict[str, str] = {}  # activation scale key -> the float tensor it quantizes
+        self.q_output: dict[str, str] = {}  # activation scale key -> its QuantizeLinear's output
         self.graph_scales: dict[str, float] = {}  # activation scale key -> the Q/DQ graph's scale
         # int32 bias (cpu recipe) -> (input's activation key, the graph's bias steps / its input scale): ORT
         # quantizes a bias at s_in * s_w per channel (s_w = 1 for an all-zero channel), which moves
@@ -122,6 +123,7 @@ class QuantGraph(nn.Module):
                 self.log_scales[key] = nn.Parameter(torch.tensor(np.log(scale), dtype=torch.float32))
                 self.graph_scales[key] = scale
                 self.act_q[n.output[0]] = (key, zp, *QRANGE[dtype])
+                self.q_output[key] = n.output[0]
                 self.quantized[key] = n.input[0]
         consumers = {}
         for n in self.nodes:
@@ -129,8 +131,7 @@ class QuantGraph(nn.Module):
                 consumers.setdefault(i, []).append(n)
         self.plain_bias: dict[str, str] = {}  # float bias of a quantized Conv (tensorrt recipe) -> parameter key
         for n in self.nodes:
-            w_dq = producer.get(n.input[1]) if n.op_type == "Conv" and len(n.input) > 2 else None
-            if w_dq is not None and n.input[1] in self.weight_of and n.input[2] in inits \
+            if n.op_type == "Conv" and len(n.input) > 2 and n.input[1] in self.weight_of and n.input[2] in inits \
                     and inits[n.input[2]].dtype == np.float32 and n.input[2] not in self.plain_bias:
                 key = _key(n.input[2])
                 b0 = np.array(float_weights.get(n.input[2], inits[n.input[2]]), np.float32)
@@ -160,6 +161,19 @@ class QuantGraph(nn.Module):
         """An activation scale: learned, or exactly the graph's when frozen (exp(log(s)) is not s)."""
         p = self.log_scales[key]
         return torch.exp(p) if p.requires_grad else torch.tensor(self.graph_scales[key], dtype=torch.float32)
+
+    def float_range(self, key: str) -> tuple[float, float]:
+        """The float values an activation quantizer keeps: ((qmin - zp) s, (qmax - zp) s)."""
+        _, zp, lo, hi = self.act_q[self.q_output[key]]
+        s = float(self.scale(key))
+        return (lo - zp) * s, (hi - zp) * s
+
+    def bias_key(self, tensor: str) -> str | None:
+        """The trainable bias a Conv reads as ``tensor`` (a float initializer or an int32 bias's DQ), if any."""
+        if tensor in self.plain_bias:
+            return self.plain_bias[tensor]
+        key, axis = self.weight_of.get(tensor, (None, 0))
+        return key if axis < 0 else None
 
     def bias(self, dq_output: str, key: str, quantize: bool) -> torch.Tensor:
         """A float bias; quantized, it is rounded to int32 at (input scale x weight scale), as ORT stores it."""
@@ -235,8 +249,7 @@ class QuantGraph(nn.Module):
                 x = pending[n.input[0]]
                 key, zp, lo, hi = self.act_q[n.input[0]]
                 if quantize == "clamp":
-                    s = self.scale(key)
-                    env[n.output[0]] = torch.clamp(x, (lo - zp) * s, (hi - zp) * s)
+                    env[n.output[0]] = torch.clamp(x, *self.float_range(key))
                 else:
                     env[n.output[0]] = fake_quant(x, self.scale(key), zp, lo, hi) if quantize else x
             return

@@ -70,16 +70,12 @@ def boundary_tensors(model: onnx.ModelProto, scopes) -> dict[str, str]:
 
 def teacher_tensors(float_graph: onnx.ModelProto, names: list[str], x: np.ndarray, input_name: str
                     ) -> dict[str, np.ndarray]:
-    """The float graph's values of ``names`` for images ``x`` (one image at a time)."""
-    import onnxruntime as ort
+    """The float graph's values of ``names`` for images ``x``."""
+    from edgead.precision.probe import inner_values
 
-    m = onnx.ModelProto()
-    m.CopyFrom(float_graph)
-    m.graph.output.extend([onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in names])
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     batch = float_graph.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
-    parts = [sess.run(names, {input_name: np.repeat(x[i:i + 1], batch, 0)}) for i in range(len(x))]
-    return {t: np.concatenate([p[k][:1] for p in parts]) for k, t in enumerate(names)}
+    parts = list(inner_values(float_graph, names, x, input_name, batch))
+    return {t: np.concatenate([p[t] for p in parts]) for t in names}
 
 
 def fresh_maker(normals: np.ndarray, pre, share: float) -> Callable:

@@ -134,14 +134,10 @@ def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, rec
         make = qad.fresh_maker(calib, b.preprocess, f / (1 + f))  # the same share of anomalies as the set
         out = qad.distill(onnx.load(str(ptq)), float_graph, b.onnx("fp32"), images, b.input_name, norms, cfg, tick,
                           source=source, make=make, scopes=b.precision_scopes["int8"])
-    qad_work.mkdir(parents=True, exist_ok=True)
-    onnx.save(qad.with_weights(float_graph, out["weights"]), str(qad_work / "preprocessed.onnx"))
-    cache = f"ranges.{settings.method}.json"
-    ranges = read_ranges(ptq_work / cache)
+    ranges = read_ranges(ptq_work / f"ranges.{settings.method}.json")
     ranges.update(qad.ranges_from_scales(onnx.load(str(ptq)), out["scales"]))
-    write_ranges(qad_work / cache, settings, ranges)
-    (qad_work / SCALES).write_text(json.dumps(out["scales"]))
-    quantize_from(b, qad_work, dst, recipe_name, recipe, settings, images)
+    export_tuned(b, float_graph, out["weights"], ranges, qad_work, dst, recipe_name, recipe, settings, images,
+                 scales=out["scales"])
     return {"settings": out["settings"], "n_images": len(images), "n_validation": out["n_validation"],
             "best_step": out["best_step"], "history": out["history"]}
 
@@ -153,22 +149,31 @@ def run_bias_correction(b: Bundle, ptq: Path, ptq_work: Path, work: Path, dst: P
     from onnx import numpy_helper
 
     from edgead.precision import biascorr
-    from edgead.precision.int8 import EQUALIZED
     from edgead.precision.onnx_torch import QuantGraph
-    from edgead.precision.qad import with_weights
 
     float_graph = onnx.load(str(ptq_work / "preprocessed.onnx"))
     student = QuantGraph(onnx.load(str(ptq)), {i.name: numpy_helper.to_array(i) for i in float_graph.graph.initializer})
     for p in student.log_scales.values():
         p.requires_grad_(False)  # the graph's scales exactly
     info = biascorr.correct(student, calib, b.input_name)
-    work.mkdir(parents=True, exist_ok=True)
-    onnx.save(with_weights(float_graph, student.float_weights()), str(work / "preprocessed.onnx"))
-    for name in (f"ranges.{settings.method}.json", EQUALIZED):
-        if (ptq_work / name).is_file():
-            shutil.copyfile(ptq_work / name, work / name)
-    quantize_from(b, work, dst, recipe_name, recipe, settings, images)
+    export_tuned(b, float_graph, student.float_weights(), read_ranges(ptq_work / f"ranges.{settings.method}.json"),
+                 work, dst, recipe_name, recipe, settings, images)
     return info
+
+
+def export_tuned(b: Bundle, float_graph: onnx.ModelProto, weights: dict[str, np.ndarray], ranges: dict, work: Path,
+                 dst: Path, recipe_name: str, recipe: dict, settings: CalibSettings, images: np.ndarray,
+                 scales: dict[str, float] | None = None) -> None:
+    """Tuned float weights (bias correction, QAD) back to a Q/DQ graph: ``work`` gets the float graph with
+    them, its activation ranges and learned ``scales``; ONNX Runtime's quantizer writes ``dst`` from it."""
+    from edgead.precision.qad import with_weights
+
+    work.mkdir(parents=True, exist_ok=True)
+    onnx.save(with_weights(float_graph, weights), str(work / "preprocessed.onnx"))
+    write_ranges(work / f"ranges.{settings.method}.json", settings, ranges)
+    if scales is not None:
+        (work / SCALES).write_text(json.dumps(scales))
+    quantize_from(b, work, dst, recipe_name, recipe, settings, images)
 
 
 def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: dict, settings: CalibSettings,
