@@ -179,6 +179,49 @@ def test_bias_correction_lowers_map_error_on_unseen_real_images(bundle, tiny_rea
         {i.name: tuple(i.dims) for i in graphs[1].graph.initializer}  # the same graph, other numbers
 
 
+def test_torch_student_runs_the_cpu_int8_graph_as_onnx_runtime_does(bundle, tiny_real, tmp_path):
+    """QAD and bias correction train the Q/DQ graph through torch; for the cpu recipe that includes the
+    int32 biases ONNX Runtime rounds to (input scale x weight scale). Real test images, unoptimised ORT."""
+    import torch
+
+    from edgead.build import calibration_set
+    from edgead.calibration import CalibSettings, load_recipes, with_anomalies
+    from edgead.precision.int8 import to_int8
+    from edgead.precision.onnx_torch import QuantGraph
+
+    b = Bundle.load(_copy(bundle, tmp_path, "b"))
+    recipes = load_recipes()
+    settings = CalibSettings.from_recipes(recipes, count=16)
+    calib, _ = calibration_set(b, settings, None)
+    images, _ = with_anomalies(calib, b.preprocess, settings.synthetic_fraction, settings.seed)
+    q = tmp_path / "q.onnx"
+    to_int8(b.onnx("fp32"), q, "cpu", recipes["recipes"]["cpu"], settings, images, b.input_name, b.input_shape[0],
+            b.precision_scopes["int8"], tmp_path / "w", normalization=(b.preprocess.mean, b.preprocess.std))
+    x = mvtec.load_images(mvtec.discover(tiny_real, b.categories, "test"), b.preprocess)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(q), opts, providers=["CPUExecutionProvider"])
+    ort_maps = np.concatenate([sess.run(["anomaly_map"], {b.input_name: x[i:i + 1]})[0] for i in range(len(x))])
+    weights = {i.name: numpy_helper.to_array(i)
+               for i in onnx.load(str(tmp_path / "w" / "preprocessed.onnx")).graph.initializer}
+    student = QuantGraph(onnx.load(str(q)), weights)
+    for p in student.log_scales.values():
+        p.requires_grad_(False)
+
+    def error(ref) -> float:
+        with torch.no_grad():
+            got = student({b.input_name: torch.from_numpy(x)})["anomaly_map"].numpy()
+        return float(np.mean([np.linalg.norm(g - r) / np.linalg.norm(r) for g, r in zip(got, ref, strict=True)]))
+
+    exact, int8_error = error(ort_maps), error(_maps(b.onnx("fp32"), x))
+    assert student.bias_q  # the cpu recipe stores int32 biases
+    student.bias_q.clear()  # biases left in float, as the student ran them before
+    loose = error(ort_maps)
+    print("student vs ORT map error", exact, "with float biases", loose, "INT8 vs FP32", int8_error)
+    assert exact < 0.25 * int8_error  # the student's own disagreement is small against what QAD corrects
+    assert exact < 0.75 * loose
+
+
 def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bundle, tmp_path):
     strict, easy = tmp_path / "strict.yaml", tmp_path / "easy.yaml"
     strict.write_text("int8:\n  L2: {score_abs_max: 0.0}\n")  # no INT8 graph can meet it
