@@ -382,7 +382,7 @@ def build(
                           f"{100 * s['int8_share']:.0f} % MACs INT8)" for s in v)
         elif k == "build_split":
             v = f"{'PASS' if v['passed'] else 'FAIL'} on {v['n_images']} images ({v['what']})"
-        elif k in ("kept_fp16", "fp32_scopes") and isinstance(v, list) and len(v) > 6:
+        elif k in ("kept_float", "fp32_scopes") and isinstance(v, list) and len(v) > 6:
             v = f"{len(v)}: {', '.join(v[:6])}, ..."
         table.add_row(k, str(v))
     ready = entry.get("tensorrt_readiness", {})

@@ -75,7 +75,7 @@ def main() -> None:
                           "score_abs_max", "spearman_min", "decision_agreement_min", "mask_iou_min")}},
                       "test_drop_points": {k: 100 * (fp32[k] - ev[k]) for k in KEYS},
                       "int8_mac_share": chosen["int8_share"], "size_mb": chosen["size_mb"],
-                      "kept_fp16": len(rep.get("kept_fp16", [])), "chosen": rep["chosen"],
+                      "kept_float": len(rep.get("kept_float", [])), "chosen": rep["chosen"],
                       "latency_ms": {k: e["p50_ms"] for k, e in speed["engines"].items()},
                       "speedup_vs_torch": ratio}
     table = Table(title=f"{args.bundle}: {key}, build split vs verify (threshold units; drops in points)")

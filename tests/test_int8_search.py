@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgead.build import BuildRequest, build
 from edgead.bundle import Bundle
 from edgead.data import mvtec
+from edgead.errors import EdgeadError
 from edgead.precision.int8 import activation_scales
 from edgead.precision.ranges import exact_input, mse_range
 from edgead.precision.split import build_split
@@ -177,6 +178,47 @@ def test_bias_correction_lowers_map_error_on_unseen_real_images(bundle, tiny_rea
     graphs = [onnx.load(str(p)) for p in (ptq, bc)]
     assert [{i.name: tuple(i.dims) for i in g.graph.initializer} for g in graphs][0] == \
         {i.name: tuple(i.dims) for i in graphs[1].graph.initializer}  # the same graph, other numbers
+    if recipe == "cpu":  # the FP16 fallback walks again: a conv kept in FP16 keeps its own bias
+        _kept_conv_keeps_its_bias(b, tmp_path, recipes, settings, calib, images, ptq)
+
+
+def _kept_conv_keeps_its_bias(b, tmp_path, recipes, settings, calib, images, ptq):
+    from edgead.precision.search import quantize_from, run_bias_correction
+
+    float_graph = onnx.load(str(tmp_path / "ptq" / "preprocessed.onnx"))
+    conv = next(n for n in float_graph.graph.node if n.op_type == "Conv" and n.name.startswith("/backbone/blocks.1/"))
+    bias = conv.input[2]
+
+    def bias_in(work):
+        return next(numpy_helper.to_array(i) for i in onnx.load(str(work / "preprocessed.onnx")).graph.initializer
+                    if i.name == bias)
+
+    first, kept = tmp_path / "keep-ptq.onnx", tmp_path / "keep-bc.onnx"
+    quantize_from(b, tmp_path / "ptq", first, "cpu", recipes["recipes"]["cpu"], settings, images, [conv.name])
+    run_bias_correction(b, first, tmp_path / "ptq", tmp_path / "keep", kept, "cpu", recipes["recipes"]["cpu"],
+                        settings, calib, images, keep_float=[conv.name])
+    assert not np.array_equal(bias_in(tmp_path / "bc"), bias_in(tmp_path / "ptq"))  # corrected when INT8
+    assert np.array_equal(bias_in(tmp_path / "keep"), bias_in(tmp_path / "ptq"))  # its own when FP16
+    from edgead.precision.search import with_own_weights  # a QAD graph's kept nodes: their own weights back
+
+    with_own_weights(tmp_path / "bc", tmp_path / "ptq", [conv.name], tmp_path / "own")
+    assert np.array_equal(bias_in(tmp_path / "own"), bias_in(tmp_path / "ptq"))
+    other = next(n for n in float_graph.graph.node if n.op_type == "Conv" and n.name.startswith("/backbone/blocks.2/"))
+
+    def weights(work):
+        return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(work / "preprocessed.onnx")).graph.initializer}
+
+    assert np.array_equal(weights(tmp_path / "own")[other.input[2]], weights(tmp_path / "bc")[other.input[2]])
+    assert (tmp_path / "own" / "ranges.minmax.json").is_file()
+    model = onnx.load(str(kept))  # the cpu recipe's fallback is FP32: the conv reads its float bias, no casts
+    assert next(n for n in model.graph.node if n.name == conv.name).input[2] == bias
+    assert not any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
+    with pytest.raises(EdgeadError, match="nothing is left to quantize"):  # ORT would quantize every node
+        from edgead.precision.rules import split_nodes
+
+        inside, _ = split_nodes(float_graph, b.precision_scopes["int8"])
+        quantize_from(b, tmp_path / "ptq", tmp_path / "all.onnx", "cpu", recipes["recipes"]["cpu"], settings,
+                      images, inside)
 
 
 def test_torch_student_runs_the_cpu_int8_graph_as_onnx_runtime_does(bundle, tiny_real, tmp_path):
@@ -238,7 +280,7 @@ def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bu
     assert [len(t) for t in left][:2] == [2, 4] and left[1][:2] == left[0]  # one ranking, growing prefix
     assert not rep["build_split"]["passed"] and rep["plan"]["gates_file"] == str(strict)
     # Nothing passed, so FP16 did not earn its place: the all-INT8 graph is kept, not a slower failing one.
-    assert rep["chosen"] == "ptq-minmax" and rep["kept_fp16"] == []
+    assert rep["chosen"] == "ptq-minmax" and rep["kept_float"] == []
     shares = [s["int8_share"] for s in rep["search"]]
     assert shares[1] < shares[0] and shares == sorted(shares, reverse=True)  # each round leaves more out of INT8
     model = onnx.load(str(b / entry["path"]))
@@ -246,7 +288,7 @@ def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bu
     assert entry["tensorrt_readiness"]["ok"]
     ok = build(BuildRequest(bundle=b, precision="int8", recipe="tensorrt", count=8, qad="never", gates_file=easy,
                             force=True, bias_correction=False))
-    assert ok["report"]["build_split"]["passed"] and ok["report"]["kept_fp16"] == []
+    assert ok["report"]["build_split"]["passed"] and ok["report"]["kept_float"] == []
     assert [s["step"] for s in ok["report"]["search"]] == ["ptq-minmax"]
 
 

@@ -137,10 +137,19 @@ def prepare(src: Path, dst: Path) -> None:
     quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
 
 
+def fallback_dtype(recipe: dict) -> str:
+    """What a node left out of INT8 runs in: 'fp16' or 'fp32' (recipes.yaml ``fallback_dtype``)."""
+    dtype = recipe.get("fallback_dtype", "fp16")
+    if dtype not in ("fp16", "fp32"):
+        raise EdgeadError(f"recipe fallback_dtype {dtype!r}: choose fp16 or fp32 in the recipes file")
+    return dtype
+
+
 def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: CalibSettings, data: np.ndarray,
-            input_name: str, batch: int, scopes: list[str], work: Path, keep_fp16: list[str] = (),
+            input_name: str, batch: int, scopes: list[str], work: Path, keep_float: list[str] = (),
             normalization: tuple | None = None) -> dict:
-    """Quantize the nodes inside ``scopes``, except ``keep_fp16`` (they run in FP16 instead).
+    """Quantize the nodes inside ``scopes``, except ``keep_float`` (they run in the recipe's ``fallback_dtype``
+    instead: FP16 for TensorRT, FP32 for ONNX Runtime on a CPU, which has no fast FP16 kernels).
 
     ``normalization``: the preprocessing's (mean, std); the input is then put on the INT8 grid exactly
     (``ranges.exact_input``) instead of being calibrated. With the recipe's ``equalize`` the per-channel
@@ -168,7 +177,10 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
         onnx.save(model, str(pre))
         calibrate(pre, data, input_name, batch, settings, cache, symmetric, fixed)
     inside, outside = split_nodes(onnx.load(str(pre)), scopes)
-    inside = [n for n in inside if n not in set(keep_fp16)]
+    inside = [n for n in inside if n not in set(keep_float)]
+    if not inside:  # ONNX Runtime reads an empty nodes_to_quantize as "every node", the FP32 heads included
+        raise EdgeadError(f"{src}: every node of the INT8 scopes {list(scopes)} is kept in FP16; nothing is left "
+                          f"to quantize (build --precision fp16 instead)")
     method, _ = _method(settings)
     act = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[recipe["activation_type"]]
     quantize_static(str(pre), str(dst), None, quant_format=QuantFormat.QDQ, per_channel=True,
@@ -178,16 +190,16 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
                                    "WeightSymmetric": bool(recipe["weight_symmetric"]),
                                    "QuantizeBias": bool(recipe["quantize_bias"])})
     q = onnx.load(str(dst))
-    if keep_fp16:
+    if keep_float and fallback_dtype(recipe) == "fp16":
         from edgead.precision.fp16 import convert
 
-        q = convert(q, nodes=set(keep_fp16))
+        q = convert(q, nodes=set(keep_float))
         onnx.save(q, str(dst))
     ops = [n.op_type for n in q.graph.node]
     return {"recipe": recipe_name, "method": settings.method, "int8_nodes": len(inside), "fp32_nodes": len(outside),
             "quantize_linear": ops.count("QuantizeLinear"), "dequantize_linear": ops.count("DequantizeLinear"),
             "fp32_scopes": sorted({scope(n) for n in outside} - {""}) + ["(top level)"],
-            "kept_fp16": list(keep_fp16),
+            "kept_float": list(keep_float), "kept_dtype": fallback_dtype(recipe),
             "equalized": json.loads((work / EQUALIZED).read_text()) if (work / EQUALIZED).is_file() else {"pairs": 0},
             "rule": f"INT8 Q/DQ inside scopes {list(scopes)}; all other nodes FP32"}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import onnx
 
 # Nodes that only move shapes around: never worth a cast or a Q/DQ pair.
@@ -9,10 +11,15 @@ SHAPE_OPS = {"Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "S
              "Reshape", "Flatten", "Transpose", "Range"}
 
 
+_CHILD = re.compile(r"(\.\d+)?(_\d+)?$")  # '.3' (list index), '_1' (second call) at the end of a module name
+
+
 def scope(node_name: str) -> str:
-    """'/backbone/blocks.0/Conv' -> 'backbone'; top-level nodes ('/Sub_3') -> ''."""
+    """The top-level module a node belongs to: '/backbone/blocks.0/Conv' -> 'backbone'; a ModuleList's or
+    Sequential's child ('/decoder.0/Conv') -> 'decoder'; a module called again ('/up_1/Conv', '/blocks.0_1/Add',
+    the exporter's suffix) -> 'up', 'blocks'; top-level nodes ('/Sub_3') -> ''."""
     parts = node_name.strip("/").split("/")
-    return parts[0] if len(parts) > 1 else ""
+    return _CHILD.sub("", parts[0]) if len(parts) > 1 else ""
 
 
 def in_scopes(node_name: str, scopes: list[str] | tuple[str, ...]) -> bool:

@@ -1,12 +1,13 @@
-"""How ``edgead build --precision int8`` reaches the gates: PTQ, then QAD, then FP16 fallback.
+"""How ``edgead build --precision int8`` reaches the gates: PTQ, bias correction, QAD, then a float fallback.
 
 Each candidate is judged on the build split (``precision.split``) with the default gates of its
 precision, the code ``edgead verify`` runs on test images. The search stops at the first candidate
-that passes; otherwise the better of PTQ and QAD is kept (FP16 fallback makes a graph slower, so a
-fallback candidate is kept only when it passes) and the build says so. The FP16 fallback leaves the
-activations that ``verify``'s culprit analysis ranks first (effect on the anomaly maps, one pair at a
-time in float) out of INT8, doubling their number each round. Every step's numbers go to meta.json.
-"""
+that passes; otherwise the best of PTQ, bias correction and QAD is kept (a fallback makes a graph
+slower, so a fallback candidate is kept only when it passes) and the build says so. The fallback
+leaves the activations that ``verify``'s culprit analysis ranks first (effect on the anomaly maps,
+one pair at a time in float) out of INT8, doubling their number each round; the nodes around them
+run in the recipe's ``fallback_dtype`` (FP16 on TensorRT, FP32 on a CPU). Every step's numbers go to
+meta.json."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import onnx
 from edgead.bundle import Bundle
 from edgead.calibration import CalibSettings, with_anomalies
 from edgead.errors import EdgeadError
-from edgead.precision.int8 import read_ranges, to_int8, write_ranges
+from edgead.precision.int8 import fallback_dtype, read_ranges, to_int8, write_ranges
 from edgead.precision.qad import QADSettings
 
 QAD_MODES = ("auto", "always", "never")
@@ -93,11 +94,30 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
         if plan.qad == "always" or row["passed"] or row["badness"] < best[0]["badness"]:
             best = (row, graph, qad_work)
     if plan.fallback and not best[0]["passed"]:
-        best = fallback(b, split, best, recipe_name, recipe, settings, images, work, record, say)
+        base_graph, base_work = best[1], best[2]
+
+        def rebuild(kept: list[str], dst: Path) -> None:
+            """The kept graph's candidate. Weights tuned for INT8 (bias correction, QAD) would add error to a
+            node that runs in float: bias correction walks again with those nodes in float; a QAD graph's
+            kept nodes get their own weights back."""
+            if base_graph == ptq:
+                quantize_from(b, ptq_work, dst, recipe_name, recipe, settings, images, kept)
+                return
+            if base_graph != work / "bc.onnx":
+                own = work / f"{dst.stem}-own"
+                with_own_weights(base_work, ptq_work, kept, own)
+                quantize_from(b, own, dst, recipe_name, recipe, settings, images, kept)
+                return
+            first = dst.with_name(f"{dst.stem}-ptq.onnx")
+            quantize_from(b, ptq_work, first, recipe_name, recipe, settings, images, kept)
+            run_bias_correction(b, first, ptq_work, work / f"{dst.stem}-bc", dst, recipe_name, recipe, settings, calib,
+                                images, keep_float=kept)
+
+        best = fallback(b, split, best, work, rebuild, fallback_dtype(recipe), record, say)
     row, graph, base_work = best
     shutil.copyfile(graph, dst)
     report.update(to_int8_report(base_work, graph, scopes))
-    report.update({"search": steps, "chosen": row["step"], "kept_fp16": row.get("kept_fp16", []),
+    report.update({"search": steps, "chosen": row["step"], "kept_float": row.get("kept_float", []),
                    "build_split": {"what": "held-out training normals + the same normals with synthetic anomalies "
                                            "(anomaly_synth.Synthesizer); no test image",
                                    "n_images": len(split), "passed": row["passed"],
@@ -143,7 +163,8 @@ def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, rec
 
 
 def run_bias_correction(b: Bundle, ptq: Path, ptq_work: Path, work: Path, dst: Path, recipe_name: str, recipe: dict,
-                        settings: CalibSettings, calib: np.ndarray, images: np.ndarray) -> dict:
+                        settings: CalibSettings, calib: np.ndarray, images: np.ndarray,
+                        keep_float: list[str] = ()) -> dict:
     """Correct the PTQ graph's conv biases (``precision.biascorr``) on the calibration normals; quantize again
     with the same ranges into ``dst`` (``work`` holds the corrected float graph)."""
     from onnx import numpy_helper
@@ -157,13 +178,13 @@ def run_bias_correction(b: Bundle, ptq: Path, ptq_work: Path, work: Path, dst: P
         p.requires_grad_(False)  # the graph's scales exactly
     info = biascorr.correct(student, calib, b.input_name)
     export_tuned(b, float_graph, student.float_weights(), read_ranges(ptq_work / f"ranges.{settings.method}.json"),
-                 work, dst, recipe_name, recipe, settings, images)
+                 work, dst, recipe_name, recipe, settings, images, keep_float=keep_float)
     return info
 
 
 def export_tuned(b: Bundle, float_graph: onnx.ModelProto, weights: dict[str, np.ndarray], ranges: dict, work: Path,
                  dst: Path, recipe_name: str, recipe: dict, settings: CalibSettings, images: np.ndarray,
-                 scales: dict[str, float] | None = None) -> None:
+                 scales: dict[str, float] | None = None, keep_float: list[str] = ()) -> None:
     """Tuned float weights (bias correction, QAD) back to a Q/DQ graph: ``work`` gets the float graph with
     them, its activation ranges and learned ``scales``; ONNX Runtime's quantizer writes ``dst`` from it."""
     from edgead.precision.qad import with_weights
@@ -173,26 +194,43 @@ def export_tuned(b: Bundle, float_graph: onnx.ModelProto, weights: dict[str, np.
     write_ranges(work / f"ranges.{settings.method}.json", settings, ranges)
     if scales is not None:
         (work / SCALES).write_text(json.dumps(scales))
-    quantize_from(b, work, dst, recipe_name, recipe, settings, images)
+    quantize_from(b, work, dst, recipe_name, recipe, settings, images, keep_float)
+
+
+def with_own_weights(tuned: Path, original: Path, kept: list[str], dst: Path) -> None:
+    """``dst``: the ``tuned`` work (float graph, ranges, learned scales) with the ``kept`` nodes' initializers
+    taken back from the ``original`` work's float graph."""
+    dst.mkdir(parents=True, exist_ok=True)
+    model = onnx.load(str(tuned / "preprocessed.onnx"))
+    own = {i.name: i for i in onnx.load(str(original / "preprocessed.onnx")).graph.initializer}
+    names = {t for n in model.graph.node if n.name in set(kept) for t in n.input if t in own}
+    for i in model.graph.initializer:
+        if i.name in names:
+            i.CopyFrom(own[i.name])
+    onnx.save(model, str(dst / "preprocessed.onnx"))
+    for f in tuned.iterdir():
+        if f.suffix == ".json":
+            shutil.copyfile(f, dst / f.name)
 
 
 def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: dict, settings: CalibSettings,
-                  images: np.ndarray, keep_fp16: list[str] = ()) -> None:
+                  images: np.ndarray, keep_float: list[str] = ()) -> None:
     """Quantize ``work``'s (tuned) float graph with its ranges; learned scales (QAD) are written back exactly."""
     from edgead.precision.qad import set_scales
 
     to_int8(b.onnx("fp32"), dst, recipe_name, recipe, settings, images, b.input_name, b.input_shape[0],
-            b.precision_scopes["int8"], work, keep_fp16=list(keep_fp16))
+            b.precision_scopes["int8"], work, keep_float=list(keep_float))
     if (work / SCALES).is_file():
         model = onnx.load(str(dst))
         if set_scales(model, json.loads((work / SCALES).read_text())):
             onnx.save(model, str(dst))
 
 
-def fallback(b: Bundle, split, best: tuple, recipe_name: str, recipe: dict, settings: CalibSettings,
-             images: np.ndarray, work: Path, record, say) -> tuple:
-    """Leave the activations with the largest effect on the maps out of INT8 (2, 4, 8, ...) until the split passes."""
-    from edgead.precision.rules import in_scopes
+def fallback(b: Bundle, split, best: tuple, work: Path, rebuild, dtype: str, record, say) -> tuple:
+    """Leave the activations with the largest effect on the maps out of INT8 (2, 4, 8, ...) until the split passes.
+
+    ``rebuild(kept, dst)`` writes the candidate graph with the ``kept`` nodes in ``dtype`` (the recipe's)."""
+    from edgead.precision.rules import in_scopes, split_nodes
     from edgead.verify.culprits import rank_pairs
 
     row, graph, base_work = best
@@ -201,6 +239,7 @@ def fallback(b: Bundle, split, best: tuple, recipe_name: str, recipe: dict, sett
     pick = np.concatenate([np.flatnonzero(split.labels == 0)[:4], np.flatnonzero(split.labels == 1)[:4]])
     _, ranked = rank_pairs(b.onnx("fp32"), graph, x[pick], b.input_name, b.input_shape[0])
     model = onnx.load(str(base_work / "preprocessed.onnx"))
+    inside, _ = split_nodes(model, scopes)
     consumers: dict[str, list[str]] = {}
     producer = {o: n.name for n in model.graph.node for o in n.output}
     for n in model.graph.node:
@@ -211,11 +250,13 @@ def fallback(b: Bundle, split, best: tuple, recipe_name: str, recipe: dict, sett
         tensors = [r["tensor"] for r in ranked[:k]]
         kept = sorted({name for t in tensors for name in [producer.get(t, ""), *consumers.get(t, [])]
                        if name and in_scopes(name, scopes)})
+        if len(kept) >= len(inside):  # nothing left in INT8: that is a float build, not an INT8 one
+            break
         cand = work / f"fallback-{k}.onnx"
-        quantize_from(b, base_work, cand, recipe_name, recipe, settings, images, kept)
-        r = record(f"{row['step']}+fp16x{len(kept)}", cand, base_work, {"kept_fp16": kept,
+        rebuild(kept, cand)
+        r = record(f"{row['step']}+{dtype}x{len(kept)}", cand, base_work, {"kept_float": kept,
                                                                          "left_in_float": tensors})
-        if r["passed"]:  # FP16 earns its place only by passing: a slower graph that still fails is no better
+        if r["passed"]:  # float earns its place only by passing: a slower graph that still fails is no better
             best_row, best_graph = r, cand
             break
         if k >= len(ranked):
