@@ -79,12 +79,14 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
     report = to_int8(src, ptq, recipe_name, recipe, settings, images, b.input_name, batch, scopes, ptq_work,
                      normalization=norm)
     best = (record(f"ptq-{settings.method}", ptq, ptq_work, {}), ptq, ptq_work)
+    line = best  # what the fallback starts from: PTQ, or PTQ with bias correction when that ran
     if plan.bias_correction and not best[0]["passed"]:
         bc_work, bc = work / "bc", work / "bc.onnx"
         info = run_bias_correction(b, ptq, ptq_work, bc_work, bc, recipe_name, recipe, settings, calib, images)
         row = record(f"ptq-{settings.method}+bc", bc, bc_work, {"bias_correction": info})
+        line = (row, bc, bc_work)
         if row["passed"] or row["badness"] < best[0]["badness"]:
-            best = (row, bc, bc_work)
+            best = line
     if plan.qad == "always" or (plan.qad == "auto" and not best[0]["passed"]):
         qad_work = work / "qad"
         graph = work / "qad.onnx"
@@ -94,26 +96,21 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
         if plan.qad == "always" or row["passed"] or row["badness"] < best[0]["badness"]:
             best = (row, graph, qad_work)
     if plan.fallback and not best[0]["passed"]:
-        base_graph, base_work = best[1], best[2]
+        corrected = line[1] != ptq
 
         def rebuild(kept: list[str], dst: Path) -> None:
-            """The kept graph's candidate. Weights tuned for INT8 (bias correction, QAD) would add error to a
-            node that runs in float: bias correction walks again with those nodes in float; a QAD graph's
-            kept nodes get their own weights back."""
-            if base_graph == ptq:
+            """The candidate with ``kept`` in float. Bias correction walks again with them in float: a bias
+            corrected for INT8 error would add error where there is none, and the INT8 layers after a
+            float one see less error. (Not from QAD: its weights were tuned beside INT8 neighbours.)"""
+            if not corrected:
                 quantize_from(b, ptq_work, dst, recipe_name, recipe, settings, images, kept)
-                return
-            if base_graph != work / "bc.onnx":
-                own = work / f"{dst.stem}-own"
-                with_own_weights(base_work, ptq_work, kept, own)
-                quantize_from(b, own, dst, recipe_name, recipe, settings, images, kept)
                 return
             first = dst.with_name(f"{dst.stem}-ptq.onnx")
             quantize_from(b, ptq_work, first, recipe_name, recipe, settings, images, kept)
             run_bias_correction(b, first, ptq_work, work / f"{dst.stem}-bc", dst, recipe_name, recipe, settings, calib,
                                 images, keep_float=kept)
 
-        best = fallback(b, split, best, work, rebuild, fallback_dtype(recipe), record, say)
+        best = fallback(b, split, best, line, work, rebuild, fallback_dtype(recipe), record, say)
     row, graph, base_work = best
     shutil.copyfile(graph, dst)
     report.update(to_int8_report(base_work, graph, scopes))
@@ -197,22 +194,6 @@ def export_tuned(b: Bundle, float_graph: onnx.ModelProto, weights: dict[str, np.
     quantize_from(b, work, dst, recipe_name, recipe, settings, images, keep_float)
 
 
-def with_own_weights(tuned: Path, original: Path, kept: list[str], dst: Path) -> None:
-    """``dst``: the ``tuned`` work (float graph, ranges, learned scales) with the ``kept`` nodes' initializers
-    taken back from the ``original`` work's float graph."""
-    dst.mkdir(parents=True, exist_ok=True)
-    model = onnx.load(str(tuned / "preprocessed.onnx"))
-    own = {i.name: i for i in onnx.load(str(original / "preprocessed.onnx")).graph.initializer}
-    names = {t for n in model.graph.node if n.name in set(kept) for t in n.input if t in own}
-    for i in model.graph.initializer:
-        if i.name in names:
-            i.CopyFrom(own[i.name])
-    onnx.save(model, str(dst / "preprocessed.onnx"))
-    for f in tuned.iterdir():
-        if f.suffix == ".json":
-            shutil.copyfile(f, dst / f.name)
-
-
 def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: dict, settings: CalibSettings,
                   images: np.ndarray, keep_float: list[str] = ()) -> None:
     """Quantize ``work``'s (tuned) float graph with its ranges; learned scales (QAD) are written back exactly."""
@@ -226,14 +207,16 @@ def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: di
             onnx.save(model, str(dst))
 
 
-def fallback(b: Bundle, split, best: tuple, work: Path, rebuild, dtype: str, record, say) -> tuple:
+def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, dtype: str, record, say) -> tuple:
     """Leave the activations with the largest effect on the maps out of INT8 (2, 4, 8, ...) until the split passes.
 
-    ``rebuild(kept, dst)`` writes the candidate graph with the ``kept`` nodes in ``dtype`` (the recipe's)."""
+    ``start``: the (row, graph, work) the candidates are ranked on and named after; ``rebuild(kept, dst)``
+    writes a candidate with the ``kept`` nodes in ``dtype`` (the recipe's). Returns the first candidate
+    that passes, else ``best`` unchanged."""
     from edgead.precision.rules import in_scopes, split_nodes
     from edgead.verify.culprits import rank_pairs
 
-    row, graph, base_work = best
+    row, graph, base_work = start
     scopes = b.precision_scopes["int8"]
     x = split.inputs(b)
     pick = np.concatenate([np.flatnonzero(split.labels == 0)[:4], np.flatnonzero(split.labels == 1)[:4]])
@@ -245,7 +228,7 @@ def fallback(b: Bundle, split, best: tuple, work: Path, rebuild, dtype: str, rec
     for n in model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n.name)
-    best_row, best_graph, k = row, graph, 2
+    k = 2
     for _ in range(MAX_FALLBACK_ROUNDS):
         tensors = [r["tensor"] for r in ranked[:k]]
         kept = sorted({name for t in tensors for name in [producer.get(t, ""), *consumers.get(t, [])]
@@ -257,15 +240,13 @@ def fallback(b: Bundle, split, best: tuple, work: Path, rebuild, dtype: str, rec
         r = record(f"{row['step']}+{dtype}x{len(kept)}", cand, base_work, {"kept_float": kept,
                                                                          "left_in_float": tensors})
         if r["passed"]:  # float earns its place only by passing: a slower graph that still fails is no better
-            best_row, best_graph = r, cand
-            break
+            return r, cand, base_work
         if k >= len(ranked):
             break
         k *= 2
-    if not best_row["passed"]:
-        say(f"int8: no candidate passes the default gates on the build split; {best_row['step']} (all INT8 scopes "
-            f"quantized) is kept, see meta.json for every step's numbers")
-    return best_row, best_graph, base_work
+    say(f"int8: no candidate passes the default gates on the build split; {best[0]['step']} (all INT8 scopes "
+        f"quantized) is kept, see meta.json for every step's numbers")
+    return best
 
 
 def _calibration_categories(b: Bundle, n: int) -> list[str]:
