@@ -179,8 +179,8 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
     inside, outside = split_nodes(onnx.load(str(pre)), scopes)
     inside = [n for n in inside if n not in set(keep_float)]
     if not inside:  # ONNX Runtime reads an empty nodes_to_quantize as "every node", the FP32 heads included
-        raise EdgeadError(f"{src}: every node of the INT8 scopes {list(scopes)} is kept in FP16; nothing is left "
-                          f"to quantize (build --precision fp16 instead)")
+        raise EdgeadError(f"{src}: every node of the INT8 scopes {list(scopes)} is kept out of INT8; nothing is "
+                          f"left to quantize (build --precision fp16 instead)")
     method, _ = _method(settings)
     act = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[recipe["activation_type"]]
     quantize_static(str(pre), str(dst), None, quant_format=QuantFormat.QDQ, per_channel=True,

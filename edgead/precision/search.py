@@ -102,13 +102,11 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
             """The candidate with ``kept`` in float. Bias correction walks again with them in float: a bias
             corrected for INT8 error would add error where there is none, and the INT8 layers after a
             float one see less error. (Not from QAD: its weights were tuned beside INT8 neighbours.)"""
-            if not corrected:
-                quantize_from(b, ptq_work, dst, recipe_name, recipe, settings, images, kept)
-                return
-            first = dst.with_name(f"{dst.stem}-ptq.onnx")
+            first = dst.with_name(f"{dst.stem}-ptq.onnx") if corrected else dst
             quantize_from(b, ptq_work, first, recipe_name, recipe, settings, images, kept)
-            run_bias_correction(b, first, ptq_work, work / f"{dst.stem}-bc", dst, recipe_name, recipe, settings, calib,
-                                images, keep_float=kept)
+            if corrected:
+                run_bias_correction(b, first, ptq_work, work / f"{dst.stem}-bc", dst, recipe_name, recipe, settings,
+                                    calib, images, keep_float=kept)
 
         best = fallback(b, split, best, line, work, rebuild, fallback_dtype(recipe), record, say)
     row, graph, base_work = best
