@@ -1,5 +1,6 @@
 """INT8 that earns its place: exact input grid, mse ranges, QAD and the build split's gates (real images)."""
 
+import re
 import shutil
 
 import numpy as np
@@ -113,6 +114,12 @@ def test_build_split_never_holds_a_test_image(bundle, tiny_real):
     names = [f.rsplit("/", 1)[-1] for f in split.files]
     assert all(n in held for n in names)  # normals and their synthetic twins come from held-out training normals
     assert split.masks[split.labels == 1].any() and not split.masks[split.labels == 0].any()
+    good, relit = (split.images[split.defects == d].astype(float) for d in ("good", "relit"))
+    assert len(relit) == len(good) and (split.labels[split.defects == "relit"] == 0).all()
+    gain = relit.mean(axis=(1, 2, 3)) / good.mean(axis=(1, 2, 3))
+    assert np.ptp(gain) > 0.05  # each relit normal under its own light, not one global shift
+    cols = relit.mean(axis=(1, 3)) / good.mean(axis=(1, 3))  # brightness per row: a gradient across the frame
+    assert np.abs(cols[:, -8:].mean(1) - cols[:, :8].mean(1)).max() > 0.05
 
 
 def test_qad_lowers_map_error_exports_for_tensorrt_and_is_reproducible(bundle, tiny_real, tmp_path):
@@ -180,6 +187,28 @@ def test_bias_correction_lowers_map_error_on_unseen_real_images(bundle, tiny_rea
         {i.name: tuple(i.dims) for i in graphs[1].graph.initializer}  # the same graph, other numbers
     if recipe == "cpu":  # the fallback walks again: a conv kept in float keeps its own bias
         _kept_conv_keeps_its_bias(b, tmp_path, recipes, settings, calib, images, ptq)
+    else:
+        _kept_nodes_run_fp16_only_inside_the_fp16_scopes(b, tmp_path, recipes, settings, images)
+
+
+def _kept_nodes_run_fp16_only_inside_the_fp16_scopes(b, tmp_path, recipes, settings, images):
+    """The tensorrt fallback runs a node out of INT8 in FP16, except in the trunk an FP16 build keeps FP32."""
+    from edgead.precision.rules import in_scopes
+    from edgead.precision.search import quantize_from
+
+    convs = [n for n in onnx.load(str(tmp_path / "ptq" / "preprocessed.onnx")).graph.node if n.op_type == "Conv"]
+    fp16 = b.precision_scopes["fp16"]
+    trunk = next(n for n in convs if n.name.startswith("/backbone/") and not in_scopes(n.name, fp16))
+    later = next(n for n in convs if in_scopes(n.name, fp16) and in_scopes(n.name, b.precision_scopes["int8"]))
+    dst = tmp_path / "keep-trt.onnx"
+    quantize_from(b, tmp_path / "ptq", dst, "tensorrt", recipes["recipes"]["tensorrt"], settings, images,
+                  [trunk.name, later.name])
+    model = onnx.load(str(dst))
+    half = {i.name for i in model.graph.initializer if i.data_type == TensorProto.FLOAT16}
+    node = {n.name: n for n in model.graph.node}
+    assert node[later.name].input[1] in half  # kept inside the FP16 scopes: FP16 weights
+    assert node[trunk.name].input[1] == trunk.input[1] and trunk.input[1] not in half  # the sensitive trunk: FP32
+    assert not any(n.op_type == "DequantizeLinear" and n.output[0] in node[trunk.name].input for n in model.graph.node)
 
 
 def _kept_conv_keeps_its_bias(b, tmp_path, recipes, settings, calib, images, ptq):
@@ -264,7 +293,8 @@ def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bu
                                bias_correction=False))
     rep = entry["report"]
     names = [s["step"] for s in rep["search"]]
-    assert names[0] == "ptq-minmax" and len(names) >= 3 and all("+fp16x" in n for n in names[1:])
+    assert names[0] == "ptq-minmax" and len(names) >= 3
+    assert all(re.fullmatch(r"ptq-minmax\+(fp16x\d+)?\+?(fp32x\d+)?", n) for n in names[1:]), names
     left = [s["left_in_float"] for s in rep["search"][1:]]
     assert [len(t) for t in left][:2] == [2, 4] and left[1][:2] == left[0]  # one ranking, growing prefix
     assert not rep["build_split"]["passed"] and rep["plan"]["gates_file"] == str(strict)

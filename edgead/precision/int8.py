@@ -19,7 +19,7 @@ import onnx
 
 from edgead.calibration import CalibSettings
 from edgead.errors import EdgeadError
-from edgead.precision.rules import scope, split_nodes
+from edgead.precision.rules import in_scopes, scope, split_nodes
 
 CHUNK = 16  # calibration images run before their tensors are folded into the histograms
 EQUALIZED = "equalized.json"  # what precision.equalize did to the work graph
@@ -145,11 +145,20 @@ def fallback_dtype(recipe: dict) -> str:
     return dtype
 
 
+def kept_half(keep_float: list[str], recipe: dict, fp16_scopes: list[str]) -> list[str]:
+    """The nodes kept out of INT8 that run in FP16: with an fp16 ``fallback_dtype``, those inside ``fp16_scopes``."""
+    if fallback_dtype(recipe) != "fp16":
+        return []
+    return [n for n in keep_float if in_scopes(n, fp16_scopes)]
+
+
 def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: CalibSettings, data: np.ndarray,
             input_name: str, batch: int, scopes: list[str], work: Path, keep_float: list[str] = (),
-            normalization: tuple | None = None) -> dict:
+            normalization: tuple | None = None, fp16_scopes: list[str] = ()) -> dict:
     """Quantize the nodes inside ``scopes``, except ``keep_float`` (they run in the recipe's ``fallback_dtype``
-    instead: FP16 for TensorRT, FP32 for ONNX Runtime on a CPU, which has no fast FP16 kernels).
+    instead: FP16 for TensorRT, FP32 for ONNX Runtime on a CPU, which has no fast FP16 kernels). A kept node
+    runs in FP16 only inside the model's ``fp16_scopes``: what an FP16 build keeps in FP32 (a sensitive
+    trunk) stays FP32 in the fallback too.
 
     ``normalization``: the preprocessing's (mean, std); the input is then put on the INT8 grid exactly
     (``ranges.exact_input``) instead of being calibrated. With the recipe's ``equalize`` the per-channel
@@ -190,16 +199,17 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
                                    "WeightSymmetric": bool(recipe["weight_symmetric"]),
                                    "QuantizeBias": bool(recipe["quantize_bias"])})
     q = onnx.load(str(dst))
-    if keep_float and fallback_dtype(recipe) == "fp16":
+    half = kept_half(keep_float, recipe, fp16_scopes)
+    if half:
         from edgead.precision.fp16 import convert
 
-        q = convert(q, nodes=set(keep_float))
+        q = convert(q, nodes=set(half))
         onnx.save(q, str(dst))
     ops = [n.op_type for n in q.graph.node]
     return {"recipe": recipe_name, "method": settings.method, "int8_nodes": len(inside), "fp32_nodes": len(outside),
             "quantize_linear": ops.count("QuantizeLinear"), "dequantize_linear": ops.count("DequantizeLinear"),
             "fp32_scopes": sorted({scope(n) for n in outside} - {""}) + ["(top level)"],
-            "kept_float": list(keep_float), "kept_dtype": fallback_dtype(recipe),
+            "kept_float": list(keep_float), "kept_dtype": fallback_dtype(recipe), "kept_fp16": half,
             "equalized": json.loads((work / EQUALIZED).read_text()) if (work / EQUALIZED).is_file() else {"pairs": 0},
             "rule": f"INT8 Q/DQ inside scopes {list(scopes)}; all other nodes FP32"}
 

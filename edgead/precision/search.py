@@ -4,10 +4,11 @@ Each candidate is judged on the build split (``precision.split``) with the defau
 precision, the code ``edgead verify`` runs on test images. The search stops at the first candidate
 that passes; otherwise the best of PTQ, bias correction and QAD is kept (a fallback makes a graph
 slower, so a fallback candidate is kept only when it passes) and the build says so. The fallback
-leaves the activations that ``verify``'s culprit analysis ranks first (effect on the anomaly maps,
-one pair at a time in float) out of INT8, doubling their number each round; the nodes around them
-run in the recipe's ``fallback_dtype`` (FP16 on TensorRT, FP32 on a CPU). Every step's numbers go to
-meta.json."""
+leaves the activations that ``verify``'s culprit analysis ranks first (effect on the anomaly maps of
+the split images with the largest score errors, one pair at a time in float) out of INT8, doubling
+their number each round; the nodes around them run in the recipe's ``fallback_dtype`` (FP16 on
+TensorRT, FP32 on a CPU), FP16 only inside the model's FP16 scopes (a trunk region an FP16 build keeps
+in FP32 stays FP32). Every step's numbers go to meta.json."""
 
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ import onnx
 from edgead.bundle import Bundle
 from edgead.calibration import CalibSettings, with_anomalies
 from edgead.errors import EdgeadError
-from edgead.precision.int8 import fallback_dtype, read_ranges, to_int8, write_ranges
+from edgead.precision.int8 import kept_half, read_ranges, to_int8, write_ranges
 from edgead.precision.qad import QADSettings
 
 QAD_MODES = ("auto", "always", "never")
 SCALES = "scales.json"  # QAD's learned activation scales, by QuantizeLinear
 MAX_FALLBACK_ROUNDS = 6  # 2, 4, ... 64 activations left out of INT8
+RANK_IMAGES = 8  # the fallback ranks activations on the split images with the largest score errors
 
 
 @dataclass(frozen=True)
@@ -108,13 +110,17 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
                 run_bias_correction(b, first, ptq_work, work / f"{dst.stem}-bc", dst, recipe_name, recipe, settings,
                                     calib, images, keep_float=kept)
 
-        best = fallback(b, split, best, line, work, rebuild, fallback_dtype(recipe), record, say)
+        def label(kept: list[str]) -> str:
+            half = len(kept_half(kept, recipe, b.precision_scopes["fp16"]))
+            return "+".join(f"{d}x{k}" for d, k in (("fp16", half), ("fp32", len(kept) - half)) if k)
+
+        best = fallback(b, split, best, line, work, rebuild, label, record, say)
     row, graph, base_work = best
     shutil.copyfile(graph, dst)
     report.update(to_int8_report(base_work, graph, scopes))
     report.update({"search": steps, "chosen": row["step"], "kept_float": row.get("kept_float", []),
-                   "build_split": {"what": "held-out training normals + the same normals with synthetic anomalies "
-                                           "(anomaly_synth.Synthesizer); no test image",
+                   "build_split": {"what": "held-out training normals, the same relit (data.lighting) and with "
+                                           "synthetic anomalies (anomaly_synth.Synthesizer); no test image",
                                    "n_images": len(split), "passed": row["passed"],
                                    "gates": "default" if plan.gates_file is None else str(plan.gates_file)}})
     return report
@@ -198,26 +204,27 @@ def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: di
     from edgead.precision.qad import set_scales
 
     to_int8(b.onnx("fp32"), dst, recipe_name, recipe, settings, images, b.input_name, b.input_shape[0],
-            b.precision_scopes["int8"], work, keep_float=list(keep_float))
+            b.precision_scopes["int8"], work, keep_float=list(keep_float), fp16_scopes=b.precision_scopes["fp16"])
     if (work / SCALES).is_file():
         model = onnx.load(str(dst))
         if set_scales(model, json.loads((work / SCALES).read_text())):
             onnx.save(model, str(dst))
 
 
-def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, dtype: str, record, say) -> tuple:
+def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, label, record, say) -> tuple:
     """Leave the activations with the largest effect on the maps out of INT8 (2, 4, 8, ...) until the split passes.
 
     ``start``: the (row, graph, work) the candidates are ranked on and named after; ``rebuild(kept, dst)``
-    writes a candidate with the ``kept`` nodes in ``dtype`` (the recipe's). Returns the first candidate
-    that passes, else ``best`` unchanged."""
+    writes a candidate with the ``kept`` nodes in float; ``label(kept)`` names their dtypes ('fp16x3+fp32x5').
+    Returns the first candidate that passes, else ``best`` unchanged."""
     from edgead.precision.rules import in_scopes, split_nodes
+    from edgead.precision.split import score_errors
     from edgead.verify.culprits import rank_pairs
 
     row, graph, base_work = start
     scopes = b.precision_scopes["int8"]
     x = split.inputs(b)
-    pick = np.concatenate([np.flatnonzero(split.labels == 0)[:4], np.flatnonzero(split.labels == 1)[:4]])
+    pick = np.sort(np.argsort(-score_errors(b, split, graph), kind="stable")[:RANK_IMAGES])  # where it fails
     _, ranked = rank_pairs(b.onnx("fp32"), graph, x[pick], b.input_name, b.input_shape[0])
     model = onnx.load(str(base_work / "preprocessed.onnx"))
     inside, _ = split_nodes(model, scopes)
@@ -235,7 +242,7 @@ def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, d
             break
         cand = work / f"fallback-{k}.onnx"
         rebuild(kept, cand)
-        r = record(f"{row['step']}+{dtype}x{len(kept)}", cand, base_work, {"kept_float": kept,
+        r = record(f"{row['step']}+{label(kept)}", cand, base_work, {"kept_float": kept,
                                                                          "left_in_float": tensors})
         if r["passed"]:  # float earns its place only by passing: a slower graph that still fails is no better
             return r, cand, base_work

@@ -1,8 +1,9 @@
 """The build split: what ``edgead build`` judges an INT8 graph on, with verify's own gates.
 
-Held-out normals of the run (never trained on, never calibrated on) and the same normals with
-synthetic anomalies from ``anomaly_synth.Synthesizer`` (Perlin-shaped texture blends, the masks
-known), so no test image is ever used. The FP32 graph's outputs on the split are the reference;
+Held-out normals of the run (never trained on, never calibrated on), the same normals under another
+light (``data.lighting.relight``: gain, gradient, gamma) and the same normals with synthetic anomalies
+from ``anomaly_synth.Synthesizer`` (Perlin-shaped texture blends, the masks known), so no test image
+is ever used. The FP32 graph's outputs on the split are the reference;
 a candidate graph passes when ``verify.run.evaluate_gates`` with the default gates of its precision
 passes on the split, the same code and limits ``edgead verify`` applies to real test images.
 """
@@ -19,12 +20,13 @@ from edgead.data import mvtec
 from edgead.errors import EdgeadError
 from edgead.verify.reference import Reference, tensor_sha256
 
-SPLIT_SEED = 1  # synthetic anomalies of the build split (QAD's training anomalies use the recipe's seed)
+SPLIT_SEED = 1  # synthetic anomalies and lighting of the build split (QAD's anomalies use the recipe's seed)
 
 
 def build_split(b: Bundle, per_category: int = 32, seed: int = SPLIT_SEED) -> Reference:
-    """Held-out normals + synthetic anomalies on them, with FP32-graph outputs as the reference."""
+    """Held-out normals, the same relit, and synthetic anomalies on them; FP32-graph outputs as the reference."""
     from edgead.data.anomaly_synth import Synthesizer
+    from edgead.data.lighting import relight
 
     pre = b.preprocess
     rng = np.random.default_rng(seed)
@@ -36,13 +38,17 @@ def build_split(b: Bundle, per_category: int = 32, seed: int = SPLIT_SEED) -> Re
             continue
         rgb = np.stack([pre.denormalize(x) for x in mvtec.load_images(samples, pre)])
         made = [synth(x, rng) for x in rgb]
-        parts["images"] += [rgb, np.stack([m[0] for m in made])]
-        parts["masks"] += [np.zeros(rgb.shape[:3], np.uint8), (np.stack([m[1] for m in made]) > 0.5).astype(np.uint8)]
-        parts["labels"] += [np.zeros(len(rgb), np.int8), np.ones(len(rgb), np.int8)]
-        parts["categories"] += [np.array([cat] * 2 * len(rgb))]
-        parts["defects"] += [np.array(["good"] * len(rgb) + ["synthetic"] * len(rgb))]
+        relit = np.stack([relight(x, rng) for x in rgb])
+        n = len(rgb)
+        parts["images"] += [rgb, relit, np.stack([m[0] for m in made])]
+        parts["masks"] += [np.zeros((2 * n, *rgb.shape[1:3]), np.uint8),
+                           (np.stack([m[1] for m in made]) > 0.5).astype(np.uint8)]
+        parts["labels"] += [np.zeros(2 * n, np.int8), np.ones(n, np.int8)]
+        parts["categories"] += [np.array([cat] * 3 * n)]
+        parts["defects"] += [np.array(["good"] * n + ["relit"] * n + ["synthetic"] * n)]
         names = [s.path.name for s in samples]
-        parts["files"] += [np.array([f"{cat}/holdout/{n}" for n in names] + [f"{cat}/synthetic/{n}" for n in names])]
+        parts["files"] += [np.array([f"{cat}/{kind}/{name}" for kind in ("holdout", "relit", "synthetic")
+                                     for name in names])]
     if not parts["images"]:
         raise EdgeadError(f"{b.path}: the run held out no normal images, so INT8 cannot be judged without test "
                           f"images; retrain with --holdout 0.1 (the default)")
@@ -76,6 +82,17 @@ def judge(b: Bundle, split: Reference, graph: Path, key: str, gates_file: Path |
             "score_abs_max": worst("score_abs_max"), "spearman_min": worst("spearman_min"),
             "decision_agreement_min": worst("decision_agreement_min"), "mask_iou_min": worst("mask_iou_min"),
             "image_auroc_drop_max": worst("image_auroc_drop_max")}
+
+
+def score_errors(b: Bundle, split: Reference, graph: Path) -> np.ndarray:
+    """Each split image's score error of ``graph`` against the FP32 reference, in its category's threshold units
+    (what the L2 gate takes the maximum of)."""
+    eng = OrtBackend(graph).run_batched(split.inputs(b))["score"].astype(np.float64)
+    err = np.zeros(len(split))
+    for c in np.unique(split.categories):
+        norm, m = b.category_norm(str(c)), split.categories == c
+        err[m] = np.abs(norm.score(eng[m]) - norm.score(split.scores[m].astype(np.float64)))
+    return err
 
 
 def badness(rows: list[dict]) -> float:
