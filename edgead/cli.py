@@ -154,6 +154,10 @@ def train(
     false_reject: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Threshold policy: false-reject "
                                                        "budget on held-out normals, e.g. 0.01 (default: their "
                                                        "q0.99); change it later with edgead threshold.")] = None,
+    validate: Annotated[bool, typer.Option(help="Score every epoch on the held-out normals + synthetic anomalies "
+                                           "(recorded in the curve; never test images).")] = True,
+    select: Annotated[str, typer.Option(help="Weights kept: 'last' epoch, or the 'best' epoch on validation.")
+                      ] = "last",
     force: Annotated[bool, typer.Option(help="Overwrite an existing run folder.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the run summary as JSON.")] = None,
 ) -> None:
@@ -181,7 +185,8 @@ def train(
                                   seed=seed, holdout=holdout, holdout_max=holdout_max, model_config=cfg,
                                   max_per_category=max_per_category,
                                   shots=shots, false_reject=false_reject,
-                                  train_overrides={"lr_step": lr_step} if lr_step else {}, force=force))
+                                  train_overrides={"lr_step": lr_step} if lr_step else {}, force=force,
+                                  validate=validate, select=select))
     for w in info.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     table = Table(title=f"{out} ({info['model']})")
@@ -195,6 +200,10 @@ def train(
     stdout.print(f"epochs {len(curve)}  final loss {curve[-1]['loss']:.4f}  train {info['timing']['train_seconds']} s  "
                       f"head params {prof.get('params_head', 0) / 1e6:.3f} M  "
                       f"total {prof.get('gmacs_total', 0):.3f} GMACs")
+    sel = info.get("selection")
+    if sel:
+        stdout.print(f"validation (held-out normals + synthetic anomalies): best epoch {sel['best_epoch']} "
+                     f"({sel['best_val_score']:.4f}), kept epoch {sel['kept_epoch']} ({sel['select']})")
     _write_json(json_out, {k: v for k, v in info.items() if k != "fingerprint"})
 
 

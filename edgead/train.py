@@ -30,6 +30,7 @@ from edgead.runs import (
     RUN_JSON,
     WEIGHTS,
     load_checkpoint,
+    load_weights,
     model_config_dict,
     read_run,
     save_checkpoint,
@@ -42,6 +43,8 @@ THRESHOLD_QUANTILE = 0.99
 FEW_NORMALS = 20  # fewer held-out normals per category than this: the threshold gets a warning
 PIXEL_QUANTILE = 0.999
 HOLDOUT_MAX = 64  # default cap on held-out normals per category (a 1 % false-reject budget needs ~300)
+SELECT = ("last", "best")
+BEST = "best.safetensors"  # the best epoch's weights so far (--select best), kept across a resume
 
 
 @dataclass
@@ -64,6 +67,8 @@ class TrainRequest:
     threads: int | None = None
     force: bool = False
     quiet: bool = False
+    validate: bool = True  # score every epoch on held-out normals + synthetic anomalies (edgead.validation)
+    select: str = "last"  # the weights kept: 'last' epoch, or the 'best' epoch on validation
     # called after every epoch with (epoch, model); may return a dict stored in that epoch's curve row
     # (e.g. a convergence probe); not part of the run's identity
     on_epoch: Callable | None = None
@@ -76,6 +81,8 @@ def _fingerprint(req: TrainRequest, train_cfg: dict, model_cfg: dict, categories
           "max_per_category": req.max_per_category, "shots": req.shots, "data": str(Path(req.data).resolve())}
     if req.holdout_max != HOLDOUT_MAX:  # only when set: runs made before the option keep their identity
         fp["holdout_max"] = req.holdout_max
+    if req.select != "last":
+        fp["select"] = req.select
     return json.loads(json.dumps(fp))
 
 
@@ -121,6 +128,11 @@ def train(req: TrainRequest) -> dict:
         if isinstance(defaults[k], (int, float)) and not isinstance(defaults[k], bool) and (
                 isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
             raise EdgeadError(f"model {req.model!r}: training setting {k}={v!r} must be a number >= 0")
+    if req.select not in SELECT:
+        raise EdgeadError(f"--select {req.select!r}: choose {' or '.join(SELECT)}")
+    if req.select == "best" and not (req.validate and req.holdout > 0 and not req.shots):
+        raise EdgeadError("--select best chooses the epoch on held-out normals: keep --validate and --holdout > 0 "
+                          "(and no --shots), or use --select last")
     if req.false_reject is not None and not 0 < req.false_reject < 1:
         raise EdgeadError(f"--false-reject {req.false_reject}: a share of good parts, 0 < budget < 1 (e.g. 0.01)")
     train_cfg = {**defaults, **req.train_overrides}
@@ -160,7 +172,7 @@ def train(req: TrainRequest) -> dict:
     if (out / RUN_JSON).exists():
         info = read_run(out)
         if req.force:
-            for name in (CHECKPOINT, WEIGHTS, RUN_JSON):
+            for name in (CHECKPOINT, WEIGHTS, RUN_JSON, BEST):
                 (out / name).unlink(missing_ok=True)
             shutil.rmtree(out / "eval", ignore_errors=True)
         elif info.get("fingerprint") != fp:
@@ -208,6 +220,13 @@ def train(req: TrainRequest) -> dict:
             if prep is not None:
                 info["prepare"] = prep
         t_feat = time.time() - t0
+        val = None
+        if req.validate and held and start_epoch < train_cfg["epochs"]:
+            from edgead.validation import ValidationSet
+
+            task = prog.add_task("validation set", total=1, info="held-out normals + synthetic anomalies")
+            val = ValidationSet.from_holdout([str(s.path) for s in held], categories, pre)
+            prog.update(task, completed=1)
         bs = train_cfg["batch_size"]
         task = prog.add_task("train", total=train_cfg["epochs"], completed=start_epoch, info="")
         for epoch in range(start_epoch, train_cfg["epochs"]):
@@ -234,6 +253,12 @@ def train(req: TrainRequest) -> dict:
                                                "scheduler": sched.state_dict(), "epoch": epoch + 1,
                                                "training_state": model.training_state(),
                                                "rng": torch.get_rng_state()})
+            if val is not None:
+                model.eval()
+                row.update(val.evaluate(model, pre))
+                if req.select == "best" and row["val_score"] > max((r.get("val_score", -1.0) for r in curve[:-1]),
+                                                                  default=-1.0):
+                    save_weights(out / BEST, model.trainable_state())
             write_run_json(out, info)
             if req.on_epoch is not None:
                 model.eval()
@@ -241,6 +266,10 @@ def train(req: TrainRequest) -> dict:
                 write_run_json(out, info)
             prog.update(task, advance=1, info=f"loss {row['loss']:.4f}")
         train_seconds = time.time() - t0
+        if any("val_score" in r for r in curve):
+            info["selection"] = selection(curve, req.select)
+            if req.select == "best" and (out / BEST).is_file():
+                model.load_state_dict(load_weights(out / BEST), strict=False)
         model.eval()
         norm_task = prog.add_task("thresholds", total=len(categories), info="")
         info["normalization"] = {}
@@ -267,7 +296,20 @@ def train(req: TrainRequest) -> dict:
                  **{"profile": {**count_params(model), **count_gmacs(model)}}})
     write_run_json(out, info)
     (out / CHECKPOINT).unlink(missing_ok=True)
+    (out / BEST).unlink(missing_ok=True)
     return info
+
+
+def selection(curve: list[dict], select: str) -> dict:
+    """Which epoch's weights the run keeps, and the validation numbers behind the choice."""
+    from edgead.validation import CRITERION
+
+    rows = [r for r in curve if "val_score" in r]
+    best = max(rows, key=lambda r: r["val_score"])  # the first of equals: the earlier epoch
+    kept = best if select == "best" else curve[-1]
+    return {"select": select, "criterion": CRITERION, "kept_epoch": kept["epoch"], "best_epoch": best["epoch"],
+            "best_val_score": best["val_score"], "kept_val_score": kept.get("val_score"),
+            "last_val_score": curve[-1].get("val_score")}
 
 
 @torch.no_grad()

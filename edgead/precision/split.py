@@ -16,7 +16,6 @@ import numpy as np
 
 from edgead.backends.onnxruntime import OrtBackend
 from edgead.bundle import Bundle
-from edgead.data import mvtec
 from edgead.errors import EdgeadError
 from edgead.verify.reference import Reference, tensor_sha256
 
@@ -25,34 +24,13 @@ SPLIT_SEED = 1  # synthetic anomalies and lighting of the build split (QAD's ano
 
 def build_split(b: Bundle, per_category: int = 32, seed: int = SPLIT_SEED) -> Reference:
     """Held-out normals, the same relit, and synthetic anomalies on them; FP32-graph outputs as the reference."""
-    from edgead.data.anomaly_synth import Synthesizer
-    from edgead.data.lighting import relight
+    from edgead.data.heldout import labelled_set
 
     pre = b.preprocess
-    rng = np.random.default_rng(seed)
-    synth = Synthesizer()
-    parts: dict[str, list] = {k: [] for k in ("images", "masks", "labels", "categories", "defects", "files")}
-    for cat in b.categories:
-        samples = mvtec.holdout_samples(b.holdout_files, cat)[:per_category]
-        if not samples:
-            continue
-        rgb = np.stack([pre.denormalize(x) for x in mvtec.load_images(samples, pre)])
-        made = [synth(x, rng) for x in rgb]
-        relit = np.stack([relight(x, rng) for x in rgb])
-        n = len(rgb)
-        parts["images"] += [rgb, relit, np.stack([m[0] for m in made])]
-        parts["masks"] += [np.zeros((2 * n, *rgb.shape[1:3]), np.uint8),
-                           (np.stack([m[1] for m in made]) > 0.5).astype(np.uint8)]
-        parts["labels"] += [np.zeros(2 * n, np.int8), np.ones(n, np.int8)]
-        parts["categories"] += [np.array([cat] * 3 * n)]
-        parts["defects"] += [np.array(["good"] * n + ["relit"] * n + ["synthetic"] * n)]
-        names = [s.path.name for s in samples]
-        parts["files"] += [np.array([f"{cat}/{kind}/{name}" for kind in ("holdout", "relit", "synthetic")
-                                     for name in names])]
-    if not parts["images"]:
+    arr = labelled_set(b.holdout_files, b.categories, pre, seed, per_category, relit=True)
+    if arr is None:
         raise EdgeadError(f"{b.path}: the run held out no normal images, so INT8 cannot be judged without test "
                           f"images; retrain with --holdout 0.1 (the default)")
-    arr = {k: np.concatenate(v) for k, v in parts.items()}
     x = np.stack([pre.normalize(r) for r in arr["images"]])
     out = OrtBackend(b.onnx("fp32")).run_batched(x)
     return Reference(images=arr["images"], masks=arr["masks"], labels=arr["labels"], categories=arr["categories"],

@@ -1,0 +1,56 @@
+"""Validation during training, on what the run held out, never on test images: its held-out normals
+and the same normals with synthetic anomalies (``data.heldout``). Users have no labelled defects when
+they train, so this is what a choice made during training (the epoch kept, post-processing) can rest on.
+The synthetic anomalies are the synthesizer's, which CRR also trains on: its numbers here are a
+ranking of epochs, not an estimate of test accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgead.data.preprocess import Preprocess
+from edgead.metrics import auroc
+
+VAL_SEED = 2  # synthetic anomalies of the validation set (the INT8 build split uses its own seed)
+PER_CATEGORY = 32  # held-out normals per category (each also gets a synthetic twin)
+CRITERION = "mean of validation image AUROC and pixel AUROC (held-out normals + synthetic anomalies)"
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    images: np.ndarray  # (N, H, W, 3) uint8 at model size
+    masks: np.ndarray  # (N, H, W) uint8
+    labels: np.ndarray  # (N,) 0 good, 1 synthetic anomaly
+    categories: np.ndarray
+    files: np.ndarray
+
+    @classmethod
+    def from_holdout(cls, holdout_files: list[str], categories: list[str], pre: Preprocess,
+                     per_category: int = PER_CATEGORY, seed: int = VAL_SEED) -> ValidationSet | None:
+        from edgead.data.heldout import labelled_set
+
+        arr = labelled_set(holdout_files, categories, pre, seed, per_category)
+        if arr is None:
+            return None
+        return cls(arr["images"], arr["masks"], arr["labels"], arr["categories"], arr["files"])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def evaluate(self, model, pre: Preprocess, batch: int = 16) -> dict[str, float]:
+        """Image and pixel AUROC per category, averaged; ``val_score`` (their mean) ranks epochs."""
+        from edgead.train import infer
+
+        parts = [infer(model, np.stack([pre.normalize(r) for r in self.images[i:i + batch]]), batch)
+                 for i in range(0, len(self), batch)]
+        maps, scores = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        image, pixel = [], []
+        for c in np.unique(self.categories):
+            m = self.categories == c
+            image.append(auroc(scores[m], self.labels[m]))
+            pixel.append(auroc(maps[m].ravel(), self.masks[m].ravel()))
+        out = {"val_image_auroc": float(np.mean(image)), "val_pixel_auroc": float(np.mean(pixel))}
+        out["val_score"] = (out["val_image_auroc"] + out["val_pixel_auroc"]) / 2
+        return {k: round(v, 5) for k, v in out.items()}

@@ -1,0 +1,58 @@
+"""Validation during training: held-out normals + synthetic anomalies, never a test image; --select best
+keeps the epoch the validation ranked first."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from test_cli import edgead
+
+from edgead.data import mvtec
+from edgead.data.preprocess import Preprocess
+from edgead.runs import load_model, read_run
+from edgead.validation import ValidationSet
+
+
+def test_every_epoch_is_validated_and_the_last_is_kept_by_default(trained_run):
+    info = read_run(trained_run)
+    for row in info["curve"]:
+        assert 0.0 <= row["val_image_auroc"] <= 1.0 and 0.0 <= row["val_pixel_auroc"] <= 1.0
+        assert row["val_score"] == round((row["val_image_auroc"] + row["val_pixel_auroc"]) / 2, 5)
+    sel = info["selection"]
+    assert sel["select"] == "last" and sel["kept_epoch"] == len(info["curve"])
+    assert sel["best_val_score"] == max(r["val_score"] for r in info["curve"])
+    assert not (trained_run / "best.safetensors").exists()
+
+
+def test_validation_set_never_holds_a_test_image(trained_run, tiny_real):
+    info = read_run(trained_run)
+    pre = Preprocess.from_dict(info["preprocess"])
+    val = ValidationSet.from_holdout(info["data"]["holdout_files"], info["data"]["categories"], pre)
+    assert val is not None and set(val.labels.tolist()) == {0, 1}
+    tests = mvtec.load_images(mvtec.discover(tiny_real, info["data"]["categories"], "test"), pre)
+    test_pixels = {np.asarray([pre.denormalize(t)]).tobytes() for t in tests}
+    assert not any(np.asarray([im]).tobytes() in test_pixels for im in val.images)
+    held = {p.rsplit("/", 1)[-1] for p in info["data"]["holdout_files"]}
+    assert all(f.rsplit("/", 1)[-1] in held for f in val.files)
+    assert val.masks[val.labels == 1].any() and not val.masks[val.labels == 0].any()
+
+
+def test_select_best_keeps_the_epoch_validation_ranked_first(tiny_real, tmp_path):
+    out = tmp_path / "run"
+    r = edgead("train", "--model", "crad", "--data", tiny_real, "--category", "magnetic_tile", "--out", out,
+               "--epochs", 4, "--image-size", 64, "--batch-size", 8, "--select", "best")
+    assert r.exit_code == 0, r.output
+    info = read_run(out)
+    scores = [row["val_score"] for row in info["curve"]]
+    best = int(np.argmax(scores)) + 1  # the first of equals
+    assert info["selection"]["kept_epoch"] == info["selection"]["best_epoch"] == best
+    assert "best epoch" in r.output and not (out / "best.safetensors").exists()
+    model, run = load_model(out)  # the weights written are that epoch's: validation scores them the same
+    pre = Preprocess.from_dict(run["preprocess"])
+    val = ValidationSet.from_holdout(run["data"]["holdout_files"], run["data"]["categories"], pre)
+    assert val.evaluate(model, pre)["val_score"] == scores[best - 1]
+    r = edgead("train", "--model", "crad", "--data", tiny_real, "--out", tmp_path / "few", "--shots", 4,
+               "--select", "best")
+    assert r.exit_code == 2 and "--select best" in r.output and "Traceback" not in r.output
+    assert json.loads((out / "run.json").read_text())["status"] == "trained"
