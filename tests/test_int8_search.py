@@ -293,15 +293,19 @@ def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bu
                                bias_correction=False))
     rep = entry["report"]
     names = [s["step"] for s in rep["search"]]
-    assert names[0] == "ptq-minmax" and len(names) >= 3
-    assert all(re.fullmatch(r"ptq-minmax\+(fp16x\d+)?\+?(fp32x\d+)?", n) for n in names[1:]), names
-    left = [s["left_in_float"] for s in rep["search"][1:]]
+    assert names[0] == "ptq-minmax" and len(names) >= 4
+    # First the trunk an FP16 build keeps in FP32 (FP32 here too), then the ranked activations.
+    assert re.fullmatch(r"ptq-minmax\+trunk:fp32x\d+", names[1]), names
+    trunk = rep["search"][1]["kept_float"]
+    assert trunk and all(n.startswith("/backbone/") for n in trunk)
+    assert all(re.fullmatch(r"ptq-minmax\+(fp16x\d+)?\+?(fp32x\d+)?", n) for n in names[2:]), names
+    left = [s["left_in_float"] for s in rep["search"][2:]]
     assert [len(t) for t in left][:2] == [2, 4] and left[1][:2] == left[0]  # one ranking, growing prefix
     assert not rep["build_split"]["passed"] and rep["plan"]["gates_file"] == str(strict)
     # Nothing passed, so FP16 did not earn its place: the all-INT8 graph is kept, not a slower failing one.
     assert rep["chosen"] == "ptq-minmax" and rep["kept_float"] == []
     shares = [s["int8_share"] for s in rep["search"]]
-    assert shares[1] < shares[0] and shares == sorted(shares, reverse=True)  # each round leaves more out of INT8
+    assert shares[1] < shares[0] and shares[2:] == sorted(shares[2:], reverse=True) and shares[2] < shares[0]
     model = onnx.load(str(b / entry["path"]))
     assert not any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
     assert entry["tensorrt_readiness"]["ok"]

@@ -4,11 +4,12 @@ Each candidate is judged on the build split (``precision.split``) with the defau
 precision, the code ``edgead verify`` runs on test images. The search stops at the first candidate
 that passes; otherwise the best of PTQ, bias correction and QAD is kept (a fallback makes a graph
 slower, so a fallback candidate is kept only when it passes) and the build says so. The fallback
-leaves the activations that ``verify``'s culprit analysis ranks first (effect on the anomaly maps of
-the split images with the largest score errors, one pair at a time in float) out of INT8, doubling
-their number each round; the nodes around them run in the recipe's ``fallback_dtype`` (FP16 on
-TensorRT, FP32 on a CPU), FP16 only inside the model's FP16 scopes (a trunk region an FP16 build keeps
-in FP32 stays FP32). Every step's numbers go to meta.json."""
+first leaves the model's sensitive trunk out of INT8 (the INT8-scope nodes its FP16 scopes exclude: one
+float region at the input), then instead the activations that ``verify``'s culprit analysis ranks first
+(effect on the anomaly maps of the split images with the largest score errors, one pair at a time in
+float), doubling their number each round; the nodes around them run in the recipe's ``fallback_dtype``
+(FP16 on TensorRT, FP32 on a CPU), FP16 only inside the model's FP16 scopes (a trunk region an FP16
+build keeps in FP32 stays FP32). Every step's numbers go to meta.json."""
 
 from __future__ import annotations
 
@@ -212,7 +213,8 @@ def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: di
 
 
 def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, label, record, say) -> tuple:
-    """Leave the activations with the largest effect on the maps out of INT8 (2, 4, 8, ...) until the split passes.
+    """Leave the model's sensitive trunk out of INT8 (the nodes of the INT8 scopes that its FP16 scopes leave out),
+    then instead the activations with the largest effect on the maps (2, 4, 8, ...), until the split passes.
 
     ``start``: the (row, graph, work) the candidates are ranked on and named after; ``rebuild(kept, dst)``
     writes a candidate with the ``kept`` nodes in float; ``label(kept)`` names their dtypes ('fp16x3+fp32x5').
@@ -223,11 +225,19 @@ def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, l
 
     row, graph, base_work = start
     scopes = b.precision_scopes["int8"]
+    model = onnx.load(str(base_work / "preprocessed.onnx"))
+    inside, _ = split_nodes(model, scopes)
+    trunk = [n for n in inside if not in_scopes(n, b.precision_scopes["fp16"])]
+    if trunk and len(trunk) < len(inside):  # first the region the model keeps out of FP16 (its sensitive trunk)
+        cand = work / "fallback-trunk.onnx"
+        rebuild(trunk, cand)
+        r = record(f"{row['step']}+trunk:{label(trunk)}", cand, base_work,
+                   {"kept_float": trunk, "left_in_float": "the model's sensitive trunk (outside its FP16 scopes)"})
+        if r["passed"]:
+            return r, cand, base_work
     x = split.inputs(b)
     pick = np.sort(np.argsort(-score_errors(b, split, graph), kind="stable")[:RANK_IMAGES])  # where it fails
     _, ranked = rank_pairs(b.onnx("fp32"), graph, x[pick], b.input_name, b.input_shape[0])
-    model = onnx.load(str(base_work / "preprocessed.onnx"))
-    inside, _ = split_nodes(model, scopes)
     consumers: dict[str, list[str]] = {}
     producer = {o: n.name for n in model.graph.node for o in n.output}
     for n in model.graph.node:
