@@ -5,11 +5,12 @@ precision, the code ``edgead verify`` runs on test images. The search stops at t
 that passes; otherwise the best of PTQ, bias correction and QAD is kept (a fallback makes a graph
 slower, so a fallback candidate is kept only when it passes) and the build says so. The fallback
 first leaves the model's sensitive trunk out of INT8 (the INT8-scope nodes its FP16 scopes exclude: one
-float region at the input), then instead the activations that ``verify``'s culprit analysis ranks first
+float region at the input), then adds the activations that ``verify``'s culprit analysis ranks first
 (effect on the anomaly maps of the split images with the largest score errors, one pair at a time in
-float), doubling their number each round; the nodes around them run in the recipe's ``fallback_dtype``
-(FP16 on TensorRT, FP32 on a CPU), FP16 only inside the model's FP16 scopes (a trunk region an FP16
-build keeps in FP32 stays FP32). Every step's numbers go to meta.json."""
+float), doubling their number each round (beside the trunk when that came closer, else instead of it);
+the nodes around them run in the recipe's ``fallback_dtype`` (FP16 on TensorRT, FP32 on a CPU), FP16 only
+inside the model's FP16 scopes (a trunk region an FP16 build keeps in FP32 stays FP32). Every step's
+numbers go to meta.json."""
 
 from __future__ import annotations
 
@@ -214,7 +215,8 @@ def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: di
 
 def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, label, record, say) -> tuple:
     """Leave the model's sensitive trunk out of INT8 (the nodes of the INT8 scopes that its FP16 scopes leave out),
-    then instead the activations with the largest effect on the maps (2, 4, 8, ...), until the split passes.
+    then the activations with the largest effect on the maps (2, 4, 8, ...), until the split passes: beside the
+    trunk, ranked on that candidate, when it came closer than ``start``; else instead of it.
 
     ``start``: the (row, graph, work) the candidates are ranked on and named after; ``rebuild(kept, dst)``
     writes a candidate with the ``kept`` nodes in float; ``label(kept)`` names their dtypes ('fp16x3+fp32x5').
@@ -228,13 +230,17 @@ def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, l
     model = onnx.load(str(base_work / "preprocessed.onnx"))
     inside, _ = split_nodes(model, scopes)
     trunk = [n for n in inside if not in_scopes(n, b.precision_scopes["fp16"])]
+    base: list[str] = []  # what every ranked round keeps in float besides its activations
+    prefix = row["step"]
     if trunk and len(trunk) < len(inside):  # first the region the model keeps out of FP16 (its sensitive trunk)
         cand = work / "fallback-trunk.onnx"
         rebuild(trunk, cand)
-        r = record(f"{row['step']}+trunk:{label(trunk)}", cand, base_work,
+        r = record(f"{prefix}+trunk:{label(trunk)}", cand, base_work,
                    {"kept_float": trunk, "left_in_float": "the model's sensitive trunk (outside its FP16 scopes)"})
         if r["passed"]:
             return r, cand, base_work
+        if r["badness"] < row["badness"]:  # closer: the ranked rounds add to it, ranked on what is left in INT8
+            base, graph, prefix = trunk, cand, f"{prefix}+trunk"
     x = split.inputs(b)
     pick = np.sort(np.argsort(-score_errors(b, split, graph), kind="stable")[:RANK_IMAGES])  # where it fails
     _, ranked = rank_pairs(b.onnx("fp32"), graph, x[pick], b.input_name, b.input_shape[0])
@@ -246,14 +252,13 @@ def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, l
     k = 2
     for _ in range(MAX_FALLBACK_ROUNDS):
         tensors = [r["tensor"] for r in ranked[:k]]
-        kept = sorted({name for t in tensors for name in [producer.get(t, ""), *consumers.get(t, [])]
-                       if name and in_scopes(name, scopes)})
+        kept = sorted(set(base) | {name for t in tensors for name in [producer.get(t, ""), *consumers.get(t, [])]
+                                   if name and in_scopes(name, scopes)})
         if len(kept) >= len(inside):  # nothing left in INT8: that is a float build, not an INT8 one
             break
         cand = work / f"fallback-{k}.onnx"
         rebuild(kept, cand)
-        r = record(f"{row['step']}+{label(kept)}", cand, base_work, {"kept_float": kept,
-                                                                         "left_in_float": tensors})
+        r = record(f"{prefix}+{label(kept)}", cand, base_work, {"kept_float": kept, "left_in_float": tensors})
         if r["passed"]:  # float earns its place only by passing: a slower graph that still fails is no better
             return r, cand, base_work
         if k >= len(ranked):
