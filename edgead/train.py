@@ -249,16 +249,16 @@ def train(req: TrainRequest) -> dict:
                    **{k: float(np.mean([x[k] for x in losses])) for k in losses[0]}}
             curve.append(row)
             info["curve"] = curve
-            save_checkpoint(out / CHECKPOINT, {"model": model.trainable_state(), "optimizer": opt.state_dict(),
-                                               "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                                               "training_state": model.training_state(),
-                                               "rng": torch.get_rng_state()})
-            if val is not None:
+            if val is not None:  # before the checkpoint: an interrupt never leaves a finished epoch unscored
                 model.eval()
                 row.update(val.evaluate(model, pre))
                 if req.select == "best" and row["val_score"] > max((r.get("val_score", -1.0) for r in curve[:-1]),
                                                                   default=-1.0):
                     save_weights(out / BEST, model.trainable_state())
+            save_checkpoint(out / CHECKPOINT, {"model": model.trainable_state(), "optimizer": opt.state_dict(),
+                                               "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                                               "training_state": model.training_state(),
+                                               "rng": torch.get_rng_state()})
             write_run_json(out, info)
             if req.on_epoch is not None:
                 model.eval()
