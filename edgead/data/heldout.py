@@ -10,8 +10,6 @@ import numpy as np
 from edgead.data import mvtec
 from edgead.data.preprocess import Preprocess
 
-KINDS = ("holdout", "relit", "synthetic")
-
 
 def labelled_set(holdout_files: list[str], categories: list[str], pre: Preprocess, seed: int, per_category: int,
                  relit: bool = False) -> dict[str, np.ndarray] | None:
