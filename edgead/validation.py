@@ -51,6 +51,6 @@ class ValidationSet:
             m = self.categories == c
             image.append(auroc(scores[m], self.labels[m]))
             pixel.append(auroc(maps[m].ravel(), self.masks[m].ravel()))
-        out = {"val_image_auroc": float(np.mean(image)), "val_pixel_auroc": float(np.mean(pixel))}
-        out["val_score"] = (out["val_image_auroc"] + out["val_pixel_auroc"]) / 2
-        return {k: round(v, 5) for k, v in out.items()}
+        out = {"val_image_auroc": round(float(np.mean(image)), 5), "val_pixel_auroc": round(float(np.mean(pixel)), 5)}
+        out["val_score"] = round((out["val_image_auroc"] + out["val_pixel_auroc"]) / 2, 5)  # of the numbers shown
+        return out
