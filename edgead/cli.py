@@ -92,15 +92,17 @@ def handle_errors(fn):
     return wrapper
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'256' -> (256, 256); '256x320' or '256,320' -> (256, 320)."""
+def parse_size(text: str) -> tuple[int, int] | str:
+    """'256' -> (256, 256); '256x320' or '256,320' -> (256, 320); 'auto' stays 'auto' (``data.sizing``)."""
+    if text.strip().lower() == "auto":
+        return "auto"
     parts = [p for p in re.split(r"[x,X ]+", text.strip()) if p]
     try:
         vals = [int(p) for p in parts]
     except ValueError:
-        raise EdgeadError(f"--image-size {text!r}: expected H or H W (e.g. 256 or 256 320)") from None
+        raise EdgeadError(f"--image-size {text!r}: expected H, H W or auto (e.g. 256, 256 320)") from None
     if len(vals) not in (1, 2) or min(vals) <= 0:
-        raise EdgeadError(f"--image-size {text!r}: expected H or H W (e.g. 256 or 256 320)")
+        raise EdgeadError(f"--image-size {text!r}: expected H, H W or auto (e.g. 256, 256 320)")
     return (vals[0], vals[-1])
 
 
@@ -141,7 +143,8 @@ def train(
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (model default if omitted).")] = None,
     batch_size: Annotated[int | None, typer.Option(min=2)] = None,
     lr_step: Annotated[int | None, typer.Option(min=1, help="Epochs per learning-rate step (x0.1).")] = None,
-    image_size: Annotated[str, typer.Option(help="H or 'H W' (multiples of 32), e.g. 256 or 256 320.")] = "256",
+    image_size: Annotated[str, typer.Option(help="H or 'H W' (multiples of 32), e.g. 256 or 256 320; auto: the "
+                                                        "parts' aspect ratio at about 256x256 pixels.")] = "256",
     size: Annotated[str | None, typer.Option(help="Model size preset, e.g. edge or paper.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Model config override key=value (repeat).")] = None,
     seed: int = 0,
@@ -158,6 +161,8 @@ def train(
                                            "(recorded in the curve; never test images).")] = True,
     select: Annotated[str, typer.Option(help="Weights kept: 'last' epoch, or the 'best' epoch on validation.")
                       ] = "last",
+    amp: Annotated[str, typer.Option(help="Mixed precision of the training steps: off, or bf16 (autocast; "
+                                      "weights and thresholds stay FP32).")] = "off",
     force: Annotated[bool, typer.Option(help="Overwrite an existing run folder.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the run summary as JSON.")] = None,
 ) -> None:
@@ -186,7 +191,7 @@ def train(
                                   max_per_category=max_per_category,
                                   shots=shots, false_reject=false_reject,
                                   train_overrides={"lr_step": lr_step} if lr_step else {}, force=force,
-                                  validate=validate, select=select))
+                                  validate=validate, select=select, amp=amp))
     for w in info.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     table = Table(title=f"{out} ({info['model']})")

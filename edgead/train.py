@@ -13,7 +13,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ FEW_NORMALS = 20  # fewer held-out normals per category than this: the threshold
 PIXEL_QUANTILE = 0.999
 HOLDOUT_MAX = 64  # default cap on held-out normals per category (a 1 % false-reject budget needs ~300)
 SELECT = ("last", "best")
+AMP = ("off", "bf16")  # mixed precision of the training steps (weights, features, validation and thresholds stay FP32)
 BEST = "best.safetensors"  # the best epoch's weights so far (--select best), kept across a resume
 
 
@@ -53,7 +54,7 @@ class TrainRequest:
     data: Path
     out: Path
     categories: list[str] | None = None
-    image_size: tuple[int, int] = (256, 256)
+    image_size: tuple[int, int] | str = (256, 256)  # (H, W), or 'auto' (edgead.data.sizing)
     epochs: int | None = None
     batch_size: int | None = None
     seed: int = 0
@@ -69,6 +70,7 @@ class TrainRequest:
     quiet: bool = False
     validate: bool = True  # score every epoch on held-out normals + synthetic anomalies (edgead.validation)
     select: str = "last"  # the weights kept: 'last' epoch, or the 'best' epoch on validation
+    amp: str = "off"  # 'bf16': the training steps under bfloat16 autocast (AMX on recent Xeons, tensor cores on GPUs)
     # called after every epoch with (epoch, model); may return a dict stored in that epoch's curve row
     # (e.g. a convergence probe); not part of the run's identity
     on_epoch: Callable | None = None
@@ -83,6 +85,8 @@ def _fingerprint(req: TrainRequest, train_cfg: dict, model_cfg: dict, categories
         fp["holdout_max"] = req.holdout_max
     if req.select != "last":
         fp["select"] = req.select
+    if req.amp != "off":
+        fp["amp"] = req.amp
     return json.loads(json.dumps(fp))
 
 
@@ -128,6 +132,8 @@ def train(req: TrainRequest) -> dict:
         if isinstance(defaults[k], (int, float)) and not isinstance(defaults[k], bool) and (
                 isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
             raise EdgeadError(f"model {req.model!r}: training setting {k}={v!r} must be a number >= 0")
+    if req.amp not in AMP:
+        raise EdgeadError(f"--amp {req.amp!r}: choose {' or '.join(AMP)}")
     if req.select not in SELECT:
         raise EdgeadError(f"--select {req.select!r}: choose {' or '.join(SELECT)}")
     if req.select == "best" and not (req.validate and req.holdout > 0 and not req.shots):
@@ -162,6 +168,16 @@ def train(req: TrainRequest) -> dict:
     else:
         fit, held = mvtec.split_holdout(samples, req.holdout, req.seed, req.holdout_max)
 
+    sizing = None
+    if req.image_size == "auto":  # the shape of the parts it trains on (the same files on a resume: the same size)
+        from edgead.data.sizing import auto_size
+
+        size, sizing = auto_size([s.path for s in fit])
+        req = replace(req, image_size=size)
+        console.print(f"--image-size auto: {size[0]}x{size[1]} (median width/height of {sizing['n_images']} "
+                      f"training images {sizing['median_aspect_w_over_h']:.2f})")
+    elif isinstance(req.image_size, str):
+        raise EdgeadError(f"--image-size {req.image_size!r}: expected H, H W or auto")
     torch.manual_seed(req.seed)
     model_cfg = {**req.model_config, **cls.data_config(categories, len(fit))}
     model = build_model(req.model, req.image_size, model_cfg)
@@ -196,6 +212,8 @@ def train(req: TrainRequest) -> dict:
             "fingerprint": fp, "curve": curve, "versions": versions()}
     if shots_note:
         info["data"]["few_shot"] = shots_note
+    if sizing:
+        info["data"]["image_size"] = sizing
     write_run_json(out, info)
 
     model.configure_training(train_cfg)
@@ -237,7 +255,8 @@ def train(req: TrainRequest) -> dict:
             losses, te = [], time.time()
             starts = [i for i in range(0, len(order), bs) if len(order) - i >= min(2, len(order))]
             for step, i in enumerate(starts):  # a last batch of one is dropped (BatchNorm)
-                out_d = model.training_step(data[order[i:i + bs]], step)
+                with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=req.amp == "bf16"):
+                    out_d = model.training_step(data[order[i:i + bs]], step)
                 opt.zero_grad(set_to_none=True)
                 out_d["loss"].backward()
                 if train_cfg.get("grad_clip"):

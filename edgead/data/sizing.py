@@ -1,0 +1,38 @@
+"""``--image-size auto``: an input size that follows the parts, so long parts are not squashed square.
+
+The training images' median aspect ratio (width / height, from their headers) sets the shape; the area
+stays near the default 256 x 256 budget, so compute and memory stay where the defaults put them. Both
+sides are multiples of 32 (the backbone's stride), and the ratio is capped at 4:1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edgead.data.image import image_size
+
+BUDGET = 256 * 256  # pixels of the default input
+MULTIPLE = 32  # the backbone's total stride: every side a multiple of it
+MAX_ASPECT = 4.0  # longer parts are tiled better than squeezed into one input; beyond this, capped
+
+
+def auto_size(paths: Sequence[str | Path], budget: int = BUDGET,
+              multiple: int = MULTIPLE) -> tuple[tuple[int, int], dict]:
+    """(H, W) for images ``paths``, and what decided it (as run.json records it)."""
+    if not paths:
+        raise ValueError("auto_size needs at least one image")
+    aspects = [w / h for w, h in (image_size(p) for p in paths)]
+    ratio = float(np.clip(np.median(aspects), 1 / MAX_ASPECT, MAX_ASPECT))
+    height = math.sqrt(budget / ratio)
+
+    def side(v: float) -> int:
+        return max(multiple, int(round(v / multiple)) * multiple)
+
+    size = (side(height), side(height * ratio))
+    return size, {"rule": "auto", "median_aspect_w_over_h": round(float(np.median(aspects)), 4),
+                  "aspect_used": round(ratio, 4), "n_images": len(aspects), "budget_px": budget,
+                  "multiple": multiple}

@@ -1,0 +1,46 @@
+"""``--image-size auto``: long parts get a long input of about the default area (real magnetic_tile images)."""
+
+import json
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgead.cli import app, normalize_argv
+from edgead.data.sizing import auto_size
+
+
+def _parts(tiny_real, dst, size, n=10):
+    """Real training tiles, resized to ``size`` (W, H) as a camera framing a long part would give them."""
+    src = sorted((tiny_real / "magnetic_tile" / "train" / "good").iterdir())[:n]
+    out = dst / "parts" / "train" / "good"
+    out.mkdir(parents=True)
+    for p in src:
+        Image.open(p).convert("RGB").resize(size).save(out / f"{p.stem}.png")
+    return out
+
+
+@pytest.mark.parametrize("size, expected", [((1250, 500), (160, 416)), ((500, 1250), (416, 160)),
+                                            ((640, 640), (256, 256)), ((2000, 100), (128, 512))])
+def test_auto_size_follows_the_parts_within_the_pixel_budget(tiny_real, tmp_path, size, expected):
+    folder = _parts(tiny_real, tmp_path, size, n=5)
+    got, why = auto_size(sorted(folder.iterdir()))
+    assert got == expected and all(s % 32 == 0 for s in got)
+    assert abs(got[0] * got[1] - 256 * 256) <= 0.1 * 256 * 256  # about the default area
+    assert why["n_images"] == 5 and why["median_aspect_w_over_h"] == pytest.approx(size[0] / size[1], rel=1e-3)
+
+
+def test_train_with_auto_size_trains_a_long_input_for_long_parts(tiny_real, tmp_path):
+    _parts(tiny_real, tmp_path, (1250, 500))
+    out = tmp_path / "run"
+    args = ["train", "--model", "crad", "--data", tmp_path, "--category", "parts", "--out", out, "--epochs", 1,
+            "--image-size", "auto", "--batch-size", 4, "--no-validate"]
+    r = CliRunner().invoke(app, normalize_argv([str(a) for a in args]))
+    assert r.exit_code == 0, r.output
+    info = json.loads((out / "run.json").read_text())
+    assert (info["preprocess"]["height"], info["preprocess"]["width"]) == (160, 416)
+    assert info["data"]["image_size"]["rule"] == "auto" and info["fingerprint"]["image_size"] == [160, 416]
+    again = CliRunner().invoke(app, normalize_argv([str(a) for a in args]))  # the same files: the same run
+    assert again.exit_code == 0 and "already trained" in " ".join(again.output.split())  # (the console wraps)
+    bad = CliRunner().invoke(app, normalize_argv([str(a) for a in [*args[:-5], "--image-size", "big"]]))
+    assert bad.exit_code == 2 and "auto" in bad.output and "Traceback" not in bad.output
