@@ -95,14 +95,18 @@ def test_inference_is_deterministic_and_graph_has_no_random_ops(tmp_path):
     ops = {n.op_type for n in graph.graph.node}
     assert not {o for o in ops if o.startswith("Random")} and "Einsum" not in ops and "Dropout" not in ops
     assert {"TopK", "Softmax"} <= ops  # top-1 % score and the segmentation probability in the graph
-    # The decoder is a ModuleList ('/decoder.0/...'): its convolutions are in the scopes the model declares
+    # The decoder is a ModuleList ('/decoder.0/...'): its convolutions are in the scopes the model declares; the
+    # projections and the segmentation head's convolutions take part in INT8 (the cosine map and softmax do not)
     from edgead.precision.rules import split_nodes
 
     convs = [n.name for n in graph.graph.node if n.op_type == "Conv"]
-    for precision, module in (("int8", "decoder"), ("fp16", "decoder"), ("fp16", "proj")):
+    for precision, module in (("int8", "decoder"), ("fp16", "decoder"), ("fp16", "proj"), ("int8", "proj"),
+                              ("int8", "seg_head")):
         inside, _ = split_nodes(graph, m.precision_scopes[precision])
-        mine = [c for c in convs if c.startswith(f"/{module}.")]
+        mine = [c for c in convs if c.startswith((f"/{module}.", f"/{module}/"))]
         assert mine and set(mine) <= set(inside), (precision, module)
+    inside, _ = split_nodes(graph, m.precision_scopes["int8"])
+    assert not {n.name for n in graph.graph.node if n.op_type in ("Softmax", "TopK", "ReduceSum")} & set(inside)
 
 
 def test_build_int8_and_verify_end_to_end(tiny_real, tmp_path):

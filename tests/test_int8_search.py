@@ -317,6 +317,43 @@ def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bu
     assert [s["step"] for s in ok["report"]["search"]] == ["ptq-minmax"]
 
 
+def test_qad_beside_the_float_trunk_keeps_the_trunk_float(bundle, tmp_path):
+    """The fallback's distilled trunk candidate: QAD from a graph with the trunk in float exports it in float again."""
+    from edgead.build import calibration_set
+    from edgead.calibration import CalibSettings, load_recipes, with_anomalies
+    from edgead.precision.int8 import to_int8
+    from edgead.precision.macs import int8_share
+    from edgead.precision.rules import in_scopes, split_nodes
+    from edgead.precision.search import SearchPlan, quantize_from, run_qad
+
+    b = Bundle.load(_copy(bundle, tmp_path, "kf"))
+    recipes = load_recipes(None)
+    recipe, settings = recipes["recipes"]["cpu"], CalibSettings.from_recipes(recipes, count=8)
+    calib, _ = calibration_set(b, settings, None)
+    images, source = with_anomalies(calib, b.preprocess, settings.synthetic_fraction, settings.seed)
+    scopes, work = b.precision_scopes["int8"], tmp_path / "ptq"
+    to_int8(b.onnx("fp32"), tmp_path / "ptq.onnx", "cpu", recipe, settings, images, b.input_name, b.input_shape[0],
+            scopes, work, normalization=(b.preprocess.mean, b.preprocess.std))
+    float_graph = onnx.load(str(work / "preprocessed.onnx"))
+    inside, _ = split_nodes(float_graph, scopes)
+    trunk = [n for n in inside if not in_scopes(n, b.precision_scopes["fp16"])]
+    assert trunk and len(trunk) < len(inside)
+    cand, tuned = tmp_path / "trunk.onnx", tmp_path / "tuned.onnx"
+    quantize_from(b, work, cand, "cpu", recipe, settings, images, trunk)
+    info = run_qad(b, cand, work, tmp_path / "qad", tuned, "cpu", recipe, settings, (calib, images, source),
+                   SearchPlan(qad_steps=8), keep_float=trunk)
+    assert len(info["history"]) > 1
+
+    def share(g):
+        return int8_share(float_graph, onnx.load(str(g)))["int8_share"]
+
+    assert share(tuned) == share(cand) < share(tmp_path / "ptq.onnx")
+    model = onnx.load(str(tuned))
+    dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in model.graph.node if n.name in trunk and n.op_type == "Conv"]
+    assert convs and not any(i in dq_out for n in convs for i in n.input[1:])  # float weights in the trunk
+
+
 def test_fresh_qad_batches_are_flipped_normals_or_new_synthetic_anomalies(tiny_real):
     """QAD's training batches: each a training normal, flipped at random, a share with a new synthetic
     anomaly (never the same twice); the same seed gives the same batch."""

@@ -104,8 +104,10 @@ class CRR(AnomalyModel):
     cache_features = False  # synthetic anomalies are drawn on the images every step
     # Cosine map, L2 normalisations, the seg input product and the fusion stay FP32 (methods brief 2.7).
     # The trunk up to the stride-8 tap stays FP32 under FP16 for the same reason as CRAD's.
+    # INT8 takes the projections and the segmentation head's convolutions too (split, 10-epoch magnetic_tile run,
+    # trunk FP32, PTQ + bias correction: score error 0.037 -> 0.030, INT8 MACs 73 % -> 88 %).
     precision_scopes = {"fp16": ("backbone", "bottleneck", "decoder", "proj", "seg_head", TRUNK),
-                        "int8": ("backbone", "bottleneck", "decoder")}
+                        "int8": ("backbone", "bottleneck", "decoder", "proj", "seg_head")}
 
     def __init__(self, cfg: CRRConfig, image_size: tuple[int, int]):
         super().__init__(cfg, image_size)

@@ -116,7 +116,17 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
             half = len(kept_half(kept, recipe, b.precision_scopes["fp16"]))
             return "+".join(f"{d}x{k}" for d, k in (("fp16", half), ("fp32", len(kept) - half)) if k)
 
-        best = fallback(b, split, best, line, work, rebuild, label, record, say)
+        def tune(kept: list[str], graph: Path, dst: Path, name: str) -> dict:
+            """QAD from the candidate ``graph`` (``kept`` in float): its INT8 rest learns to work beside them."""
+            base = work / f"{graph.stem}-bc" if corrected else ptq_work
+            qad_work = work / f"{dst.stem}-work"
+            info = run_qad(b, graph, base, qad_work, dst, recipe_name, recipe, settings, (calib, images, source),
+                           plan, log, keep_float=kept)
+            return record(name, dst, qad_work, {"kept_float": kept, "qad": info,
+                                                "left_in_float": "the model's sensitive trunk, the rest distilled"})
+
+        best = fallback(b, split, best, line, work, rebuild, label, record, say,
+                        tune=tune if plan.qad != "never" else None)
     row, graph, base_work = best
     shutil.copyfile(graph, dst)
     report.update(to_int8_report(base_work, graph, scopes))
@@ -135,10 +145,11 @@ def to_int8_report(base_work: Path, graph: Path, scopes: list[str]) -> dict:
 
 
 def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, recipe_name: str, recipe: dict,
-            settings: CalibSettings, data: tuple, plan: SearchPlan, log=None) -> dict:
+            settings: CalibSettings, data: tuple, plan: SearchPlan, log=None, keep_float: list[str] = ()) -> dict:
     """Distil the PTQ graph (``qad.distill``) and export it through ONNX Runtime's quantizer again.
 
-    ``data``: (calibration normals, the INT8 image set made from them, each image's normal)."""
+    ``data``: (calibration normals, the INT8 image set made from them, each image's normal);
+    ``keep_float``: the nodes ``ptq`` leaves in float (a fallback candidate), left in float again."""
     from edgead.precision import qad
     from edgead.progress import progress
 
@@ -160,7 +171,7 @@ def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, rec
     ranges = read_ranges(ptq_work / f"ranges.{settings.method}.json")
     ranges.update(qad.ranges_from_scales(onnx.load(str(ptq)), out["scales"]))
     export_tuned(b, float_graph, out["weights"], ranges, qad_work, dst, recipe_name, recipe, settings, images,
-                 scales=out["scales"])
+                 scales=out["scales"], keep_float=keep_float)
     return {"settings": out["settings"], "n_images": len(images), "n_validation": out["n_validation"],
             "best_step": out["best_step"], "history": out["history"]}
 
@@ -213,13 +224,16 @@ def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: di
             onnx.save(model, str(dst))
 
 
-def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, label, record, say) -> tuple:
-    """Leave the model's sensitive trunk out of INT8 (the nodes of the INT8 scopes that its FP16 scopes leave out),
-    then the activations with the largest effect on the maps (2, 4, 8, ...), until the split passes: beside the
-    trunk, ranked on that candidate, when it came closer than ``start``; else instead of it.
+def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, label, record, say,
+             tune=None) -> tuple:
+    """Leave the model's sensitive trunk out of INT8 (the nodes of the INT8 scopes that its FP16 scopes leave out)
+    and, when that fails but came closer than ``start``, distil the rest beside it (``tune``); then the
+    activations with the largest effect on the maps (2, 4, 8, ...), until the split passes: beside the trunk,
+    ranked on that candidate, when it came closer than ``start``; else instead of it.
 
     ``start``: the (row, graph, work) the candidates are ranked on and named after; ``rebuild(kept, dst)``
-    writes a candidate with the ``kept`` nodes in float; ``label(kept)`` names their dtypes ('fp16x3+fp32x5').
+    writes a candidate with the ``kept`` nodes in float; ``label(kept)`` names their dtypes ('fp16x3+fp32x5');
+    ``tune(kept, graph, dst, name)`` writes QAD from ``graph`` to ``dst`` and returns its recorded row.
     Returns the first candidate that passes, else ``best`` unchanged."""
     from edgead.precision.rules import in_scopes, split_nodes
     from edgead.precision.split import score_errors
@@ -239,7 +253,13 @@ def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, l
                    {"kept_float": trunk, "left_in_float": "the model's sensitive trunk (outside its FP16 scopes)"})
         if r["passed"]:
             return r, cand, base_work
-        if r["badness"] < row["badness"]:  # closer: the ranked rounds add to it, ranked on what is left in INT8
+        closer = r["badness"] < row["badness"]
+        if tune is not None and closer:  # distil the rest beside the float trunk: the same speed, closer maps
+            tuned = work / "fallback-trunk-qad.onnx"
+            q = tune(trunk, cand, tuned, f"{prefix}+trunk:{label(trunk)}+qad")
+            if q["passed"]:
+                return q, tuned, tuned.with_name(f"{tuned.stem}-work")
+        if closer:  # the ranked rounds add to the trunk, ranked on what is left in INT8
             base, graph, prefix = trunk, cand, f"{prefix}+trunk"
     x = split.inputs(b)
     pick = np.sort(np.argsort(-score_errors(b, split, graph), kind="stable")[:RANK_IMAGES])  # where it fails
