@@ -91,7 +91,7 @@ def global_cosine_hm(enc: list[torch.Tensor], dec: list[torch.Tensor], p: float)
                 point = 1 - F.cosine_similarity(e, d, dim=1, eps=EPS)
                 thr = torch.quantile(point.flatten().float(), p)
                 scale = torch.where(point < thr, 0.1, 1.0).unsqueeze(1)
-            d.register_hook(lambda g, s=scale: g * s)
+            d.register_hook(lambda g, s=scale: g * s.to(g.dtype))  # (bf16 autocast: keep the gradient dtype)
         loss = loss + (1 - F.cosine_similarity(e.flatten(1), d.flatten(1), dim=1, eps=EPS)).mean()
     return loss / len(enc)
 
