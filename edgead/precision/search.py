@@ -5,7 +5,8 @@ precision, the code ``edgead verify`` runs on test images. The search stops at t
 that passes; otherwise the best of PTQ, bias correction and QAD is kept (a fallback makes a graph
 slower, so a fallback candidate is kept only when it passes) and the build says so. The fallback
 first leaves the model's sensitive trunk out of INT8 (the INT8-scope nodes its FP16 scopes exclude: one
-float region at the input), then adds the activations that ``verify``'s culprit analysis ranks first
+float region at the input; when that fails but comes closer, QAD distils the INT8 rest beside it), then adds
+the activations that ``verify``'s culprit analysis ranks first
 (effect on the anomaly maps of the split images with the largest score errors, one pair at a time in
 float), doubling their number each round (beside the trunk when that came closer, else instead of it);
 the nodes around them run in the recipe's ``fallback_dtype`` (FP16 on TensorRT, FP32 on a CPU), FP16 only
