@@ -162,10 +162,34 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
             extra = {"calibration": {k: man[k] for k in ("settings", "per_category")}
                      | {"manifest": "calibration/manifest.json", "n_files": len(man["files"])}}
         tmp_dst.replace(dst)
+    stale = stale_scopes(b, req.precision)
+    if stale:
+        report["warnings"] = [stale]
+        if req.log:
+            req.log(f"warning: {stale}")
     entry = {"path": dst.name, "sha256": sha256_file(dst), "report": report, "tensorrt_readiness": readiness(dst),
              **extra}
     update_meta(b.path, lambda m: m["files"].__setitem__(key, entry))
     return entry
+
+
+def stale_scopes(b: Bundle, precision: str) -> str | None:
+    """A warning when the bundle was exported before its model's ``precision`` scopes changed (a bundle keeps the
+    scopes it was exported with; a new export of the run takes the model's current ones)."""
+    from edgead.models import model_class
+    from edgead.models.base import TRUNK
+
+    try:
+        declared = model_class(b.model).precision_scopes.get(precision, ())
+    except EdgeadError:  # a plugin model not loaded in this process: nothing to compare with
+        return None
+    now = sorted(s for s in declared if s != TRUNK and not s.startswith("-"))
+    had = sorted(s for s in b.precision_scopes.get(precision, []) if not s.startswith("-"))
+    if now == had:
+        return None
+    run = b.meta.get("source", {}).get("run", "RUN")
+    return (f"{b.path} was exported with {precision} scopes ({', '.join(had)}); model {b.model!r} now declares "
+            f"({', '.join(now)}): export the run again (edgead export {run} --out NEW_BUNDLE) to build with them")
 
 
 def calibration_set(b: Bundle, settings: CalibSettings, data: Path | None):

@@ -354,6 +354,23 @@ def test_qad_beside_the_float_trunk_keeps_the_trunk_float(bundle, tmp_path):
     assert convs and not any(i in dq_out for n in convs for i in n.input[1:])  # float weights in the trunk
 
 
+def test_build_warns_when_the_bundle_predates_the_models_scopes(bundle, tmp_path):
+    import json
+
+    common = {"precision": "int8", "recipe": "cpu", "count": 8, "qad": "never", "fallback": False,
+              "bias_correction": False}
+    fresh = build(BuildRequest(bundle=_copy(bundle, tmp_path, "fresh"), **common))
+    assert "warnings" not in fresh["report"]  # exported by this code: the model's own scopes
+    old = _copy(bundle, tmp_path, "old")
+    meta = json.loads((old / "meta.json").read_text())
+    meta["precision_scopes"]["int8"] = ["backbone"]  # as an export before the model's INT8 scopes grew
+    (old / "meta.json").write_text(json.dumps(meta))
+    said = []
+    entry = build(BuildRequest(bundle=old, log=said.append, **common))
+    (w,) = entry["report"]["warnings"]
+    assert "int8 scopes (backbone)" in w and "edgead export" in w and any(w in s for s in said)
+
+
 def test_fresh_qad_batches_are_flipped_normals_or_new_synthetic_anomalies(tiny_real):
     """QAD's training batches: each a training normal, flipped at random, a share with a new synthetic
     anomaly (never the same twice); the same seed gives the same batch."""
