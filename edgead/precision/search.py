@@ -103,6 +103,10 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
     if plan.fallback and not best[0]["passed"]:
         corrected = line[1] != ptq
 
+        def float_work(candidate: Path) -> Path:
+            """Where a candidate's float graph and ranges are: its own bias-corrected ones, else PTQ's."""
+            return work / f"{candidate.stem}-bc" if corrected else ptq_work
+
         def rebuild(kept: list[str], dst: Path) -> None:
             """The candidate with ``kept`` in float. Bias correction walks again with them in float: a bias
             corrected for INT8 error would add error where there is none, and the INT8 layers after a
@@ -110,21 +114,20 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
             first = dst.with_name(f"{dst.stem}-ptq.onnx") if corrected else dst
             quantize_from(b, ptq_work, first, recipe_name, recipe, settings, images, kept)
             if corrected:
-                run_bias_correction(b, first, ptq_work, work / f"{dst.stem}-bc", dst, recipe_name, recipe, settings,
-                                    calib, images, keep_float=kept)
+                run_bias_correction(b, first, ptq_work, float_work(dst), dst, recipe_name, recipe, settings, calib,
+                                    images, keep_float=kept)
 
         def label(kept: list[str]) -> str:
             half = len(kept_half(kept, recipe, b.precision_scopes["fp16"]))
             return "+".join(f"{d}x{k}" for d, k in (("fp16", half), ("fp32", len(kept) - half)) if k)
 
-        def tune(kept: list[str], graph: Path, dst: Path, name: str) -> dict:
+        def tune(kept: list[str], graph: Path, dst: Path, name: str) -> tuple:
             """QAD from the candidate ``graph`` (``kept`` in float): its INT8 rest learns to work beside them."""
-            base = work / f"{graph.stem}-bc" if corrected else ptq_work
             qad_work = work / f"{dst.stem}-work"
-            info = run_qad(b, graph, base, qad_work, dst, recipe_name, recipe, settings, (calib, images, source),
-                           plan, log, keep_float=kept)
-            return record(name, dst, qad_work, {"kept_float": kept, "qad": info,
-                                                "left_in_float": "the model's sensitive trunk, the rest distilled"})
+            info = run_qad(b, graph, float_work(graph), qad_work, dst, recipe_name, recipe, settings,
+                           (calib, images, source), plan, log, keep_float=kept)
+            return record(name, dst, qad_work, {"kept_float": kept, "qad": info, "left_in_float":
+                                                "the model's sensitive trunk, the rest distilled"}), dst, qad_work
 
         best = fallback(b, split, best, line, work, rebuild, label, record, say,
                         tune=tune if plan.qad != "never" else None)
@@ -234,7 +237,7 @@ def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, l
 
     ``start``: the (row, graph, work) the candidates are ranked on and named after; ``rebuild(kept, dst)``
     writes a candidate with the ``kept`` nodes in float; ``label(kept)`` names their dtypes ('fp16x3+fp32x5');
-    ``tune(kept, graph, dst, name)`` writes QAD from ``graph`` to ``dst`` and returns its recorded row.
+    ``tune(kept, graph, dst, name)`` writes QAD from ``graph`` to ``dst`` and returns it as (row, graph, work).
     Returns the first candidate that passes, else ``best`` unchanged."""
     from edgead.precision.rules import in_scopes, split_nodes
     from edgead.precision.split import score_errors
@@ -256,10 +259,9 @@ def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, l
             return r, cand, base_work
         closer = r["badness"] < row["badness"]
         if tune is not None and closer:  # distil the rest beside the float trunk: the same speed, closer maps
-            tuned = work / "fallback-trunk-qad.onnx"
-            q = tune(trunk, cand, tuned, f"{prefix}+trunk:{label(trunk)}+qad")
-            if q["passed"]:
-                return q, tuned, tuned.with_name(f"{tuned.stem}-work")
+            tuned = tune(trunk, cand, work / "fallback-trunk-qad.onnx", f"{prefix}+trunk:{label(trunk)}+qad")
+            if tuned[0]["passed"]:
+                return tuned
         if closer:  # the ranked rounds add to the trunk, ranked on what is left in INT8
             base, graph, prefix = trunk, cand, f"{prefix}+trunk"
     x = split.inputs(b)
