@@ -133,6 +133,25 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _torchrun(nproc: int) -> int:
+    """``edgead train ... --nproc N`` -> ``torchrun --standalone --nproc_per_node N -m edgead train ...``."""
+    import subprocess
+
+    argv, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if not a.startswith("--nproc="):
+            argv.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "edgead",
+           *argv]
+    return subprocess.call(cmd)
+
+
 @app.command()
 @handle_errors
 def train(
@@ -164,11 +183,21 @@ def train(
     amp: Annotated[str, typer.Option(help="Mixed precision of the training steps: off, or bf16 (autocast; "
                                       "weights and thresholds stay FP32).")] = "off",
     force: Annotated[bool, typer.Option(help="Overwrite an existing run folder.")] = False,
+    nproc: Annotated[int, typer.Option(min=1, help="Train in N processes (torchrun, DistributedDataParallel; "
+                                       "--batch-size stays the global batch).")] = 1,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the run summary as JSON.")] = None,
 ) -> None:
     """Train a model on normal images; writes a run folder (weights, config, curve, thresholds)."""
     from edgead.models import available_models
 
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:  # launch torchrun with this same command, minus --nproc
+        if model is None or data is None or out is None:
+            raise EdgeadError("edgead train --nproc N needs --model, --data ROOT and --out RUN")
+        from edgead.distributed import World, local_batch
+        from edgead.models import model_class
+
+        local_batch(World(0, nproc), batch_size or model_class(model).train_defaults()["batch_size"])
+        raise typer.Exit(_torchrun(nproc))
     if model is None:
         table = Table(title="registered models")
         table.add_column("model")
@@ -185,6 +214,8 @@ def train(
     cfg = dict(_parse_set(s) for s in (set_ or []))
     if size:
         cfg["size"] = size
+    if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) != nproc:
+        raise EdgeadError(f"--nproc {nproc} under a torchrun of {os.environ['WORLD_SIZE']} processes; drop --nproc")
     info = run_train(TrainRequest(model=model, data=data, out=out, categories=category or None,
                                   image_size=parse_size(image_size), epochs=epochs, batch_size=batch_size,
                                   seed=seed, holdout=holdout, holdout_max=holdout_max, model_config=cfg,
@@ -192,6 +223,8 @@ def train(
                                   shots=shots, false_reject=false_reject,
                                   train_overrides={"lr_step": lr_step} if lr_step else {}, force=force,
                                   validate=validate, select=select, amp=amp))
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports and writes
     for w in info.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     table = Table(title=f"{out} ({info['model']})")
@@ -554,6 +587,15 @@ def inspect_(
     scale: Annotated[str, typer.Option(help="bundle: full frames resized by the bundle's preprocessing (what verify "
                                        "saw); pipeline: GStreamer/VIC scales (cheaper; check it with verify "
                                        "--source-size).")] = "bundle",
+    notify: Annotated[list[str] | None, typer.Option(help="Also send each alert to mqtt://HOST:1883/TOPIC, "
+                                                     "mqtts://HOST:8883/TOPIC or opcua://HOST:4840/NODEID (repeat "
+                                                     "for several); events.jsonl stays the record.")] = None,
+    notify_env: Annotated[Path | None, typer.Option(help="KEY=VALUE file with the notifiers' credentials "
+                                                    "(EDGEAD_MQTT_USERNAME, ..._PASSWORD, ..._CA_FILE, "
+                                                    "EDGEAD_OPCUA_USERNAME, ...); never on the command line.")
+                          ] = None,
+    metrics: Annotated[str | None, typer.Option(help="Serve Prometheus metrics at [ADDRESS]:PORT, e.g. :9108.")
+                       ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the run summary as JSON.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the pipeline strings and exit.")] = False,
 ) -> None:
@@ -567,13 +609,18 @@ def inspect_(
                                  alerts_dir=alerts, max_frames=max_frames,
                                  duration=duration, threads=threads, platform=platform, fps=fps,
                                  dry_run=dry_run, first_frame_timeout_s=first_frame_timeout,
-                                 latency_budget_ms=latency_budget_ms, scale=scale))
+                                 latency_budget_ms=latency_budget_ms, scale=scale, notify=notify or [],
+                                 notify_env=notify_env, metrics=metrics))
     if dry_run:
         stdout.print(f"# platform {res['platform']} (NVENC {'yes' if res['nvenc'] else 'no'}), policy {res['policy']}, "
                      f"model input {res['model_input'][0]}x{res['model_input'][1]}, scaled {res['scale']}",
                      highlight=False)
         stdout.print(f"source: {res['source_pipeline']}", highlight=False, soft_wrap=True)
         stdout.print(f"output: {res['output_pipeline']}", highlight=False, soft_wrap=True)
+        for n in res["notify"]:
+            stdout.print(f"notify: {n} (fed from events.jsonl)", highlight=False, soft_wrap=True)
+        if res["metrics"]:
+            stdout.print(f"metrics: http://{res['metrics']}/metrics", highlight=False)
         _write_json(json_out, res)
         return
     _write_json(json_out, res)
@@ -602,6 +649,15 @@ def inspect_(
         console.print(f"[red]error:[/] {a['errors']} alert(s) could not be written to {alerts} ({a['last_error']}); "
                       f"free disk space or fix the folder's permissions", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT)
+    for n in res["notify"]:
+        line = (f"notify {n['notify']}: delivered {n['delivered']} (retries {n['retried']}"
+                + (f", expired {n['expired']}" if n["expired"] else "") + f"), pending {n['pending']}")
+        if n["pending"]:
+            console.print(f"[yellow]note:[/] {line} ({n['last_error'] or 'not confirmed in time'}); they stay in "
+                          f"{res['events_file']} and go out when it is reachable again (the next run)",
+                          highlight=False, soft_wrap=True)
+        else:
+            stdout.print(line, highlight=False, soft_wrap=True)
     if res["skipped"]:
         names = "; ".join(f"{s['file']}: {s['reason']}" for s in res["skipped"][:5])
         more = f" (+{len(res['skipped']) - 5} more in the summary)" if len(res["skipped"]) > 5 else ""

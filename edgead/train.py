@@ -121,8 +121,22 @@ def normalization(maps: np.ndarray, scores: np.ndarray, false_reject: float | No
 
 
 def train(req: TrainRequest) -> dict:
-    """Train (or resume) a run; returns the run info written to ``RUN/run.json``."""
+    """Train (or resume) a run; returns the run info written to ``RUN/run.json``. Under ``torchrun`` every
+    process calls this; they train together (``edgead.distributed``) and rank 0 writes the run."""
+    from edgead import distributed
+
+    world = distributed.join()
+    try:
+        return _train(req, world)
+    finally:
+        distributed.leave(world)
+
+
+def _train(req: TrainRequest, world) -> dict:
+    from edgead import distributed
+
     out = Path(req.out)
+    say = console.print if world.main else (lambda *a, **k: None)
     cls = model_class(req.model)
     defaults = cls.train_defaults()
     unknown = sorted(set(req.train_overrides) - set(defaults))
@@ -146,7 +160,8 @@ def train(req: TrainRequest) -> dict:
         train_cfg["epochs"] = req.epochs
     if req.batch_size is not None:
         train_cfg["batch_size"] = req.batch_size
-    torch.set_num_threads(req.threads or os.cpu_count() or 1)
+    torch.set_num_threads(req.threads or max(1, (os.cpu_count() or 1) // world.size))
+    local_bs = distributed.local_batch(world, train_cfg["batch_size"])
 
     samples = mvtec.discover(req.data, req.categories, "train")
     categories = sorted({s.category for s in samples})
@@ -174,7 +189,7 @@ def train(req: TrainRequest) -> dict:
 
         size, sizing = auto_size([s.path for s in fit])
         req = replace(req, image_size=size)
-        console.print(f"--image-size auto: {size[0]}x{size[1]} (median width/height of {sizing['n_images']} "
+        say(f"--image-size auto: {size[0]}x{size[1]} (median width/height of {sizing['n_images']} "
                       f"training images {sizing['median_aspect_w_over_h']:.2f})")
     elif isinstance(req.image_size, str):
         raise EdgeadError(f"--image-size {req.image_size!r}: expected H, H W or auto")
@@ -187,22 +202,26 @@ def train(req: TrainRequest) -> dict:
     start_epoch, curve, ckpt = 0, [], None
     if (out / RUN_JSON).exists():
         info = read_run(out)
+        distributed.barrier(world)  # every process has read the folder before rank 0 changes it
         if req.force:
-            for name in (CHECKPOINT, WEIGHTS, RUN_JSON, BEST):
-                (out / name).unlink(missing_ok=True)
-            shutil.rmtree(out / "eval", ignore_errors=True)
+            if world.main:
+                for name in (CHECKPOINT, WEIGHTS, RUN_JSON, BEST):
+                    (out / name).unlink(missing_ok=True)
+                shutil.rmtree(out / "eval", ignore_errors=True)
         elif info.get("fingerprint") != fp:
             raise EdgeadError(f"{out}: holds a different run (model, data or settings differ); "
                               f"choose another --out or pass --force to overwrite")
         elif info.get("status") == "trained":
-            console.print(f"[green]{out}: already trained[/] ({info['model']}, {info['train']['epochs']} epochs)")
+            say(f"[green]{out}: already trained[/] ({info['model']}, {info['train']['epochs']} epochs)")
             return info
         elif (out / CHECKPOINT).exists():
             ckpt = load_checkpoint(out / CHECKPOINT)
             model.load_state_dict(ckpt["model"], strict=False)
             start_epoch, curve = int(ckpt["epoch"]), list(info.get("curve", []))
-            console.print(f"resuming {out} at epoch {start_epoch + 1}/{train_cfg['epochs']}")
-    out.mkdir(parents=True, exist_ok=True)
+            say(f"resuming {out} at epoch {start_epoch + 1}/{train_cfg['epochs']}")
+    distributed.barrier(world)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
 
     info = {"status": "training", "model": req.model, "model_config": model_config_dict(model),
             "preprocess": pre.to_dict(), "train": train_cfg, "seed": req.seed,
@@ -214,7 +233,11 @@ def train(req: TrainRequest) -> dict:
         info["data"]["few_shot"] = shots_note
     if sizing:
         info["data"]["image_size"] = sizing
-    write_run_json(out, info)
+    if world.active:
+        info["distributed"] = {"processes": world.size, "backend": world.backend,
+                               "global_batch": train_cfg["batch_size"], "batch_per_process": local_bs}
+    if world.main:
+        write_run_json(out, info)
 
     model.configure_training(train_cfg)
     groups = model.param_groups(train_cfg)
@@ -223,11 +246,12 @@ def train(req: TrainRequest) -> dict:
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"])
+        ranks = ckpt.get("rng_per_process")
+        torch.set_rng_state(ranks[world.rank] if ranks and len(ranks) == world.size else ckpt["rng"])
         model.load_training_state(ckpt.get("training_state", {}))
 
     t0 = time.time()
-    with progress(disable=req.quiet) as prog:
+    with progress(disable=req.quiet or not world.main) as prog:
         images = None
         if start_epoch < train_cfg["epochs"]:
             task = prog.add_task("load images", total=len(fit), info="")
@@ -245,18 +269,20 @@ def train(req: TrainRequest) -> dict:
             task = prog.add_task("validation set", total=1, info="held-out normals + synthetic anomalies")
             val = ValidationSet.from_holdout([str(s.path) for s in held], categories, pre)
             prog.update(task, completed=1)
-        bs = train_cfg["batch_size"]
+        bs = local_bs
+        step_fn = distributed.wrap(world, model) if images is not None else None
+        if world.active and ckpt is None:  # each process draws its own synthetic anomalies and masks
+            torch.manual_seed(req.seed + 1_000_003 * world.rank)
         task = prog.add_task("train", total=train_cfg["epochs"], completed=start_epoch, info="")
         for epoch in range(start_epoch, train_cfg["epochs"]):
             model.train()
             model.on_epoch_start(epoch)
-            g = torch.Generator().manual_seed(req.seed * 100003 + epoch)
-            order = torch.randperm(len(data), generator=g)
+            order = _order(world, len(data), req.seed, epoch)
             losses, te = [], time.time()
             starts = [i for i in range(0, len(order), bs) if len(order) - i >= min(2, len(order))]
             for step, i in enumerate(starts):  # a last batch of one is dropped (BatchNorm)
                 with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=req.amp == "bf16"):
-                    out_d = model.training_step(data[order[i:i + bs]], step)
+                    out_d = step_fn(data[order[i:i + bs]], step)
                 opt.zero_grad(set_to_none=True)
                 out_d["loss"].backward()
                 if train_cfg.get("grad_clip"):
@@ -264,10 +290,20 @@ def train(req: TrainRequest) -> dict:
                 opt.step()
                 losses.append({k: float(v.detach()) for k, v in out_d.items()})
             sched.step()
-            row = {"epoch": epoch + 1, "seconds": round(time.time() - te, 2),
-                   **{k: float(np.mean([x[k] for x in losses])) for k in losses[0]}}
+            means = {k: float(np.mean([x[k] for x in losses])) for k in losses[0]}
+            row = {"epoch": epoch + 1, "seconds": round(time.time() - te, 2), **means}
+            if world.active:  # the mean over processes, and what each one trained on
+                every = distributed.gather(world, {"means": means, "images": sum(1 for _ in order)})
+                row.update({k: float(np.mean([e["means"][k] for e in every])) for k in means})
+                row["images_per_process"] = [e["images"] for e in every]
+                row["loss_per_process"] = [e["means"]["loss"] for e in every]
             curve.append(row)
             info["curve"] = curve
+            rng = distributed.gather(world, torch.get_rng_state())
+            if not world.main:
+                distributed.barrier(world)  # rank 0 validates and writes the checkpoint
+                prog.update(task, advance=1)
+                continue
             if val is not None:  # before the checkpoint: an interrupt never leaves a finished epoch unscored
                 model.eval()
                 row.update(val.evaluate(model, pre))
@@ -277,14 +313,18 @@ def train(req: TrainRequest) -> dict:
             save_checkpoint(out / CHECKPOINT, {"model": model.trainable_state(), "optimizer": opt.state_dict(),
                                                "scheduler": sched.state_dict(), "epoch": epoch + 1,
                                                "training_state": model.training_state(),
-                                               "rng": torch.get_rng_state()})
+                                               "rng": torch.get_rng_state(),
+                                               **({"rng_per_process": rng} if world.active else {})})
             write_run_json(out, info)
             if req.on_epoch is not None:
                 model.eval()
                 row.update(req.on_epoch(epoch + 1, model) or {})
                 write_run_json(out, info)
+            distributed.barrier(world)
             prog.update(task, advance=1, info=f"loss {row['loss']:.4f}")
         train_seconds = time.time() - t0
+        if not world.main:
+            return info  # rank 0 picks the epoch, sets the thresholds and writes the run
         if any("val_score" in r for r in curve):
             info["selection"] = selection(curve, req.select)
             if req.select == "best" and (out / BEST).is_file():
@@ -317,6 +357,19 @@ def train(req: TrainRequest) -> dict:
     (out / CHECKPOINT).unlink(missing_ok=True)
     (out / BEST).unlink(missing_ok=True)
     return info
+
+
+def _order(world, n: int, seed: int, epoch: int) -> torch.Tensor:
+    """This process's image order for an epoch: a seeded permutation, or its DistributedSampler share
+    (equal shares, so every process runs the same number of steps)."""
+    if not world.active:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(range(n), num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed,
+                                 drop_last=True)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler))
 
 
 def selection(curve: list[dict], select: str) -> dict:

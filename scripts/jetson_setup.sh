@@ -41,11 +41,14 @@ if [ "$SERVICE" = 1 ]; then
   id edgead >/dev/null 2>&1 || $SUDO useradd --system --groups video --home /var/lib/edgead edgead
   $SUDO mkdir -p /etc/edgead /var/lib/edgead /opt/edgead
   $SUDO chown edgead:video /var/lib/edgead
-  [ -f /etc/edgead/inspect.env ] || $SUDO cp deploy/inspect.env /etc/edgead/inspect.env
+  if [ ! -f /etc/edgead/cam0.env ]; then
+    $SUDO install -m 600 deploy/inspect.env /etc/edgead/cam0.env  # may hold credentials: root only
+  fi
   [ -e /opt/edgead/.venv ] || $SUDO ln -s "$PWD/.venv" /opt/edgead/.venv
-  $SUDO cp deploy/edgead-inspect.service /etc/systemd/system/edgead-inspect.service
+  $SUDO cp deploy/edgead-inspect@.service /etc/systemd/system/edgead-inspect@.service
   $SUDO systemctl daemon-reload
-  $SUDO systemctl enable edgead-inspect
-  echo "jetson_setup: service installed; edit /etc/edgead/inspect.env, then: sudo systemctl start edgead-inspect"
+  $SUDO systemctl enable edgead-inspect@cam0
+  echo "jetson_setup: service installed; edit /etc/edgead/cam0.env, then: sudo systemctl start edgead-inspect@cam0"
+  echo "              (one more camera: a cam1.env beside it and edgead-inspect@cam1)"
 fi
 .venv/bin/edgead doctor || true

@@ -46,12 +46,19 @@ def test_acceptance_script_runs_every_gpu_free_step(export_run, tmp_path):
         assert "acc/summary.json" in t.getnames()
 
 
-def test_service_unit_uses_existing_cli_options():
-    unit = (ROOT / "deploy" / "edgead-inspect.service").read_text()
+def test_service_template_unit_uses_existing_cli_options():
+    unit = (ROOT / "deploy" / "edgead-inspect@.service").read_text()
     exec_start = re.search(r"ExecStart=(.+?)\n(?!\s)", unit.replace("\\\n", " "), re.S).group(1)
-    used = set(re.findall(r"(--[a-z][a-z-]+)", exec_start))
+    env_text = (ROOT / "deploy" / "inspect.env").read_text()
+    used = set(re.findall(r"(--[a-z][a-z-]+)", exec_start + env_text))  # the example extra args count too
     help_text = CliRunner().invoke(app, ["inspect", "--help"], env={"COLUMNS": "200"}).output
-    assert used and all(flag in help_text for flag in used), used
-    env = dict(line.split("=", 1) for line in (ROOT / "deploy" / "inspect.env").read_text().splitlines()
-               if line and not line.startswith("#"))
-    assert set(re.findall(r"\$\{(\w+)\}", exec_start)) <= set(env)
+    assert {"--notify", "--metrics"} <= used and all(flag in help_text for flag in used), used
+    env = dict(line.split("=", 1) for line in env_text.splitlines() if line and not line.startswith("#"))
+    assert set(re.findall(r"\$\{?(\w+)\}?", exec_start)) <= set(env)
+    assert "EnvironmentFile=/etc/edgead/%i.env" in unit and "/var/lib/edgead/%i/alerts" in unit
+    from edgead.live.telemetry import parse_address
+    from edgead.notify.targets import parse
+
+    examples = re.findall(r"--notify (\S+)", env_text)
+    assert len(examples) == 2 and [parse(u).scheme for u in examples] == ["mqtts", "opcua"]
+    assert parse_address(re.search(r"--metrics (\S+)", env_text).group(1)) == ("0.0.0.0", 9108)

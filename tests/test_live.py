@@ -334,7 +334,13 @@ def test_rtsp_output_serves_the_overlay_stream(bundle, tmp_path):
     got = {"frames": 0}
 
     def client():
-        time.sleep(2.5)
+        deadline = time.monotonic() + 30  # the server listens once the bundle and engine are loaded
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
         pipe = Gst.parse_launch(f"rtspsrc location=rtsp://127.0.0.1:{port}/edgead latency=0 ! rtph264depay ! "
                                 "h264parse ! avdec_h264 ! fakesink name=f signal-handoffs=true sync=false")
         pipe.get_by_name("f").connect("handoff", lambda *a: got.__setitem__("frames", got["frames"] + 1))

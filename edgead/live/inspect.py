@@ -8,7 +8,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,10 @@ class InspectRequest:
     keep_decisions: int = 1000  # the summary keeps the last N decisions
     latency_budget_ms: float | None = None  # capture (or file written) -> decision; frames over it are counted
     scale: str = "bundle"  # bundle: the bundle's resize on full frames (as verified); pipeline: GStreamer scales
+    notify: list[str] = field(default_factory=list)  # mqtt://, mqtts://, opcua:// alert sinks fed from events.jsonl
+    notify_env: Path | None = None  # KEY=VALUE file with the notifiers' credentials (never on the command line)
+    notify_flush_s: float = 5.0  # at exit, how long the notifiers may take to deliver what is pending
+    metrics: str | None = None  # [ADDRESS]:PORT for Prometheus (e.g. :9108)
     dry_run: bool = False
     quiet: bool = False
 
@@ -86,6 +90,8 @@ def plan(req: InspectRequest) -> dict:
     """Pipelines and settings without running anything (``--dry-run``)."""
     from edgead.live.gst import resolve_platform
     from edgead.live.source import default_policy
+    from edgead.live.telemetry import parse_address
+    from edgead.notify.targets import parse as parse_notify
 
     b = Bundle.load(req.bundle)
     srcs, out = [parse(u, "source") for u in _sources(req)], parse(req.output, "sink")
@@ -96,7 +102,9 @@ def plan(req: InspectRequest) -> dict:
     lines = [str(source_pipeline(src, target, pol)) if src.scheme != "images"
              else f"(stills in {src.location} read by edgead's image reader, resized by the bundle's preprocessing)"
              for src, pol in zip(srcs, policies, strict=True)]
+    notify = [str(parse_notify(u)) for u in req.notify]
     return {"platform": "jetson" if jetson else "desktop", "nvenc": nvenc, "policy": ", ".join(policies),
+            "notify": notify, "metrics": "{}:{}".format(*parse_address(req.metrics)) if req.metrics else None,
             "source_pipeline": "\n        ".join(lines),
             "output_pipeline": str(sink) if sink else
             ("(flagged frames written as PNG by edgead)" if out.scheme == "images" else "(none)"),
@@ -127,6 +135,10 @@ def inspect(req: InspectRequest, log=None) -> dict:
     from edgead.live.sinks import open_output
     from edgead.live.source import default_policy, open_source
     from edgead.live.stopper import Stopper
+    from edgead.live.telemetry import parse_address
+    from edgead.notify import open_relays
+    from edgead.notify.targets import credentials
+    from edgead.notify.targets import parse as parse_notify
     from edgead.progress import console
 
     if req.dry_run:
@@ -134,6 +146,11 @@ def inspect(req: InspectRequest, log=None) -> dict:
     log = log or (lambda m: console.print(m, highlight=False, soft_wrap=True))
     uris = _sources(req)
     srcs, out_uri = [parse(u, "source") for u in uris], parse(req.output, "sink")
+    for u in req.notify:  # every bad URI, credential file or address is an error before anything opens
+        parse_notify(u)
+    credentials(req.notify_env)
+    if req.metrics:
+        parse_address(req.metrics)
     b = Bundle.load(req.bundle)
     categories = _categories(req, b, len(uris))
     key = b.resolve(req.precision, req.backend)
@@ -147,8 +164,10 @@ def inspect(req: InspectRequest, log=None) -> dict:
     inspectors = [Inspector(engine, pre, b.category_norm(c), c) for c in categories]
     events_path = Path(req.events or Path(req.alerts_dir) / "events.jsonl")
     events = EventLog(events_path)
-    alerts = AlertWriter(req.alerts_dir, events, key, req.backend)
-    output = open_output(out_uri, target, req.fps)
+    relays = open_relays(req.notify, events_path, req.notify_env) if req.notify else []
+    alerts = AlertWriter(req.alerts_dir, events, key, req.backend, on_written=[r.wake for r in relays])
+    telemetry = None
+    output = None
     times: dict[str, Window] = {k: Window() for k in STAGES}
     over_budget = 0
     count = [0]  # frames inspected, shared with the stop watchdog
@@ -164,6 +183,9 @@ def inspect(req: InspectRequest, log=None) -> dict:
             c.interrupt()
     stopper = Stopper(req.duration, req.grace_s, _hard_exit(caps[0], uris[0], count, alerts), on_stop=interrupt)
     try:
+        output = open_output(out_uri, target, req.fps)
+        if req.metrics:
+            telemetry = _telemetry(req, b, key, uris, caps, alerts, relays, fps, lambda: over_budget)
         with stopper:
             t_start = stopper.start
             last_decision = None
@@ -225,6 +247,10 @@ def inspect(req: InspectRequest, log=None) -> dict:
                     latency = _record(times, fr, d, render_ms=(t4 - t3) * 1e3, alert_ms=(t5 - t4) * 1e3,
                                       output_ms=(t6 - t5) * 1e3)
                     over_budget += bool(req.latency_budget_ms is not None and latency > req.latency_budget_ms)
+                    if telemetry is not None:
+                        telemetry.frame(uris[si], d.flagged, {**d.ms, "postprocess": d.ms["postprocess"] +
+                                                              (t4 - t3) * 1e3, "alert": (t5 - t4) * 1e3,
+                                                              "output": (t6 - t5) * 1e3, "decision": latency})
                     live.update(count[0], _flagged(per), fps.value, stats, times, over_budget,
                                 req.latency_budget_ms)
             finally:
@@ -235,10 +261,15 @@ def inspect(req: InspectRequest, log=None) -> dict:
                 output.close()
                 engine.close()
                 alert_stats = alerts.close()  # drains the queue: every flagged frame gets its line
+                notify_stats = [r.close(req.notify_flush_s) for r in relays]  # then the notifiers catch up
     finally:
         live.close()
         alerts.close()
+        for r in relays:
+            r.close(0.0)
         events.close()
+        if telemetry is not None:
+            telemetry.close()
     wall = time.monotonic() - t_start
     if count[0] == 0:
         raise EdgeadError(_no_frames(uris[0], srcs[0].scheme, caps[0].stats, wall, end_reason))
@@ -250,7 +281,26 @@ def inspect(req: InspectRequest, log=None) -> dict:
                           "met": None if req.latency_budget_ms is None else p99 <= req.latency_budget_ms,
                           "window_frames": min(count[0], WINDOW)}
     summary["alerts"] = alert_stats
+    summary["notify"] = notify_stats
+    summary["metrics"] = telemetry.url if telemetry is not None else None
     return summary
+
+
+def _telemetry(req, b, key, uris, caps, alerts, relays, fps, over_budget):
+    """Prometheus endpoint: identity labels, and the run's own counters read at scrape time."""
+    from edgead import __version__
+    from edgead.live.telemetry import Telemetry
+
+    def state() -> dict:
+        return {"sources": {u: {"dropped": c.stats.dropped, "reconnects": c.stats.reconnects}
+                            for u, c in zip(uris, caps, strict=True)},
+                "fps": fps.value, "over_budget": over_budget(),
+                "alerts": {"written": alerts.stats["written"], "errors": alerts.stats["errors"],
+                           "depth": alerts.queue.qsize()},
+                "notify": [r.summary() for r in relays]}
+    identity = {"model": b.model, "bundle": str(b.path.resolve()), "precision": key, "backend": req.backend,
+                "weights_sha256": b.weights_sha256[:16], "edgead": __version__}
+    return Telemetry(req.metrics, identity, uris, state)
 
 
 def _sources(req: InspectRequest) -> list[str]:

@@ -89,8 +89,10 @@ class AlertWriter:
     that names them, so after a crash every line is valid and every file it names exists. A full queue
     makes ``write`` wait (counted, never a lost alert); ``close`` drains the queue."""
 
-    def __init__(self, folder: Path, events, key: str, backend: str, queue_size: int = 64):
+    def __init__(self, folder: Path, events, key: str, backend: str, queue_size: int = 64,
+                 on_written: list | None = None):
         self.folder, self.events = Path(folder), events
+        self.on_written = list(on_written or [])  # called after each event line is fsynced (notifier relays)
         self.fields = {"threshold": THRESHOLD, "precision": key, "backend": backend}
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.stats = {"queued": 0, "written": 0, "queue_full_waits": 0, "max_depth": 0, "errors": 0}
@@ -129,6 +131,8 @@ class AlertWriter:
                                     "score": score, "raw_score": raw, **self.fields, "frame_path": str(fpath),
                                     "heatmap_path": str(hpath)})
                 self.stats["written"] += 1
+                for fn in self.on_written:
+                    fn()
             except OSError as e:  # a full or read-only disk: counted and reported, the line is not written
                 self.stats["errors"] += 1
                 self.error = f"{type(e).__name__}: {e}"

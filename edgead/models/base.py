@@ -31,6 +31,9 @@ class AnomalyModel(nn.Module):
     # True when training needs only frozen-backbone features of clean images, so the loop may
     # compute them once and cache them (``encode`` output is then passed to ``training_step``).
     cache_features: ClassVar[bool] = False
+    # True when some training steps leave trainable parameters unused (DistributedDataParallel must then
+    # look for them every step; see edgead.distributed).
+    steps_leave_parameters_unused: ClassVar[bool] = False
     # Top-level submodules whose nodes may run in reduced precision; everything else stays FP32
     # (distance heads, normalisations, smoothing, score). Read by edgead.precision via the bundle.
     precision_scopes: ClassVar[dict[str, tuple[str, ...]]] = {"fp16": ("backbone",), "int8": ("backbone",)}

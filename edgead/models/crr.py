@@ -102,6 +102,7 @@ class CRR(AnomalyModel):
     Config = CRRConfig
     summary = "collaborative reconstruction and repair + synthetic-mask segmentation head (2025)"
     cache_features = False  # synthetic anomalies are drawn on the images every step
+    steps_leave_parameters_unused = True  # stage 1 does not use the segmentation head, stage 2 only uses it
     # Cosine map, L2 normalisations, the seg input product and the fusion stay FP32 (methods brief 2.7).
     # The trunk up to the stride-8 tap stays FP32 under FP16 for the same reason as CRAD's.
     # INT8 takes the projections and the segmentation head's convolutions too (split, 10-epoch magnetic_tile run,

@@ -1,0 +1,37 @@
+"""Alert notifiers beside ``events.jsonl``: MQTT and OPC UA, each fed by a relay thread from the file.
+
+``open_relays(uris, events, env_file)`` parses every ``--notify`` URI (errors before anything starts),
+builds its notifier and returns started relays; the inspection loop only calls ``wake()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from edgead.errors import EdgeadError
+from edgead.notify.relay import Relay
+from edgead.notify.targets import Target, credentials, parse
+
+
+def open_notifier(target: Target, creds: dict[str, str], events: Path):
+    if target.scheme in ("mqtt", "mqtts"):
+        from edgead.notify.mqtt import MqttNotifier, default_client_id
+
+        return MqttNotifier(target, creds, default_client_id(target, str(events.resolve())))
+    from edgead.notify.opcua import OpcuaNotifier
+
+    logging.getLogger("asyncua").setLevel(logging.ERROR)  # its per-connection warnings are not the user's concern
+    return OpcuaNotifier(target, creds)
+
+
+def open_relays(uris: list[str], events: Path, env_file: Path | None = None) -> list[Relay]:
+    targets = [parse(u) for u in uris]
+    names = [t.name for t in targets]
+    for t in targets:
+        if names.count(t.name) > 1:
+            raise EdgeadError(f"--notify {t.text}: given twice (same scheme, host, port and topic or node)")
+    creds = credentials(env_file)
+    notifiers = [open_notifier(t, creds, events) for t in targets]
+    return [Relay(n, events, events.parent / ".notify" / f"{t.name}.json", t.max_age).start()
+            for n, t in zip(notifiers, targets, strict=True)]

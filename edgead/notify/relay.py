@@ -1,0 +1,198 @@
+"""Delivery from ``events.jsonl`` to one notifier, in its own thread: the file stays the source of truth.
+
+A relay keeps a cursor (byte offset of the first line not yet delivered) in a small state file beside the
+events, written by temp name and rename. It reads complete lines from the cursor, sends each one, and
+moves the cursor only after the notifier confirmed it (an MQTT PUBACK, an OPC UA write's Good status).
+A notifier that is down is reconnected with exponential back-off while alerts wait in the file, so the
+inspection loop never waits for it and no alert is lost; alerts left at exit are sent by the next run.
+
+Before a line is sent the state records it as attempted; a line sent again (the confirmation was lost,
+or the process ended before it came) goes out with ``"retry": true``, so a consumer sees a line twice
+only with that flag. A relay started for the first time begins at the end of the existing file: it
+forwards alerts from now on, not the history of earlier runs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from edgead.fileio import atomic_write_bytes
+
+BACKOFF_S = (0.5, 30.0)  # first and longest wait between reconnects
+
+
+class NotifierDown(Exception):
+    """The notifier cannot deliver now (no connection, no confirmation in time); the relay retries."""
+
+
+class Notifier(Protocol):
+    """One destination. ``connect`` and ``send`` raise :class:`NotifierDown` on a transient failure."""
+
+    description: str
+
+    def connect(self) -> None: ...
+
+    def send(self, record: dict) -> None: ...
+
+    def idle(self) -> None: ...  # keep the connection alive between alerts (MQTT pings)
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Cursor:
+    offset: int = 0  # first byte not yet delivered
+    attempted: int | None = None  # offset of a line sent but not confirmed (sent again as a retry)
+
+    @classmethod
+    def load(cls, path: Path, events: Path) -> Cursor:
+        try:
+            d = json.loads(path.read_text())
+            cur = cls(int(d["offset"]), None if d.get("attempted") is None else int(d["attempted"]))
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return cls(events.stat().st_size if events.exists() else 0)  # new relay: alerts from now on
+        if events.exists() and cur.offset > events.stat().st_size:  # the file was replaced or truncated
+            return cls(0)
+        return cur
+
+    def save(self, path: Path) -> None:
+        atomic_write_bytes(path, json.dumps({"offset": self.offset, "attempted": self.attempted}).encode())
+
+
+class Relay:
+    """``events.jsonl`` -> one notifier. ``wake()`` after a line is appended (cheap: sets an event);
+    ``close(flush_s)`` keeps delivering until caught up or ``flush_s`` passed, then returns the counts."""
+
+    def __init__(self, notifier: Notifier, events: Path, state: Path, max_age: float | None = None):
+        self.notifier, self.events, self.state_path, self.max_age = notifier, Path(events), Path(state), max_age
+        self.cursor = Cursor.load(self.state_path, self.events)
+        self.stats = {"delivered": 0, "retried": 0, "expired": 0, "skipped_lines": 0, "connects": 0,
+                      "failures": 0}
+        self.last_error: str | None = None
+        self.connected = False
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._deadline = float("inf")
+        self._thread = threading.Thread(target=self._run, name=f"edgead-notify-{notifier.description}", daemon=True)
+
+    def start(self) -> Relay:
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def pending(self) -> int:
+        """Complete lines after the cursor (not yet delivered)."""
+        try:
+            with open(self.events, "rb") as f:
+                f.seek(self.cursor.offset)
+                return f.read().count(b"\n")
+        except FileNotFoundError:
+            return 0
+
+    def close(self, flush_s: float = 5.0) -> dict:
+        self._deadline = time.monotonic() + flush_s
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(flush_s + 1.0)  # a send still in progress is sent again (a retry) by the next run
+        return self.summary()
+
+    def summary(self) -> dict:
+        return {"notify": self.notifier.description, **self.stats, "pending": self.pending(),
+                "connected": self.connected, "last_error": self.last_error}
+
+    # the thread -----------------------------------------------------------------------------------------
+    def _next_line(self) -> tuple[bytes, int] | None:
+        try:
+            with open(self.events, "rb") as f:
+                f.seek(self.cursor.offset)
+                line = f.readline()
+        except FileNotFoundError:
+            return None
+        if not line.endswith(b"\n"):  # nothing new, or a line still being written
+            return None
+        return line, self.cursor.offset + len(line)
+
+    def _give_up(self) -> bool:
+        return self._stop.is_set() and time.monotonic() >= self._deadline
+
+    def _run(self) -> None:
+        wait = BACKOFF_S[0]
+        try:
+            while not self._give_up():
+                got = self._next_line()
+                if got is None:
+                    if self._stop.is_set():
+                        return  # caught up
+                    self._wake.wait(0.5)
+                    self._wake.clear()
+                    if self.connected:
+                        self._guard(self.notifier.idle)
+                    continue
+                line, end = got
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # a torn line from a power cut: not an alert
+                    self.stats["skipped_lines"] += 1
+                    self._advance(end)
+                    continue
+                if self.max_age is not None and time.time() - float(record.get("unix", time.time())) > self.max_age:
+                    self.stats["expired"] += 1
+                    self._advance(end)
+                    continue
+                if not self.connected and not self._guard(self._connect):
+                    self._sleep(wait)
+                    wait = min(wait * 2, BACKOFF_S[1])
+                    continue
+                retry = self.cursor.attempted == self.cursor.offset
+                if not retry:
+                    self.cursor.attempted = self.cursor.offset
+                    self.cursor.save(self.state_path)
+                if self._guard(lambda r=record, t=retry: self.notifier.send({**r, "retry": t})):
+                    self.stats["delivered"] += 1
+                    self.stats["retried"] += retry
+                    self.cursor.attempted = None
+                    self._advance(end)
+                    wait = BACKOFF_S[0]
+                else:
+                    self._sleep(wait)
+                    wait = min(wait * 2, BACKOFF_S[1])
+        finally:
+            self._guard(self.notifier.close)
+            self.connected = False
+
+    def _connect(self) -> None:
+        self.notifier.connect()
+        self.connected = True
+        self.stats["connects"] += 1
+
+    def _guard(self, fn) -> bool:
+        """Run ``fn``; a :class:`NotifierDown` (or a socket error) marks the notifier down and returns False."""
+        try:
+            fn()
+            return True
+        except (NotifierDown, OSError) as e:
+            self.stats["failures"] += 1
+            self.last_error = f"{type(e).__name__}: {e}" if not isinstance(e, NotifierDown) else str(e)
+            if self.connected:
+                self.connected = False
+                try:
+                    self.notifier.close()
+                except (NotifierDown, OSError):
+                    pass
+            return False
+
+    def _advance(self, end: int) -> None:
+        self.cursor.offset = end
+        self.cursor.save(self.state_path)
+
+    def _sleep(self, s: float) -> None:
+        """Back-off that a stop cuts short only when the flush time is over."""
+        until = time.monotonic() + s
+        while time.monotonic() < until and not self._give_up():
+            time.sleep(min(0.1, max(0.0, until - time.monotonic())))
