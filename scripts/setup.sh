@@ -13,7 +13,7 @@ APT_PKGS=(ca-certificates
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
   gir1.2-gst-rtsp-server-1.0 libgirepository1.0-dev libcairo2-dev pkg-config gcc python3-dev
   # the MQTT broker that the notifier tests start on 127.0.0.1 (on a free port of their own)
-  mosquitto)
+  mosquitto openssl)
 # A system Python needs python3-venv; a pyenv/conda Python already has venv.
 "$PY" -c "import venv, ensurepip" 2>/dev/null || APT_PKGS+=(python3-venv python3-pip)
 

@@ -4,6 +4,7 @@ over HTTP while `edgead inspect` runs on real images."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -47,12 +48,13 @@ class Broker:
     """mosquitto on 127.0.0.1 with persistence (a subscriber's session and queued QoS 1 messages survive a
     restart), started and stopped by the test."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, extra: str = "allow_anonymous true\n"):
         self.port, self.folder = _free_port(), folder
         (folder / "db").mkdir(parents=True, exist_ok=True)
         self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                             f"persistence_location {folder / 'db'}/\n")
+        # started as root, mosquitto would switch to its own user and could not read the test's folder
+        self.conf.write_text(f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\npersistence true\n"
+                             f"persistence_location {folder / 'db'}/\n{extra}")
         self.proc = None
 
     def start(self) -> Broker:
@@ -231,6 +233,52 @@ def test_alerts_left_pending_at_exit_go_out_with_the_next_run(bundle, stills, br
     assert code == 0, out
     assert len(got) == 2 * first and res["notify"][0]["pending"] == 0
     assert [m["frame"] for m in got] == [e["frame"] for e in read_events(alerts / "events.jsonl")[first:]]
+
+
+@needs_broker
+@pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None,
+                    reason="openssl or mosquitto_passwd missing (make test installs them)")
+def test_mqtts_with_a_ca_and_credentials_from_the_env_file_and_a_wrong_password_refused(tmp_path):
+    """TLS to a broker whose certificate a test CA signed (hostname checked), user and password from the
+    --notify-env file; the same with a wrong password is refused, reported, and the alert stays pending."""
+    pki = tmp_path / "pki"
+    pki.mkdir()
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=pki, check=True, capture_output=True)
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=edgead test CA")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=broker")
+    (pki / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+        "server.pem", "-days", "1", "-extfile", "san.ext")
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pki / "passwd"), "line1", "s3cret"], check=True,
+                   capture_output=True)
+    broker = Broker(tmp_path / "tls", f"allow_anonymous false\npassword_file {pki / 'passwd'}\n"
+                    f"cafile {pki / 'ca.pem'}\ncertfile {pki / 'server.pem'}\nkeyfile {pki / 'server.key'}\n").start()
+    try:
+        uri = f"mqtts://127.0.0.1:{broker.port}/line1/alerts"
+        for password, want in (("s3cret", 1), ("wrong", 0)):
+            env = tmp_path / f"{password}.env"
+            env.write_text(f"EDGEAD_MQTT_USERNAME=line1\nEDGEAD_MQTT_PASSWORD={password}\n"
+                           f"EDGEAD_MQTT_CA_FILE={pki / 'ca.pem'}\n")
+            events_path = tmp_path / password / "events.jsonl"
+            log = EventLog(events_path)
+            relay = open_relays([uri], events_path, env)[0]
+            log.append({"frame": 7, "unix": time.time(), "score": 2.0})
+            relay.wake()
+            deadline = time.monotonic() + 15
+            while relay.summary()["delivered"] < 1 and relay.summary()["failures"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stats = relay.close(0.5)
+            log.close()
+            assert stats["delivered"] == want and stats["pending"] == 1 - want, stats
+            if not want:
+                assert "refused" in stats["last_error"] and "EDGEAD_MQTT_USERNAME/PASSWORD" in stats["last_error"]
+        plain = open_relays([f"mqtt://127.0.0.1:{broker.port}/line1/alerts"], tmp_path / "plain" / "events.jsonl")[0]
+    finally:
+        broker.stop()
+    assert plain.close(0.1)["delivered"] == 0
 
 
 def test_opcua_server_sees_score_reject_and_frame_written_for_each_flagged_frame(bundle, stills, tmp_path):

@@ -69,6 +69,8 @@ class MqttNotifier:
         deadline = time.monotonic() + 5.0
         while "reason" not in state:
             rc = c.loop(timeout=0.1)
+            if "reason" in state:  # a refusal arrives as a CONNACK too (and an error code from loop)
+                break
             if rc != mqtt.MQTT_ERR_SUCCESS or time.monotonic() > deadline:
                 c.disconnect()
                 raise NotifierDown(f"broker {self.target.host}:{self.target.port} gave no CONNACK "
