@@ -134,6 +134,15 @@ def stills(bundle, tiny_real, tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def flagged(bundle, stills) -> list[bool]:
+    """Which of the stills the bundle flags (offline, the same graph and rule)."""
+    b = Bundle.load(bundle)
+    files = sorted(stills.iterdir())
+    raw = open_engine(bundle, "fp32").run_batched(np.stack([b.preprocess(read_image(p)) for p in files]))["score"]
+    return [bool(v) for v in b.category_norm("magnetic_tile").decide(raw.astype(float))]
+
+
 def _inspect(bundle, source, alerts, *extra) -> tuple[int, str, dict]:
     summary = alerts.parent / f"{alerts.name}.json"
     r = CliRunner().invoke(app, ["inspect", str(bundle), "--source", source, "--category", "magnetic_tile",
@@ -158,6 +167,57 @@ def test_mqtt_one_message_per_flagged_frame_with_the_event_lines_fields(bundle, 
     n = res["notify"][0]
     assert n["delivered"] == len(events) and n["pending"] == 0 and n["retried"] == 0
     assert f"delivered {len(events)}" in out
+
+
+@needs_broker
+def test_live_run_keeps_inspecting_while_the_broker_is_down_and_delivers_everything_after(bundle, stills, flagged,
+                                                                                          broker, tmp_path):
+    """`edgead inspect` on a watched folder (a triggered camera): parts arrive before, during and after a
+    broker outage; the run never stalls and the dashboard gets every alert once."""
+    folder, summary = tmp_path / "drop", tmp_path / "s.json"
+    folder.mkdir()
+    files = sorted(stills.iterdir())
+    bad = [p for p, f in zip(files, flagged, strict=True) if f]
+    good = [p for p, f in zip(files, flagged, strict=True) if not f]
+    assert len(bad) >= 3 and good
+    sub = Subscriber(broker.port, "line1/alerts")
+    proc = subprocess.Popen([sys.executable, "-m", "edgead.cli", "inspect", str(bundle), "--source",
+                             f"images://{folder}?watch=1&settle=200", "--category", "magnetic_tile", "--alerts",
+                             str(tmp_path / "alerts"), "--notify", f"mqtt://127.0.0.1:{broker.port}/line1/alerts",
+                             "--json", str(summary)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    events = tmp_path / "alerts" / "events.jsonl"
+
+    try:
+        time.sleep(3)
+        for p in (good[0], bad[0]):
+            shutil.copy(p, folder / f"a-{p.name}")
+        time.sleep(4)
+        broker.stop()  # the broker dies mid-run; defective parts keep arriving
+        for p in bad[1:-1]:
+            shutil.copy(p, folder / f"b-{p.name}")
+        time.sleep(4)
+        assert proc.poll() is None
+        broker.start()
+        for p in (bad[-1], *good[1:]):
+            shutil.copy(p, folder / f"c-{p.name}")
+        time.sleep(6)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    want = read_events(events)
+    got = sub.wait(len(want), timeout=30)
+    sub.close()
+    assert proc.returncode == 0, err
+    res = json.loads(summary.read_text())
+    assert res["frames"] == len(files) and 0 < len(want) < len(files)
+    assert any(e["name"].startswith("b-") for e in want)  # alerts were raised while the broker was down
+    assert sorted({m["name"] for m in got}) == sorted(e["name"] for e in want)  # every alert arrived
+    plain = [m["name"] for m in got if not m["retry"]]
+    assert len(plain) == len(set(plain))  # none twice without the retry flag
+    n = res["notify"][0]
+    assert n["delivered"] == len(want) and n["pending"] == 0, n
 
 
 @needs_broker
