@@ -70,8 +70,8 @@ def main() -> None:
     shutil.copytree(a.bundle, bundle)
     meta = read_json(bundle / "meta.json")
     n = meta["normalization"][a.category]
-    n["threshold"] = n["center"] - 1e6  # every frame flagged: an alert per frame
-    n["scale"] = 1e6
+    n["center"], n["scale"] = -1.0, 1e-3  # every frame flagged: an alert per frame
+    n["threshold"] = n["center"] + n["scale"]
     atomic_write_json(bundle / "meta.json", meta)
     stills = work / "stills"
     stills.mkdir()
