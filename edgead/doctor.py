@@ -109,6 +109,11 @@ def doctor(platform: str = "auto") -> dict:
         argus = run_cmd(["systemctl", "is-active", "nvargus-daemon"])
         rows.append(_row("cameras", "nvargus-daemon (csi://)", argus == "active", argus or "unknown",
                          "sudo systemctl restart nvargus-daemon"))
+    for mod, pip, what in (("paho.mqtt", "paho-mqtt", "--notify mqtt://"), ("asyncua", "asyncua", "--notify opcua://"),
+                           ("prometheus_client", "prometheus-client", "--metrics")):
+        v = _version(mod)  # optional: a box that sends no alerts anywhere needs none of them
+        rows.append(_row("fleet", f"{pip} ({what})", True if v else None,
+                         v or f"not installed (optional): pip install {pip}"))
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     rows.append(_row("reports", "headless Chromium (report test)", chromium is not None, chromium or "",
                      "sudo apt-get install chromium"))

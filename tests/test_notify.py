@@ -30,7 +30,7 @@ from edgead.fileio import atomic_write_json, read_json
 from edgead.live.alerts import EventLog, read_events
 from edgead.notify import open_relays
 from edgead.notify.relay import Cursor
-from edgead.notify.targets import credentials, parse
+from edgead.notify.targets import credentials, exposed, parse
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 needs_broker = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed (make test installs it: "
@@ -451,6 +451,10 @@ def test_notify_and_metrics_bad_input_is_one_line_errors(bundle, stills, tmp_pat
     env.write_text("# the service's env file\nEDGEAD_MQTT_USERNAME=line1\nexport EDGEAD_MQTT_PASSWORD='s3 cret'\n")
     monkeypatch.setenv("EDGEAD_MQTT_USERNAME", "from-environment")
     assert credentials(env) == {"EDGEAD_MQTT_USERNAME": "line1", "EDGEAD_MQTT_PASSWORD": "s3 cret"}
+    env.chmod(0o644)
+    assert "chmod 600" in exposed(env, credentials(env))
+    env.chmod(0o600)
+    assert exposed(env, credentials(env)) is None
     assert parse("mqtts://broker.local/a/b?qos=0&max_age=2.5").port == 8883
     with socket.socket() as s:  # a port already taken
         s.bind(("127.0.0.1", port))

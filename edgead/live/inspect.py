@@ -137,7 +137,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
     from edgead.live.stopper import Stopper
     from edgead.live.telemetry import parse_address
     from edgead.notify import open_relays
-    from edgead.notify.targets import credentials
+    from edgead.notify.targets import credentials, exposed
     from edgead.notify.targets import parse as parse_notify
     from edgead.progress import console
 
@@ -148,7 +148,9 @@ def inspect(req: InspectRequest, log=None) -> dict:
     srcs, out_uri = [parse(u, "source") for u in uris], parse(req.output, "sink")
     for u in req.notify:  # every bad URI, credential file or address is an error before anything opens
         parse_notify(u)
-    credentials(req.notify_env)
+    note = exposed(req.notify_env, credentials(req.notify_env))
+    if note:
+        log(f"[yellow]warning:[/] {note}")
     if req.metrics:
         parse_address(req.metrics)
     b = Bundle.load(req.bundle)

@@ -137,6 +137,16 @@ def _host_port(where: str, netloc: str, default: int) -> tuple[str, int]:
     return host.strip("[]"), int(port) if port else default
 
 
+def exposed(env_file: Path | None, env: dict[str, str]) -> str | None:
+    """A warning when the file holding a password can be read by other users, else None."""
+    if env_file is None or not any(k.endswith("_PASSWORD") for k in env):
+        return None
+    mode = Path(env_file).stat().st_mode & 0o777
+    if mode & 0o077:
+        return (f"{env_file} holds a password and other users may read it (mode {mode:o}); chmod 600 {env_file}")
+    return None
+
+
 def credentials(env_file: Path | None) -> dict[str, str]:
     """The notifiers' credentials: the process environment (a systemd ``EnvironmentFile=``), overridden by
     ``env_file`` when given. Other keys in the file are ignored (it may be the service's whole env file)."""
