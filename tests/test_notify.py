@@ -271,6 +271,23 @@ def test_broker_killed_mid_run_every_alert_arrives_after_restart_a_resend_is_fla
     assert [(m["frame"], m["retry"]) for m in again] == [(9, True)]
     assert stats["retried"] == 1 and stats["pending"] == 0
 
+    # the events file replaced by another one (rotated away, restored, ...): every line of the new file is new
+    fresh = events_path.with_name("new.jsonl")
+    log2 = EventLog(fresh)
+    for i in range(12):  # a longer file than the old one: its size alone would not tell
+        log2.append({"frame": 100 + i, "unix": time.time(), "score": 1.0, "name": f"r{i}.png"})
+    log2.close()
+    assert fresh.stat().st_size > Cursor.load(state, events_path).offset
+    os.replace(fresh, events_path)
+    sub = Subscriber(broker.port, "line1/alerts")
+    relay = open_relays([uri], events_path)[0]
+    try:
+        rotated = sub.wait(12)
+    finally:
+        stats = relay.close(5)
+        sub.close()
+    assert [m["frame"] for m in rotated] == list(range(100, 112)) and stats["pending"] == 0
+
 
 @needs_broker
 def test_alerts_left_pending_at_exit_go_out_with_the_next_run(bundle, stills, broker, tmp_path):

@@ -48,20 +48,24 @@ class Notifier(Protocol):
 class Cursor:
     offset: int = 0  # first byte not yet delivered
     attempted: int | None = None  # offset of a line sent but not confirmed (sent again as a retry)
+    inode: int | None = None  # the events file the offsets belong to
 
     @classmethod
     def load(cls, path: Path, events: Path) -> Cursor:
+        st = events.stat() if events.exists() else None
+        inode = st.st_ino if st else None
         try:
             d = json.loads(path.read_text())
-            cur = cls(int(d["offset"]), None if d.get("attempted") is None else int(d["attempted"]))
+            cur = cls(int(d["offset"]), None if d.get("attempted") is None else int(d["attempted"]), d.get("inode"))
         except (FileNotFoundError, ValueError, KeyError, TypeError):
-            return cls(events.stat().st_size if events.exists() else 0)  # new relay: alerts from now on
-        if events.exists() and cur.offset > events.stat().st_size:  # the file was replaced or truncated
-            return cls(0)
-        return cur
+            return cls(st.st_size if st else 0, None, inode)  # new relay: alerts from now on
+        if st and (cur.offset > st.st_size or (cur.inode is not None and cur.inode != inode)):
+            return cls(0, None, inode)  # another file (replaced, rotated or truncated): all of it is new
+        return cls(cur.offset, cur.attempted, inode)
 
     def save(self, path: Path) -> None:
-        atomic_write_bytes(path, json.dumps({"offset": self.offset, "attempted": self.attempted}).encode())
+        atomic_write_bytes(path, json.dumps({"offset": self.offset, "attempted": self.attempted,
+                                             "inode": self.inode}).encode())
 
 
 class Relay:
