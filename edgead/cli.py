@@ -180,6 +180,8 @@ def train(
                                            "(recorded in the curve; never test images).")] = True,
     select: Annotated[str, typer.Option(help="Weights kept: 'last' epoch, or the 'best' epoch on validation.")
                       ] = "last",
+    post: Annotated[str, typer.Option(help="Post-processing (map smoothing, score window): auto, chosen on the "
+                                      "held-out normals + synthetic anomalies; fixed, as configured.")] = "auto",
     amp: Annotated[str, typer.Option(help="Mixed precision of the training steps: off, or bf16 (autocast; "
                                       "weights and thresholds stay FP32).")] = "off",
     force: Annotated[bool, typer.Option(help="Overwrite an existing run folder.")] = False,
@@ -222,7 +224,7 @@ def train(
                                   max_per_category=max_per_category,
                                   shots=shots, false_reject=false_reject,
                                   train_overrides={"lr_step": lr_step} if lr_step else {}, force=force,
-                                  validate=validate, select=select, amp=amp))
+                                  validate=validate, select=select, amp=amp, post=post))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports and writes
     for w in info.get("warnings", []):
@@ -238,6 +240,12 @@ def train(
     stdout.print(f"epochs {len(curve)}  final loss {curve[-1]['loss']:.4f}  train {info['timing']['train_seconds']} s  "
                       f"head params {prof.get('params_head', 0) / 1e6:.3f} M  "
                       f"total {prof.get('gmacs_total', 0):.3f} GMACs")
+    ps = info.get("post_selection")
+    if ps:
+        stdout.print("post-processing (validation): " + ", ".join(f"{k} {v}" for k, v in ps["chosen"].items())
+                     + f" (val {ps['val_score_chosen']:.4f}; configured " + ", ".join(
+                         f"{k} {v}" for k, v in ps["default"].items()) + f": {ps['val_score_default']:.4f})",
+                     highlight=False)
     sel = info.get("selection")
     if sel:
         stdout.print(f"validation (held-out normals + synthetic anomalies): best epoch {sel['best_epoch']} "

@@ -44,6 +44,7 @@ FEW_NORMALS = 20  # fewer held-out normals per category than this: the threshold
 PIXEL_QUANTILE = 0.999
 HOLDOUT_MAX = 64  # default cap on held-out normals per category (a 1 % false-reject budget needs ~300)
 SELECT = ("last", "best")
+POST = ("auto", "fixed")  # post-processing chosen on validation (models with post_choices), or as configured
 AMP = ("off", "bf16")  # mixed precision of the training steps (weights, features, validation and thresholds stay FP32)
 BEST = "best.safetensors"  # the best epoch's weights so far (--select best), kept across a resume
 
@@ -70,6 +71,7 @@ class TrainRequest:
     quiet: bool = False
     validate: bool = True  # score every epoch on held-out normals + synthetic anomalies (edgead.validation)
     select: str = "last"  # the weights kept: 'last' epoch, or the 'best' epoch on validation
+    post: str = "auto"  # 'auto': post-processing chosen on the validation split (edgead.post_select); 'fixed'
     amp: str = "off"  # 'bf16': the training steps under bfloat16 autocast (AMX on recent Xeons, tensor cores on GPUs)
     # called after every epoch with (epoch, model); may return a dict stored in that epoch's curve row
     # (e.g. a convergence probe); not part of the run's identity
@@ -87,6 +89,8 @@ def _fingerprint(req: TrainRequest, train_cfg: dict, model_cfg: dict, categories
         fp["select"] = req.select
     if req.amp != "off":
         fp["amp"] = req.amp
+    if req.post == "auto" and model_class(req.model).post_choices:  # runs made before it: --post fixed
+        fp["post"] = req.post
     return json.loads(json.dumps(fp))
 
 
@@ -148,6 +152,8 @@ def _train(req: TrainRequest, world) -> dict:
             raise EdgeadError(f"model {req.model!r}: training setting {k}={v!r} must be a number >= 0")
     if req.amp not in AMP:
         raise EdgeadError(f"--amp {req.amp!r}: choose {' or '.join(AMP)}")
+    if req.post not in POST:
+        raise EdgeadError(f"--post {req.post!r}: choose {' or '.join(POST)}")
     if req.select not in SELECT:
         raise EdgeadError(f"--select {req.select!r}: choose {' or '.join(SELECT)}")
     if req.select == "best" and not (req.validate and req.holdout > 0 and not req.shots):
@@ -330,6 +336,16 @@ def _train(req: TrainRequest, world) -> dict:
             if req.select == "best" and (out / BEST).is_file():
                 model.load_state_dict(load_weights(out / BEST), strict=False)
         model.eval()
+        if req.post == "auto" and model.post_choices and req.validate and held:  # before the thresholds
+            from edgead import post_select
+            from edgead.validation import ValidationSet
+
+            task = prog.add_task("post-processing", total=1, info="chosen on held-out normals + synthetic anomalies")
+            val = val or ValidationSet.from_holdout([str(s.path) for s in held], categories, pre)
+            if val is not None:
+                info["post_selection"] = post_select.choose(model, val, pre)
+                post_select.apply(model, info, info["post_selection"]["chosen"])
+            prog.update(task, completed=1)
         norm_task = prog.add_task("thresholds", total=len(categories), info="")
         info["normalization"] = {}
         info.pop("warnings", None)

@@ -41,7 +41,8 @@ def test_validation_set_never_holds_a_test_image(trained_run, tiny_real):
 def test_select_best_keeps_the_epoch_validation_ranked_first(tiny_real, tmp_path):
     out = tmp_path / "run"
     r = edgead("train", "--model", "crad", "--data", tiny_real, "--category", "magnetic_tile", "--out", out,
-               "--epochs", 4, "--image-size", 64, "--batch-size", 8, "--select", "best")
+               "--epochs", 4, "--image-size", 64, "--batch-size", 8, "--select", "best",
+               "--post", "fixed")  # the epochs were scored with the configured post-processing
     assert r.exit_code == 0, r.output
     info = read_run(out)
     scores = [row["val_score"] for row in info["curve"]]
@@ -56,3 +57,30 @@ def test_select_best_keeps_the_epoch_validation_ranked_first(tiny_real, tmp_path
                "--select", "best")
     assert r.exit_code == 2 and "--select best" in r.output and "Traceback" not in r.output
     assert json.loads((out / "run.json").read_text())["status"] == "trained"
+
+
+def test_post_processing_is_chosen_on_validation_and_used_by_the_run(trained_run, tiny_real, tmp_path):
+    """The session run (CRAD, default --post auto): every box/pool combination scored on the validation set,
+    the best kept in the run's config (export and eval build from it), the thresholds set with it."""
+    info = read_run(trained_run)
+    ps = info["post_selection"]
+    assert len(ps["grid"]) == 6 * 5 and ps["default"] == {"box_kernel": 21, "score_pool": 32}
+    best = max(r["val_score"] for r in ps["grid"])
+    assert ps["val_score_chosen"] == best >= ps["val_score_default"]
+    row = next(r for r in ps["grid"] if {k: r[k] for k in ps["chosen"]} == ps["chosen"])
+    assert row["val_score"] == best
+    model, run = load_model(trained_run)
+    assert {k: getattr(model.post, k) for k in ps["chosen"]} == ps["chosen"] == {k: run["model_config"][k]
+                                                                              for k in ps["chosen"]}
+    pre = Preprocess.from_dict(run["preprocess"])  # the chosen setting scores the validation set as recorded
+    val = ValidationSet.from_holdout(run["data"]["holdout_files"], run["data"]["categories"], pre)
+    assert val.evaluate(model, pre)["val_score"] == ps["val_score_chosen"]
+
+    out = tmp_path / "fixed"  # --post fixed keeps the configured post-processing and records no choice
+    r = edgead("train", "--model", "crad", "--data", tiny_real, "--category", "magnetic_tile", "--out", out,
+               "--epochs", 1, "--image-size", 64, "--batch-size", 8, "--post", "fixed")
+    assert r.exit_code == 0, r.output
+    fixed = read_run(out)
+    assert "post_selection" not in fixed and fixed["model_config"]["box_kernel"] == 21
+    r = edgead("train", "--model", "crad", "--data", tiny_real, "--out", out, "--post", "sometimes")
+    assert r.exit_code == 2 and "--post 'sometimes'" in r.output

@@ -34,6 +34,9 @@ class AnomalyModel(nn.Module):
     # True when some training steps leave trainable parameters unused (DistributedDataParallel must then
     # look for them every step; see edgead.distributed).
     steps_leave_parameters_unused: ClassVar[bool] = False
+    # Post-processing attributes (of ``self.post`` and the config) chosen after training on the validation
+    # split, with their candidates (edgead.post_select); empty: the configured post-processing is kept.
+    post_choices: ClassVar[dict[str, tuple]] = {}
     # Top-level submodules whose nodes may run in reduced precision; everything else stays FP32
     # (distance heads, normalisations, smoothing, score). Read by edgead.precision via the bundle.
     precision_scopes: ClassVar[dict[str, tuple[str, ...]]] = {"fp16": ("backbone",), "int8": ("backbone",)}

@@ -97,6 +97,7 @@ class Block(nn.Module):
 
 @register_model
 class CCAD(AnomalyModel):
+    post_choices = {"box_kernel": (1, 5, 9, 13, 21, 31), "score_pool": (4, 8, 16, 32, 64)}  # chosen on validation
     name = "ccad"
     Config = CCADConfig
     summary = "reconstruction conditioned on a compressed bank of global normal features (edge form)"

@@ -55,6 +55,7 @@ def _xavier_std(shape: tuple[int, ...]) -> float:
 
 @register_model
 class CRAD(AnomalyModel):
+    post_choices = {"box_kernel": (1, 5, 9, 13, 21, 31), "score_pool": (4, 8, 16, 32, 64)}  # chosen on validation
     name = "crad"
     Config = CRADConfig
     summary = "continuous memory: coordinates into learnable local and global grids (ECCV 2024)"
