@@ -1,0 +1,61 @@
+"""Post-processing chosen on a run's validation split, then its test split scored once for the configured
+and the chosen setting (the choice never sees a test image; this script only reports).
+
+    .venv/bin/python scripts/post_choice.py RUN --data ROOT [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgead import post_select
+from edgead.data import mvtec
+from edgead.data.preprocess import Preprocess
+from edgead.metrics import category_metrics
+from edgead.runs import load_model
+from edgead.train import infer
+from edgead.validation import ValidationSet
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    model, info = load_model(a.run)
+    if not model.post_choices:
+        raise SystemExit(f"{info['model']} declares no post-processing choices")
+    pre = Preprocess.from_dict(info["preprocess"])
+    cats = info["data"]["categories"]
+    val = ValidationSet.from_holdout(info["data"]["holdout_files"], cats, pre)
+    t0 = time.time()
+    sel = post_select.choose(model, val, pre)
+    print(f"validation: configured {sel['default']} {sel['val_score_default']:.4f}, chosen {sel['chosen']} "
+          f"{sel['val_score_chosen']:.4f} ({time.time() - t0:.0f} s)")
+    test = {}
+    for c in cats:
+        cs = [s for s in mvtec.discover(a.data, cats, "test") if s.category == c]
+        x, masks = mvtec.load_images(cs, pre), mvtec.load_masks(cs, pre) > 0
+        labels = np.array([s.label for s in cs])
+        for name, setting in (("configured", sel["default"]), ("chosen", sel["chosen"])):
+            for k, v in setting.items():
+                setattr(model.post, k, v)
+            with torch.no_grad():
+                maps, scores = infer(model, x)
+            m = category_metrics(scores, labels, maps, masks)
+            test[f"{c}/{name}"] = {**setting, **{k: round(float(m[k]), 4) for k in ("image_auroc", "pixel_auroc",
+                                                                                    "aupro")}}
+            print(c, name, test[f"{c}/{name}"])
+    if a.json:
+        a.json.write_text(json.dumps({"run": str(a.run), "selection": sel, "test": test}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
