@@ -220,6 +220,18 @@ def test_live_run_keeps_inspecting_while_the_broker_is_down_and_delivers_everyth
     assert n["delivered"] == len(want) and n["pending"] == 0, n
 
 
+def _next_run(broker: Broker, uri: str, events_path: Path, n: int) -> tuple[list[dict], dict]:
+    """A relay started again on the same events file (as the next run would): what a subscriber gets."""
+    sub = Subscriber(broker.port, "line1/alerts")
+    relay = open_relays([uri], events_path)[0]
+    try:
+        got = sub.wait(n)
+    finally:
+        stats = relay.close(5)
+        sub.close()
+    return got, stats
+
+
 @needs_broker
 def test_broker_killed_mid_run_every_alert_arrives_after_restart_a_resend_is_flagged(broker, tmp_path):
     events_path = tmp_path / "alerts" / "events.jsonl"
@@ -261,13 +273,7 @@ def test_broker_killed_mid_run_every_alert_arrives_after_restart_a_resend_is_fla
     cur.offset -= len(lines[-1])
     cur.attempted = cur.offset
     cur.save(state)
-    sub = Subscriber(broker.port, "line1/alerts")
-    relay = open_relays([uri], events_path)[0]
-    try:
-        again = sub.wait(1)
-    finally:
-        stats = relay.close(5)
-        sub.close()
+    again, stats = _next_run(broker, uri, events_path, 1)
     assert [(m["frame"], m["retry"]) for m in again] == [(9, True)]
     assert stats["retried"] == 1 and stats["pending"] == 0
 
@@ -279,13 +285,7 @@ def test_broker_killed_mid_run_every_alert_arrives_after_restart_a_resend_is_fla
     log2.close()
     assert fresh.stat().st_size > Cursor.load(state, events_path).offset
     os.replace(fresh, events_path)
-    sub = Subscriber(broker.port, "line1/alerts")
-    relay = open_relays([uri], events_path)[0]
-    try:
-        rotated = sub.wait(12)
-    finally:
-        stats = relay.close(5)
-        sub.close()
+    rotated, stats = _next_run(broker, uri, events_path, 12)
     assert [m["frame"] for m in rotated] == list(range(100, 112)) and stats["pending"] == 0
 
 
