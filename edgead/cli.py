@@ -180,8 +180,9 @@ def train(
                                            "(recorded in the curve; never test images).")] = True,
     select: Annotated[str, typer.Option(help="Weights kept: 'last' epoch, or the 'best' epoch on validation.")
                       ] = "last",
-    post: Annotated[str, typer.Option(help="Post-processing (map smoothing, score window): auto, chosen on the "
-                                      "held-out normals + synthetic anomalies; fixed, as configured.")] = "auto",
+    post: Annotated[str, typer.Option(help="Post-processing (map smoothing, score window): fixed, as configured; "
+                                      "auto, chosen on the held-out normals + synthetic anomalies (CRAD, CCAD).")
+                    ] = "fixed",
     amp: Annotated[str, typer.Option(help="Mixed precision of the training steps: off, or bf16 (autocast; "
                                       "weights and thresholds stay FP32).")] = "off",
     force: Annotated[bool, typer.Option(help="Overwrite an existing run folder.")] = False,

@@ -71,7 +71,7 @@ class TrainRequest:
     quiet: bool = False
     validate: bool = True  # score every epoch on held-out normals + synthetic anomalies (edgead.validation)
     select: str = "last"  # the weights kept: 'last' epoch, or the 'best' epoch on validation
-    post: str = "auto"  # 'auto': post-processing chosen on the validation split (edgead.post_select); 'fixed'
+    post: str = "fixed"  # 'auto': post-processing chosen on the validation split (edgead.post_select); 'fixed'
     amp: str = "off"  # 'bf16': the training steps under bfloat16 autocast (AMX on recent Xeons, tensor cores on GPUs)
     # called after every epoch with (epoch, model); may return a dict stored in that epoch's curve row
     # (e.g. a convergence probe); not part of the run's identity
@@ -89,7 +89,7 @@ def _fingerprint(req: TrainRequest, train_cfg: dict, model_cfg: dict, categories
         fp["select"] = req.select
     if req.amp != "off":
         fp["amp"] = req.amp
-    if req.post == "auto" and model_class(req.model).post_choices:  # runs made before it: --post fixed
+    if req.post == "auto" and model_class(req.model).post_choices:  # only when set: earlier runs keep their identity
         fp["post"] = req.post
     return json.loads(json.dumps(fp))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 from test_cli import edgead
 
 from edgead.data import mvtec
@@ -59,26 +60,35 @@ def test_select_best_keeps_the_epoch_validation_ranked_first(tiny_real, tmp_path
     assert json.loads((out / "run.json").read_text())["status"] == "trained"
 
 
-def test_post_processing_is_chosen_on_validation_and_used_by_the_run(trained_run, tiny_real, tmp_path):
-    """The session run (CRAD, default --post auto): every box/pool combination scored on the validation set,
-    the best kept in the run's config (export and eval build from it), the thresholds set with it."""
-    info = read_run(trained_run)
+def test_post_processing_chosen_on_validation_is_used_by_the_run(tiny_real, tmp_path):
+    """--post auto (CRAD): every box/pool combination scored on the validation set, the best kept in the run's
+    config (export and eval build from it), the thresholds set with it; the default keeps the configured one."""
+    run = tmp_path / "auto"
+    r = edgead("train", "--model", "crad", "--data", tiny_real, "--category", "magnetic_tile", "--out", run,
+               "--epochs", 2, "--image-size", 64, "--batch-size", 8, "--holdout", 0.3, "--post", "auto")
+    assert r.exit_code == 0, r.output
+    info = read_run(run)
     ps = info["post_selection"]
     assert len(ps["grid"]) == 6 * 5 and ps["default"] == {"box_kernel": 21, "score_pool": 32}
     best = max(r["val_score"] for r in ps["grid"])
     assert ps["val_score_chosen"] == best >= ps["val_score_default"]
     row = next(r for r in ps["grid"] if {k: r[k] for k in ps["chosen"]} == ps["chosen"])
-    assert row["val_score"] == best
-    model, run = load_model(trained_run)
-    assert {k: getattr(model.post, k) for k in ps["chosen"]} == ps["chosen"] == {k: run["model_config"][k]
+    assert row["val_score"] == best and "post-processing (validation)" in r.output
+    model, cfg = load_model(run)
+    assert {k: getattr(model.post, k) for k in ps["chosen"]} == ps["chosen"] == {k: cfg["model_config"][k]
                                                                               for k in ps["chosen"]}
-    pre = Preprocess.from_dict(run["preprocess"])  # the chosen setting scores the validation set as recorded
-    val = ValidationSet.from_holdout(run["data"]["holdout_files"], run["data"]["categories"], pre)
+    pre = Preprocess.from_dict(cfg["preprocess"])  # the chosen setting scores the validation set as recorded
+    val = ValidationSet.from_holdout(cfg["data"]["holdout_files"], cfg["data"]["categories"], pre)
     assert val.evaluate(model, pre)["val_score"] == ps["val_score_chosen"]
+    held = mvtec.load_images([s for s in mvtec.discover(tiny_real, ["magnetic_tile"], "train")
+                              if str(s.path.resolve()) in cfg["data"]["holdout_files"]], pre)
+    with torch.no_grad():  # the thresholds were set with the chosen post-processing
+        scores = model(torch.from_numpy(held))[1].numpy()
+    assert abs(float(np.median(scores)) - cfg["normalization"]["magnetic_tile"]["center"]) < 1e-4
 
-    out = tmp_path / "fixed"  # --post fixed keeps the configured post-processing and records no choice
+    out = tmp_path / "fixed"  # the default keeps the configured post-processing and records no choice
     r = edgead("train", "--model", "crad", "--data", tiny_real, "--category", "magnetic_tile", "--out", out,
-               "--epochs", 1, "--image-size", 64, "--batch-size", 8, "--post", "fixed")
+               "--epochs", 1, "--image-size", 64, "--batch-size", 8)
     assert r.exit_code == 0, r.output
     fixed = read_run(out)
     assert "post_selection" not in fixed and fixed["model_config"]["box_kernel"] == 21
