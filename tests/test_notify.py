@@ -391,6 +391,40 @@ def test_opcua_server_sees_score_reject_and_frame_written_for_each_flagged_frame
         assert w[1][1] is True and w[2][1] == e["frame"] and abs(w[0][1] - e["score"]) < 1e-4
 
 
+def test_opcua_server_that_goes_away_is_reported_down_between_alerts(tmp_path):
+    """No alert pending: the relay's probe still notices a PLC that stopped answering (notifier up -> 0)."""
+    sync = pytest.importorskip("asyncua.sync", reason="asyncua not installed (make test installs it)")
+    from asyncua import ua
+
+    port = _free_port()
+    srv = sync.Server()
+    srv.set_endpoint(f"opc.tcp://127.0.0.1:{port}")
+    ns = srv.register_namespace("urn:edgead:test:line2")
+    srv.nodes.objects.add_variable(ua.NodeId("Line2.Reject", ns), "Reject", False, ua.VariantType.Boolean
+                                   ).set_writable()
+    srv.start()
+    events_path = tmp_path / "events.jsonl"
+    log = EventLog(events_path)
+    relay = open_relays([f"opcua://127.0.0.1:{port}/ns={ns};s=Line2.Reject"], events_path)[0]
+    try:
+        log.append({"frame": 1, "unix": time.time(), "score": 2.0})
+        relay.wake()
+        deadline = time.monotonic() + 15
+        while relay.summary()["delivered"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert relay.summary()["connected"] is True
+        srv.stop()
+        deadline = time.monotonic() + 20
+        while relay.summary()["connected"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stats = relay.summary()
+    finally:
+        relay.close(0.1)
+        log.close()
+    assert stats["delivered"] == 1 and stats["connected"] is False and stats["pending"] == 0
+    assert "OPC UA server" in stats["last_error"]
+
+
 def test_prometheus_metrics_move_while_a_watched_folder_is_inspected(bundle, stills, tmp_path):
     pytest.importorskip("prometheus_client", reason="prometheus-client not installed (make test installs it)")
     folder, port = tmp_path / "drop", _free_port()

@@ -5,11 +5,14 @@ number sees a complete decision. Each value is converted to the node's own data 
 
 from __future__ import annotations
 
+import time
+
 from edgead.errors import EdgeadError
 from edgead.notify.relay import NotifierDown
 from edgead.notify.targets import Target
 
 TIMEOUT_S = 4.0
+PROBE_S = 5.0  # between alerts, the server's state is read this often: a dead link shows before the next alert
 
 
 class OpcuaNotifier:
@@ -27,6 +30,7 @@ class OpcuaNotifier:
         self.client = None
         self.nodes: list = []
         self.types: list = []
+        self._probed = 0.0
 
     def connect(self) -> None:
         from asyncua import sync
@@ -48,6 +52,7 @@ class OpcuaNotifier:
             raise NotifierDown(f"OPC UA server {self.url}: cannot read node {self.fields[len(self.types)][0]} "
                                f"({type(e).__name__}: {e}); check the node id") from None
         self.client = c
+        self._probed = time.monotonic()
 
     def send(self, record: dict) -> None:
         from asyncua import ua
@@ -60,7 +65,15 @@ class OpcuaNotifier:
             raise NotifierDown(f"OPC UA write to {self.url} failed ({type(e).__name__}: {e})") from None
 
     def idle(self) -> None:
-        pass  # asyncua's own keep-alive runs in its thread; a dead link shows at the next write
+        """Read the server's state now and then, so a server that went away is reconnected (and reported
+        down) before the next alert needs it."""
+        if time.monotonic() - self._probed < PROBE_S:
+            return
+        self._probed = time.monotonic()
+        try:
+            self.client.nodes.server_state.read_value()
+        except Exception as e:
+            raise NotifierDown(f"OPC UA server {self.url} not answering ({type(e).__name__}: {e})") from None
 
     def close(self) -> None:
         if self.client is not None:
