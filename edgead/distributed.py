@@ -76,17 +76,6 @@ def gather(world: World, obj) -> list:
     return out
 
 
-def from_main(world: World, obj):
-    """Rank 0's ``obj`` on every process."""
-    if not world.active:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def local_batch(world: World, batch: int) -> int:
     if batch % world.size:
         raise EdgeadError(f"--batch-size {batch} is the global batch: it must divide by the {world.size} processes "

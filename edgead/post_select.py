@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import itertools
 
-import numpy as np
 import torch
 
 from edgead.validation import CRITERION, ValidationSet
@@ -24,8 +23,8 @@ def raw_maps(model, val: ValidationSet, pre, batch: int = 16) -> torch.Tensor:
     got: list[torch.Tensor] = []
     hook = model.post.register_forward_pre_hook(lambda _m, args: got.append(args[0].detach().clone()))
     try:
-        for i in range(0, len(val), batch):
-            model(torch.from_numpy(np.stack([pre.normalize(r) for r in val.images[i:i + batch]])))
+        for x in val.inputs(pre, batch):
+            model(torch.from_numpy(x))
     finally:
         hook.remove()
     return torch.cat(got)

@@ -269,7 +269,7 @@ def _train(req: TrainRequest, world) -> dict:
                 info["prepare"] = prep
         t_feat = time.time() - t0
         val = None
-        if req.validate and held and start_epoch < train_cfg["epochs"]:
+        if req.validate and held and start_epoch < train_cfg["epochs"] and world.main:  # rank 0 validates
             from edgead.validation import ValidationSet
 
             task = prog.add_task("validation set", total=1, info="held-out normals + synthetic anomalies")
@@ -299,7 +299,7 @@ def _train(req: TrainRequest, world) -> dict:
             means = {k: float(np.mean([x[k] for x in losses])) for k in losses[0]}
             row = {"epoch": epoch + 1, "seconds": round(time.time() - te, 2), **means}
             if world.active:  # the mean over processes, and what each one trained on
-                every = distributed.gather(world, {"means": means, "images": sum(1 for _ in order)})
+                every = distributed.gather(world, {"means": means, "images": len(order)})
                 row.update({k: float(np.mean([e["means"][k] for e in every])) for k in means})
                 row["images_per_process"] = [e["images"] for e in every]
                 row["loss_per_process"] = [e["means"]["loss"] for e in every]

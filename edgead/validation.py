@@ -40,12 +40,16 @@ class ValidationSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def inputs(self, pre: Preprocess, batch: int = 16):
+        """The images as model inputs, ``batch`` at a time."""
+        for i in range(0, len(self), batch):
+            yield np.stack([pre.normalize(r) for r in self.images[i:i + batch]])
+
     def evaluate(self, model, pre: Preprocess, batch: int = 16) -> dict[str, float]:
         """Image and pixel AUROC per category, averaged; ``val_score`` (their mean) ranks epochs."""
         from edgead.train import infer
 
-        parts = [infer(model, np.stack([pre.normalize(r) for r in self.images[i:i + batch]]), batch)
-                 for i in range(0, len(self), batch)]
+        parts = [infer(model, x, batch) for x in self.inputs(pre, batch)]
         return self.metrics(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
     def metrics(self, maps: np.ndarray, scores: np.ndarray, pixel_cache: dict | None = None) -> dict[str, float]:

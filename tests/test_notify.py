@@ -28,7 +28,7 @@ from edgead.data.image import read_image
 from edgead.errors import EdgeadError
 from edgead.fileio import atomic_write_json, read_json
 from edgead.live.alerts import EventLog, read_events
-from edgead.notify import open_relays
+from edgead.notify import configure, open_relays
 from edgead.notify.relay import Cursor
 from edgead.notify.targets import credentials, exposed, parse
 
@@ -223,7 +223,7 @@ def test_live_run_keeps_inspecting_while_the_broker_is_down_and_delivers_everyth
 def _next_run(broker: Broker, uri: str, events_path: Path, n: int) -> tuple[list[dict], dict]:
     """A relay started again on the same events file (as the next run would): what a subscriber gets."""
     sub = Subscriber(broker.port, "line1/alerts")
-    relay = open_relays([uri], events_path)[0]
+    relay = open_relays(configure([uri]), events_path)[0]
     try:
         got = sub.wait(n)
     finally:
@@ -238,7 +238,7 @@ def test_broker_killed_mid_run_every_alert_arrives_after_restart_a_resend_is_fla
     log = EventLog(events_path)
     uri = f"mqtt://127.0.0.1:{broker.port}/line1/alerts"
     sub = Subscriber(broker.port, "line1/alerts")
-    relay = open_relays([uri], events_path)[0]
+    relay = open_relays(configure([uri]), events_path)[0]
 
     def alert(i: int) -> None:
         log.append({"frame": i, "unix": time.time(), "score": 1.0 + i / 10, "name": f"{i:03d}.png"})
@@ -341,7 +341,7 @@ def test_mqtts_with_a_ca_and_credentials_from_the_env_file_and_a_wrong_password_
                            f"EDGEAD_MQTT_CA_FILE={pki / 'ca.pem'}\n")
             events_path = tmp_path / password / "events.jsonl"
             log = EventLog(events_path)
-            relay = open_relays([uri], events_path, env)[0]
+            relay = open_relays(configure([uri], env), events_path)[0]
             log.append({"frame": 7, "unix": time.time(), "score": 2.0})
             relay.wake()
             deadline = time.monotonic() + 15
@@ -352,7 +352,8 @@ def test_mqtts_with_a_ca_and_credentials_from_the_env_file_and_a_wrong_password_
             assert stats["delivered"] == want and stats["pending"] == 1 - want, stats
             if not want:
                 assert "refused" in stats["last_error"] and "EDGEAD_MQTT_USERNAME/PASSWORD" in stats["last_error"]
-        plain = open_relays([f"mqtt://127.0.0.1:{broker.port}/line1/alerts"], tmp_path / "plain" / "events.jsonl")[0]
+        plain = open_relays(configure([f"mqtt://127.0.0.1:{broker.port}/line1/alerts"]),
+                            tmp_path / "plain" / "events.jsonl")[0]
     finally:
         broker.stop()
     assert plain.close(0.1)["delivered"] == 0
@@ -405,7 +406,7 @@ def test_opcua_server_that_goes_away_is_reported_down_between_alerts(tmp_path):
     srv.start()
     events_path = tmp_path / "events.jsonl"
     log = EventLog(events_path)
-    relay = open_relays([f"opcua://127.0.0.1:{port}/ns={ns};s=Line2.Reject"], events_path)[0]
+    relay = open_relays(configure([f"opcua://127.0.0.1:{port}/ns={ns};s=Line2.Reject"]), events_path)[0]
     try:
         log.append({"frame": 1, "unix": time.time(), "score": 2.0})
         relay.wake()
@@ -518,7 +519,7 @@ def test_relay_never_blocks_and_counts_expired_alerts(tmp_path):
     """Nothing listens on the port: appending stays instant; alerts older than max_age are expired, not sent."""
     events_path = tmp_path / "events.jsonl"
     log = EventLog(events_path)
-    relay = open_relays([f"mqtt://127.0.0.1:{_free_port()}/t?max_age=60"], events_path)[0]
+    relay = open_relays(configure([f"mqtt://127.0.0.1:{_free_port()}/t?max_age=60"]), events_path)[0]
     t0 = time.monotonic()
     log.append({"frame": 1, "unix": time.time() - 3600})  # an hour old: a reject gate must never act on it
     log.append({"frame": 2, "unix": time.time()})

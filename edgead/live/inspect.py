@@ -91,7 +91,7 @@ def plan(req: InspectRequest) -> dict:
     from edgead.live.gst import resolve_platform
     from edgead.live.source import default_policy
     from edgead.live.telemetry import parse_address
-    from edgead.notify.targets import parse as parse_notify
+    from edgead.notify import configure
 
     b = Bundle.load(req.bundle)
     srcs, out = [parse(u, "source") for u in _sources(req)], parse(req.output, "sink")
@@ -102,7 +102,7 @@ def plan(req: InspectRequest) -> dict:
     lines = [str(source_pipeline(src, target, pol)) if src.scheme != "images"
              else f"(stills in {src.location} read by edgead's image reader, resized by the bundle's preprocessing)"
              for src, pol in zip(srcs, policies, strict=True)]
-    notify = [str(parse_notify(u)) for u in req.notify]
+    notify = [str(t) for t in configure(req.notify, req.notify_env).targets]
     return {"platform": "jetson" if jetson else "desktop", "nvenc": nvenc, "policy": ", ".join(policies),
             "notify": notify, "metrics": "{}:{}".format(*parse_address(req.metrics)) if req.metrics else None,
             "source_pipeline": "\n        ".join(lines),
@@ -136,9 +136,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
     from edgead.live.source import default_policy, open_source
     from edgead.live.stopper import Stopper
     from edgead.live.telemetry import parse_address
-    from edgead.notify import open_relays
-    from edgead.notify.targets import credentials, exposed
-    from edgead.notify.targets import parse as parse_notify
+    from edgead.notify import configure, open_relays
     from edgead.progress import console
 
     if req.dry_run:
@@ -146,11 +144,9 @@ def inspect(req: InspectRequest, log=None) -> dict:
     log = log or (lambda m: console.print(m, highlight=False, soft_wrap=True))
     uris = _sources(req)
     srcs, out_uri = [parse(u, "source") for u in uris], parse(req.output, "sink")
-    for u in req.notify:  # every bad URI, credential file or address is an error before anything opens
-        parse_notify(u)
-    note = exposed(req.notify_env, credentials(req.notify_env))
-    if note:
-        log(f"[yellow]warning:[/] {note}")
+    notify = configure(req.notify, req.notify_env)  # a bad URI, credential file or address: an error before
+    if notify.warning:                                # anything opens
+        log(f"[yellow]warning:[/] {notify.warning}")
     if req.metrics:
         parse_address(req.metrics)
     b = Bundle.load(req.bundle)
@@ -166,7 +162,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
     inspectors = [Inspector(engine, pre, b.category_norm(c), c) for c in categories]
     events_path = Path(req.events or Path(req.alerts_dir) / "events.jsonl")
     events = EventLog(events_path)
-    relays = open_relays(req.notify, events_path, req.notify_env) if req.notify else []
+    relays = open_relays(notify, events_path)
     alerts = AlertWriter(req.alerts_dir, events, key, req.backend, on_written=[r.wake for r in relays])
     telemetry = None
     output = None
@@ -246,13 +242,12 @@ def inspect(req: InspectRequest, log=None) -> dict:
                     decisions.append({"frame": fr.number, "name": fr.name, "score": d.score, "flagged": d.flagged,
                                       **({"source": uris[si], "category": inspector.category}
                                          if len(uris) > 1 else {})})
-                    latency = _record(times, fr, d, render_ms=(t4 - t3) * 1e3, alert_ms=(t5 - t4) * 1e3,
-                                      output_ms=(t6 - t5) * 1e3)
+                    stage_ms = _record(times, fr, d, render_ms=(t4 - t3) * 1e3, alert_ms=(t5 - t4) * 1e3,
+                                       output_ms=(t6 - t5) * 1e3)
+                    latency = stage_ms["decision"]
                     over_budget += bool(req.latency_budget_ms is not None and latency > req.latency_budget_ms)
                     if telemetry is not None:
-                        telemetry.frame(uris[si], d.flagged, {**d.ms, "postprocess": d.ms["postprocess"] +
-                                                              (t4 - t3) * 1e3, "alert": (t5 - t4) * 1e3,
-                                                              "output": (t6 - t5) * 1e3, "decision": latency})
+                        telemetry.frame(uris[si], d.flagged, stage_ms)
                     live.update(count[0], _flagged(per), fps.value, stats, times, over_budget,
                                 req.latency_budget_ms)
             finally:
@@ -350,25 +345,22 @@ class _AllStats:
         return sum(c.stats.reconnects for c in self.caps)
 
 
-def _record(times: dict[str, Window], fr, d, render_ms: float, alert_ms: float, output_ms: float) -> float:
-    """One frame's stage times (``alert`` only for flagged frames, ``capture_age`` for live sources); returns
-    its capture-to-decision latency (from the buffer's capture time, or the file's write, when known; else
-    from its arrival in the queue)."""
-    times["queue"].append(fr.queue_ms)
-    times["preprocess"].append(d.ms["preprocess"])
-    times["handoff"].append(d.ms["handoff"])
-    times["inference"].append(d.ms["inference"])
-    times["postprocess"].append(d.ms["postprocess"] + render_ms)
-    times["output"].append(output_ms)
-    # the loop thread's own work per frame (preprocessing runs ahead in the prefetch thread)
-    times["frame"].append(d.ms["inference"] + d.ms["postprocess"] + render_ms + alert_ms + output_ms)
+def _record(times: dict[str, Window], fr, d, render_ms: float, alert_ms: float, output_ms: float) -> dict:
+    """One frame's stage times (``alert`` only for flagged frames, ``capture_age`` for live sources), appended
+    to their windows and returned; ``decision`` is the capture-to-decision latency (from the buffer's capture
+    time, or the file's write, when known; else from its arrival in the queue)."""
+    stage = {"queue": fr.queue_ms, "preprocess": d.ms["preprocess"], "handoff": d.ms["handoff"],
+             "inference": d.ms["inference"], "postprocess": d.ms["postprocess"] + render_ms, "output": output_ms,
+             # the loop thread's own work per frame (preprocessing runs ahead in the prefetch thread)
+             "frame": d.ms["inference"] + d.ms["postprocess"] + render_ms + alert_ms + output_ms}
     if d.flagged:
-        times["alert"].append(alert_ms)
+        stage["alert"] = alert_ms
     if fr.age_ms is not None:
-        times["capture_age"].append(fr.age_ms)
-    latency = (fr.age_ms if fr.age_ms is not None else fr.queue_ms) + sum(d.ms.values())
-    times["decision"].append(latency)
-    return latency
+        stage["capture_age"] = fr.age_ms
+    stage["decision"] = (fr.age_ms if fr.age_ms is not None else fr.queue_ms) + sum(d.ms.values())
+    for k, v in stage.items():
+        times[k].append(v)
+    return stage
 
 
 def _operating(norm: dict, n: int, flagged: int) -> dict:

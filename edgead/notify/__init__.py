@@ -1,17 +1,36 @@
 """Alert notifiers beside ``events.jsonl``: MQTT and OPC UA, each fed by a relay thread from the file.
 
-``open_relays(uris, events, env_file)`` parses every ``--notify`` URI (errors before anything starts),
-builds its notifier and returns started relays; the inspection loop only calls ``wake()``.
+``configure(uris, env_file)`` parses every ``--notify`` URI and the credentials once (errors before
+anything starts); ``open_relays(config, events)`` builds the notifiers and returns started relays. The
+inspection loop only calls ``wake()``.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgead.errors import EdgeadError
 from edgead.notify.relay import Relay
-from edgead.notify.targets import Target, credentials, parse
+from edgead.notify.targets import Target, credentials, exposed, parse
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    targets: list[Target]
+    creds: dict[str, str]
+    warning: str | None = None  # the credentials file is readable by others
+
+
+def configure(uris: list[str], env_file: Path | None = None) -> NotifyConfig:
+    targets = [parse(u) for u in uris]
+    names = [t.name for t in targets]
+    for t in targets:
+        if names.count(t.name) > 1:
+            raise EdgeadError(f"--notify {t.text}: given twice (same scheme, host, port and topic or node)")
+    creds = credentials(env_file)
+    return NotifyConfig(targets, creds, exposed(env_file, creds))
 
 
 def open_notifier(target: Target, creds: dict[str, str], events: Path):
@@ -25,13 +44,7 @@ def open_notifier(target: Target, creds: dict[str, str], events: Path):
     return OpcuaNotifier(target, creds)
 
 
-def open_relays(uris: list[str], events: Path, env_file: Path | None = None) -> list[Relay]:
-    targets = [parse(u) for u in uris]
-    names = [t.name for t in targets]
-    for t in targets:
-        if names.count(t.name) > 1:
-            raise EdgeadError(f"--notify {t.text}: given twice (same scheme, host, port and topic or node)")
-    creds = credentials(env_file)
-    notifiers = [open_notifier(t, creds, events) for t in targets]
+def open_relays(config: NotifyConfig, events: Path) -> list[Relay]:
+    notifiers = [open_notifier(t, config.creds, events) for t in config.targets]
     return [Relay(n, events, events.parent / ".notify" / f"{t.name}.json", t.max_age).start()
-            for n, t in zip(notifiers, targets, strict=True)]
+            for n, t in zip(notifiers, config.targets, strict=True)]
