@@ -181,8 +181,9 @@ def train(
     select: Annotated[str, typer.Option(help="Weights kept: 'last' epoch, or the 'best' epoch on validation.")
                       ] = "last",
     post: Annotated[str, typer.Option(help="Post-processing (map smoothing, score window): fixed, as configured; "
-                                      "auto, chosen on the held-out normals + synthetic anomalies (CRAD, CCAD).")
-                    ] = "fixed",
+                                      "auto, chosen on the held-out normals + synthetic anomalies when it beats the "
+                                      "configured one beyond their noise (CRAD, CCAD).")
+                    ] = "auto",
     amp: Annotated[str, typer.Option(help="Mixed precision of the training steps: off, or bf16 (autocast; "
                                       "weights and thresholds stay FP32).")] = "off",
     force: Annotated[bool, typer.Option(help="Overwrite an existing run folder.")] = False,
@@ -243,10 +244,14 @@ def train(
                       f"total {prof.get('gmacs_total', 0):.3f} GMACs")
     ps = info.get("post_selection")
     if ps:
-        stdout.print("post-processing (validation): " + ", ".join(f"{k} {v}" for k, v in ps["chosen"].items())
-                     + f" (val {ps['val_score_chosen']:.4f}; configured " + ", ".join(
-                         f"{k} {v}" for k, v in ps["default"].items()) + f": {ps['val_score_default']:.4f})",
-                     highlight=False)
+        def named(setting: dict) -> str:
+            return ", ".join(f"{k} {v}" for k, v in setting.items())
+
+        boot = ps.get("bootstrap")
+        why = "" if boot is None else (f"; best {named(ps['candidate'])}: {ps['val_score_candidate']:.4f}, better in "
+                                       f"{boot['p_better']:.0%} of {boot['resamples']} resamples")
+        stdout.print(f"post-processing (validation): {named(ps['chosen'])} (val {ps['val_score_chosen']:.4f}; "
+                     f"configured {named(ps['default'])}: {ps['val_score_default']:.4f}{why})", highlight=False)
     sel = info.get("selection")
     if sel:
         stdout.print(f"validation (held-out normals + synthetic anomalies): best epoch {sel['best_epoch']} "

@@ -71,7 +71,7 @@ class TrainRequest:
     quiet: bool = False
     validate: bool = True  # score every epoch on held-out normals + synthetic anomalies (edgead.validation)
     select: str = "last"  # the weights kept: 'last' epoch, or the 'best' epoch on validation
-    post: str = "fixed"  # 'auto': post-processing chosen on the validation split (edgead.post_select); 'fixed'
+    post: str = "auto"  # 'auto': post-processing chosen on the validation split (edgead.post_select); 'fixed'
     amp: str = "off"  # 'bf16': the training steps under bfloat16 autocast (AMX on recent Xeons, tensor cores on GPUs)
     # called after every epoch with (epoch, model); may return a dict stored in that epoch's curve row
     # (e.g. a convergence probe); not part of the run's identity
@@ -89,9 +89,14 @@ def _fingerprint(req: TrainRequest, train_cfg: dict, model_cfg: dict, categories
         fp["select"] = req.select
     if req.amp != "off":
         fp["amp"] = req.amp
-    if req.post == "auto" and model_class(req.model).post_choices:  # only when set: earlier runs keep their identity
-        fp["post"] = req.post
+    # --post is not part of it: the choice is made after training and does not change the weights (a run's
+    # post_selection records it).
     return json.loads(json.dumps(fp))
+
+
+def same_run(stored: dict | None, fp: dict) -> bool:
+    """Whether a run folder's fingerprint is this training's (runs of the last version recorded --post auto)."""
+    return {k: v for k, v in (stored or {}).items() if k != "post"} == fp
 
 
 @torch.no_grad()
@@ -214,11 +219,14 @@ def _train(req: TrainRequest, world) -> dict:
                 for name in (CHECKPOINT, WEIGHTS, RUN_JSON, BEST):
                     (out / name).unlink(missing_ok=True)
                 shutil.rmtree(out / "eval", ignore_errors=True)
-        elif info.get("fingerprint") != fp:
+        elif not same_run(info.get("fingerprint"), fp):
             raise EdgeadError(f"{out}: holds a different run (model, data or settings differ); "
                               f"choose another --out or pass --force to overwrite")
         elif info.get("status") == "trained":
             say(f"[green]{out}: already trained[/] ({info['model']}, {info['train']['epochs']} epochs)")
+            if req.post == "auto" and cls.post_choices and "post_selection" not in info:
+                say(f"{out}: its post-processing is the configured one (trained with --post fixed or before --post "
+                    f"auto was the default); --force retrains and chooses it on validation")
             return info
         elif (out / CHECKPOINT).exists():
             ckpt = load_checkpoint(out / CHECKPOINT)

@@ -37,14 +37,15 @@ def main() -> None:
     val = ValidationSet.from_holdout(info["data"]["holdout_files"], cats, pre)
     t0 = time.time()
     sel = post_select.choose(model, val, pre)
-    print(f"validation: configured {sel['default']} {sel['val_score_default']:.4f}, chosen {sel['chosen']} "
-          f"{sel['val_score_chosen']:.4f} ({time.time() - t0:.0f} s)")
+    print(f"validation: configured {sel['default']} {sel['val_score_default']:.4f}, best {sel['candidate']} "
+          f"{sel['val_score_candidate']:.4f}, bootstrap {sel['bootstrap']}, kept {sel['chosen']} "
+          f"({time.time() - t0:.0f} s)")
     test = {}
     for c in cats:
         cs = [s for s in mvtec.discover(a.data, cats, "test") if s.category == c]
         x, masks = mvtec.load_images(cs, pre), mvtec.load_masks(cs, pre) > 0
         labels = np.array([s.label for s in cs])
-        for name, setting in (("configured", sel["default"]), ("chosen", sel["chosen"])):
+        for name, setting in (("configured", sel["default"]), ("best on validation", sel["candidate"])):
             for k, v in setting.items():
                 setattr(model.post, k, v)
             with torch.no_grad():

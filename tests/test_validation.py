@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from test_cli import edgead
 
+from edgead import post_select
 from edgead.data import mvtec
 from edgead.data.preprocess import Preprocess
 from edgead.runs import load_model, read_run
@@ -61,19 +62,22 @@ def test_select_best_keeps_the_epoch_validation_ranked_first(tiny_real, tmp_path
 
 
 def test_post_processing_chosen_on_validation_is_used_by_the_run(tiny_real, tmp_path):
-    """--post auto (CRAD): every box/pool combination scored on the validation set, the best kept in the run's
-    config (export and eval build from it), the thresholds set with it; the default keeps the configured one."""
-    run = tmp_path / "auto"
+    """--post auto (CRAD, the default): every box/pool combination scored on the validation set, the best kept in
+    the run's config (export and eval build from it) when the bootstrap says it beats the configured one, the
+    thresholds set with it; --post fixed keeps the configured one."""
+    run = tmp_path / "auto"  # --post auto is the default
     r = edgead("train", "--model", "crad", "--data", tiny_real, "--category", "magnetic_tile", "--out", run,
-               "--epochs", 2, "--image-size", 64, "--batch-size", 8, "--holdout", 0.3, "--post", "auto")
+               "--epochs", 2, "--image-size", 64, "--batch-size", 8, "--holdout", 0.3)
     assert r.exit_code == 0, r.output
     info = read_run(run)
     ps = info["post_selection"]
     assert len(ps["grid"]) == 6 * 5 and ps["default"] == {"box_kernel": 21, "score_pool": 32}
     best = max(r["val_score"] for r in ps["grid"])
-    assert ps["val_score_chosen"] == best >= ps["val_score_default"]
+    assert ps["val_score_candidate"] == best >= ps["val_score_default"]
     row = next(r for r in ps["grid"] if {k: r[k] for k in ps["chosen"]} == ps["chosen"])
-    assert row["val_score"] == best and "post-processing (validation)" in r.output
+    adopted = ps["bootstrap"] is not None and ps["bootstrap"]["p_better"] >= post_select.CONFIDENCE
+    assert ps["chosen"] == (ps["candidate"] if adopted else ps["default"])
+    assert row["val_score"] == ps["val_score_chosen"] and "post-processing (validation)" in r.output
     model, cfg = load_model(run)
     assert {k: getattr(model.post, k) for k in ps["chosen"]} == ps["chosen"] == {k: cfg["model_config"][k]
                                                                               for k in ps["chosen"]}
@@ -86,11 +90,41 @@ def test_post_processing_chosen_on_validation_is_used_by_the_run(tiny_real, tmp_
         scores = model(torch.from_numpy(held))[1].numpy()
     assert abs(float(np.median(scores)) - cfg["normalization"]["magnetic_tile"]["center"]) < 1e-4
 
-    out = tmp_path / "fixed"  # the default keeps the configured post-processing and records no choice
+    out = tmp_path / "fixed"  # --post fixed keeps the configured post-processing and records no choice
     r = edgead("train", "--model", "crad", "--data", tiny_real, "--category", "magnetic_tile", "--out", out,
-               "--epochs", 1, "--image-size", 64, "--batch-size", 8)
+               "--epochs", 1, "--image-size", 64, "--batch-size", 8, "--post", "fixed")
     assert r.exit_code == 0, r.output
     fixed = read_run(out)
     assert "post_selection" not in fixed and fixed["model_config"]["box_kernel"] == 21
+    r = edgead("train", "--model", "crad", "--data", tiny_real, "--category", "magnetic_tile", "--out", out,
+               "--epochs", 1, "--image-size", 64, "--batch-size", 8)  # the same run: the choice is not its identity
+    said = " ".join(r.output.split())
+    assert r.exit_code == 0 and "already trained" in said and "--force retrains" in said, r.output
     r = edgead("train", "--model", "crad", "--data", tiny_real, "--out", out, "--post", "sometimes")
     assert r.exit_code == 2 and "--post 'sometimes'" in r.output
+
+
+def test_post_choice_needs_a_gain_beyond_validation_noise():
+    """The bootstrap's weighted AUROC is the AUROC of the resampled images; a setting that differs from the default
+    only by noise is not adopted, a clearly better one is."""
+    from edgead.metrics import auroc
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(32), np.ones(32)].astype(int)
+    masks = np.zeros((64, 16, 16), np.uint8)
+    masks[32:, 4:10, 4:10] = 255
+    val = ValidationSet(np.zeros((64, 16, 16, 3), np.uint8), masks, labels, np.array(["c"] * 64),
+                        np.array([f"{i}.png" for i in range(64)]))
+    noise_s, noise_m = rng.normal(size=64), rng.normal(size=(64, 16, 16))
+    default = (masks / 255 + noise_m, labels + noise_s)
+    w = rng.integers(0, 3, 64).astype(float)
+    reps = np.repeat(np.arange(64), w.astype(int))
+    curve = post_select._WeightedAUROC(default[1], labels, np.arange(64))
+    assert abs(curve(np.ones(64)) - auroc(default[1], labels)) < 1e-12
+    assert abs(curve(w) - auroc(default[1][reps], labels[reps])) < 1e-12
+
+    jitter = (default[0] + 0.05 * rng.normal(size=(64, 16, 16)), default[1] + 0.05 * rng.normal(size=64))
+    same = post_select.paired_bootstrap(val, jitter, default)
+    better = post_select.paired_bootstrap(val, (2 * masks / 255 + noise_m, 2 * labels + noise_s), default)
+    assert same["p_better"] < post_select.CONFIDENCE <= better["p_better"]
+    assert better["gain_q05"] > 0 and same["gain_q05"] < 0 < same["gain_q95"]
