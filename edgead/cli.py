@@ -189,6 +189,8 @@ def train(
     force: Annotated[bool, typer.Option(help="Overwrite an existing run folder.")] = False,
     nproc: Annotated[int, typer.Option(min=1, help="Train in N processes (torchrun, DistributedDataParallel; "
                                        "--batch-size stays the global batch).")] = 1,
+    device: Annotated[str, typer.Option(help="auto: a GPU per process when CUDA is there (NCCL between them), "
+                                        "else the CPU (gloo); cpu; cuda.")] = "auto",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the run summary as JSON.")] = None,
 ) -> None:
     """Train a model on normal images; writes a run folder (weights, config, curve, thresholds)."""
@@ -226,7 +228,7 @@ def train(
                                   max_per_category=max_per_category,
                                   shots=shots, false_reject=false_reject,
                                   train_overrides={"lr_step": lr_step} if lr_step else {}, force=force,
-                                  validate=validate, select=select, amp=amp, post=post))
+                                  validate=validate, select=select, amp=amp, post=post, device=device))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports and writes
     for w in info.get("warnings", []):

@@ -31,12 +31,13 @@ def raw_maps(model, val: ValidationSet, pre, batch: int = 16) -> torch.Tensor:
     """The map each validation image gives before ``model.post`` (captured at its input)."""
     got: list[torch.Tensor] = []
     hook = model.post.register_forward_pre_hook(lambda _m, args: got.append(args[0].detach().clone()))
+    device = next(model.parameters()).device
     try:
         for x in val.inputs(pre, batch):
-            model(torch.from_numpy(x))
+            model(torch.from_numpy(x).to(device))
     finally:
         hook.remove()
-    return torch.cat(got)
+    return torch.cat(got).cpu()
 
 
 @torch.no_grad()

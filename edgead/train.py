@@ -73,6 +73,7 @@ class TrainRequest:
     select: str = "last"  # the weights kept: 'last' epoch, or the 'best' epoch on validation
     post: str = "auto"  # 'auto': post-processing chosen on the validation split (edgead.post_select); 'fixed'
     amp: str = "off"  # 'bf16': the training steps under bfloat16 autocast (AMX on recent Xeons, tensor cores on GPUs)
+    device: str = "auto"  # auto: this process's GPU (by local rank) when CUDA is there, else the CPU; cpu; cuda
     # called after every epoch with (epoch, model); may return a dict stored in that epoch's curve row
     # (e.g. a convergence probe); not part of the run's identity
     on_epoch: Callable | None = None
@@ -102,11 +103,12 @@ def same_run(stored: dict | None, fp: dict) -> bool:
 @torch.no_grad()
 def infer(model: AnomalyModel, images: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Run the full inference path -> (maps (N, H, W) float32, scores (N,))."""
+    device = next(model.parameters()).device
     maps, scores = [], []
     for i in range(0, len(images), batch):
-        m, s = model(torch.from_numpy(images[i:i + batch]))
-        maps.append(m[:, 0].numpy())
-        scores.append(s.numpy())
+        m, s = model(torch.from_numpy(images[i:i + batch]).to(device))
+        maps.append(m[:, 0].cpu().numpy())
+        scores.append(s.cpu().numpy())
     return np.concatenate(maps), np.concatenate(scores)
 
 
@@ -134,7 +136,7 @@ def train(req: TrainRequest) -> dict:
     process calls this; they train together (``edgead.distributed``) and rank 0 writes the run."""
     from edgead import distributed
 
-    world = distributed.join()
+    world = distributed.join(req.device)
     try:
         return _train(req, world)
     finally:
@@ -236,6 +238,7 @@ def _train(req: TrainRequest, world) -> dict:
     distributed.barrier(world)
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
+    model.to(world.device)  # before the optimiser holds its parameters
 
     info = {"status": "training", "model": req.model, "model_config": model_config_dict(model),
             "preprocess": pre.to_dict(), "train": train_cfg, "seed": req.seed,
@@ -261,7 +264,8 @@ def _train(req: TrainRequest, world) -> dict:
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         ranks = ckpt.get("rng_per_process")
-        torch.set_rng_state(ranks[world.rank] if ranks and len(ranks) == world.size else ckpt["rng"])
+        distributed.set_rng_state(world, ranks[world.rank] if ranks and len(ranks) == world.size
+                                  else ckpt.get("rng_state", ckpt["rng"]))
         model.load_training_state(ckpt.get("training_state", {}))
 
     t0 = time.time()
@@ -295,8 +299,9 @@ def _train(req: TrainRequest, world) -> dict:
             losses, te = [], time.time()
             starts = [i for i in range(0, len(order), bs) if len(order) - i >= min(2, len(order))]
             for step, i in enumerate(starts):  # a last batch of one is dropped (BatchNorm)
-                with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=req.amp == "bf16"):
-                    out_d = step_fn(data[order[i:i + bs]], step)
+                batch = data[order[i:i + bs]].to(world.device, non_blocking=True)  # images stay on the host
+                with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=req.amp == "bf16"):
+                    out_d = step_fn(batch, step)
                 opt.zero_grad(set_to_none=True)
                 out_d["loss"].backward()
                 if train_cfg.get("grad_clip"):
@@ -313,7 +318,7 @@ def _train(req: TrainRequest, world) -> dict:
                 row["loss_per_process"] = [e["means"]["loss"] for e in every]
             curve.append(row)
             info["curve"] = curve
-            rng = distributed.gather(world, torch.get_rng_state())
+            rng = distributed.gather(world, distributed.rng_state(world))
             if not world.main:
                 distributed.barrier(world)  # rank 0 validates and writes the checkpoint
                 prog.update(task, advance=1)
@@ -327,7 +332,7 @@ def _train(req: TrainRequest, world) -> dict:
             save_checkpoint(out / CHECKPOINT, {"model": model.trainable_state(), "optimizer": opt.state_dict(),
                                                "scheduler": sched.state_dict(), "epoch": epoch + 1,
                                                "training_state": model.training_state(),
-                                               "rng": torch.get_rng_state(),
+                                               "rng": torch.get_rng_state(), "rng_state": rng[world.rank],
                                                **({"rng_per_process": rng} if world.active else {})})
             write_run_json(out, info)
             if req.on_epoch is not None:
@@ -339,6 +344,7 @@ def _train(req: TrainRequest, world) -> dict:
         train_seconds = time.time() - t0
         if not world.main:
             return info  # rank 0 picks the epoch, sets the thresholds and writes the run
+        model.to("cpu")  # the choices, thresholds and profile after training run where export and eval do
         if any("val_score" in r for r in curve):
             info["selection"] = selection(curve, req.select)
             if req.select == "best" and (out / BEST).is_file():
@@ -412,8 +418,9 @@ def selection(curve: list[dict], select: str) -> dict:
 def _features(model: AnomalyModel, images: np.ndarray, prog, batch: int = 16) -> torch.Tensor:
     task = prog.add_task("backbone features", total=len(images), info="cached once (frozen backbone)")
     model.eval()
+    device = next(model.parameters()).device  # the cache lives where the model trains
     feats = []
     for i in range(0, len(images), batch):
-        feats.append(model.encode(torch.from_numpy(images[i:i + batch])))
+        feats.append(model.encode(torch.from_numpy(images[i:i + batch]).to(device)))
         prog.advance(task, len(feats[-1]))
     return torch.cat(feats)

@@ -1,5 +1,6 @@
 """Training in two processes under torchrun (gloo, CPU) on real tiles: both train, the loss falls, rank 0
-alone writes, the run matches a one-process run of the same global batch, and an interrupted run resumes."""
+alone writes, the run matches a one-process run of the same global batch, and an interrupted run resumes.
+On a machine with CUDA GPUs, the same on one GPU and on two (NCCL); those tests skip here."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from edgead.cli import app
 
 pytestmark = pytest.mark.skipif(not __import__("torch").distributed.is_available(),
                                 reason="this torch build has no torch.distributed")
-ARGS = ["--model", "crad", "--category", "magnetic_tile", "--image-size", "128", "--batch-size", "8", "--seed", "0"]
+ARGS = ["--device", "cpu", "--model", "crad", "--category", "magnetic_tile", "--image-size", "128", "--batch-size", "8",
+        "--seed", "0"]
 
 
 def _torchrun(data: Path, out: Path, epochs: int, **kw) -> subprocess.Popen:
@@ -119,3 +121,42 @@ def test_nproc_launches_torchrun_and_the_global_batch_must_divide(tiny_real, tmp
                        capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and "--batch-size 7 is the global batch: it must divide by the 2 processes" in r.stderr \
         + r.stdout and "Traceback" not in r.stderr + r.stdout
+
+
+def test_device_cuda_without_a_gpu_says_so(tiny_real, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU, so --device cuda is valid here")
+    r = CliRunner().invoke(app, ["train", "--data", str(tiny_real), "--out", str(tmp_path / "g"), "--epochs", "1",
+                                 *ARGS[2:], "--device", "cuda"])
+    assert r.exit_code == 2 and "--device cuda: torch sees no CUDA GPU" in " ".join(r.output.split())
+    assert "use --device cpu" in " ".join(r.output.split()) and not (tmp_path / "g").exists()
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(),
+                    reason="no CUDA GPU here (the development and CI machines have none); runs on a GPU machine")
+def test_one_gpu_trains_like_the_cpu(tiny_real, tmp_path):
+    runs = {}
+    for dev in ("cpu", "cuda"):
+        r = CliRunner().invoke(app, ["train", "--data", str(tiny_real), "--out", str(tmp_path / dev), "--epochs", "3",
+                                     *ARGS[2:], "--device", dev])
+        assert r.exit_code == 0, r.output
+        runs[dev] = json.loads((tmp_path / dev / "run.json").read_text())
+    cpu, gpu = runs["cpu"]["curve"], runs["cuda"]["curve"]
+    assert gpu[-1]["loss"] < 0.7 * gpu[0]["loss"]
+    assert abs(gpu[-1]["loss"] - cpu[-1]["loss"]) <= 0.05 * cpu[-1]["loss"]  # other kernels, same training
+    assert abs(gpu[-1]["val_score"] - cpu[-1]["val_score"]) <= 0.03
+    a, b = _eval(tmp_path / "cuda", tiny_real), _eval(tmp_path / "cpu", tiny_real)  # weights saved for the CPU
+    assert abs(a["pixel_auroc"] - b["pixel_auroc"]) <= 0.03
+
+
+@pytest.mark.skipif(__import__("torch").cuda.device_count() < 2,
+                    reason="needs two CUDA GPUs (the development and CI machines have none)")
+def test_two_gpus_train_with_nccl(tiny_real, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "edgead",
+           "train", "--data", str(tiny_real), "--out", str(tmp_path / "nccl"), "--epochs", "3", *ARGS[2:]]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    info = json.loads((tmp_path / "nccl" / "run.json").read_text())
+    assert info["distributed"]["backend"] == "nccl" and info["curve"][-1]["loss"] < 0.7 * info["curve"][0]["loss"]

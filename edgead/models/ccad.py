@@ -157,7 +157,7 @@ class CCAD(AnomalyModel):
         pooled = self._standardise(feats).mean(dim=(2, 3))
         self.bank.copy_(pooled)
         self.bank_cat.copy_(torch.tensor([cats.index(c) for c in categories], dtype=torch.long))
-        cents = [kmeans(pooled[self.bank_cat == i].numpy().astype(np.float64), self.cfg.k, seed=i)
+        cents = [kmeans(pooled[self.bank_cat == i].cpu().numpy().astype(np.float64), self.cfg.k, seed=i)
                  for i in range(len(cats))]
         self.centroids.copy_(torch.from_numpy(np.concatenate(cents)).float())
         if self.cfg.bank == "adaptive" and int(self.ready) == 0:

@@ -176,10 +176,11 @@ class CRR(AnomalyModel):
             self._synth = Synthesizer(self.cfg.texture_dir, self.cfg.foreground)
         mean = torch.tensor(self.backbone.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.backbone.std).view(1, 3, 1, 1)
-        rgb = ((x * std + mean).clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        host = x.detach().cpu()  # the synthesizer works on host images (numpy)
+        rgb = ((host * std + mean).clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         syn, masks = self._synth.batch(rgb, seed)
         xs = (torch.from_numpy(syn).permute(0, 3, 1, 2).float() / 255 - mean) / std
-        return xs, torch.from_numpy(masks)
+        return xs.to(x.device), torch.from_numpy(masks).to(x.device)
 
     def configure_training(self, train_cfg: dict) -> None:
         # stage 2 = the last seg_epochs epochs, at most half of them (short runs get both stages)
