@@ -590,6 +590,11 @@ def inspect_(
                                                        "for all, or once per --source.")] = None,
     alerts: Annotated[Path, typer.Option(help="Folder for flagged frames, heatmaps and events.jsonl.")] = Path(
         "alerts"),
+    alerts_min_free_mb: Annotated[float, typer.Option(min=0.0, help="With less free disk than this in the alerts "
+                                                      "folder, alerts keep their line but save no images.")] = 512.0,
+    alerts_max_mb: Annotated[float | None, typer.Option(min=0.1, help="Keep the alerts folder's images under this "
+                                                        "size: the oldest frame/heatmap pairs are deleted (their "
+                                                        "lines stay).")] = None,
     max_frames: Annotated[int | None, typer.Option(min=1, help="Stop after N frames.")] = None,
     duration: Annotated[float | None, typer.Option(min=0.1, help="Stop after S seconds.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads.")] = None,
@@ -622,7 +627,8 @@ def inspect_(
     res = inspect(InspectRequest(bundle=bundle, source=source[0] if len(source) == 1 else source, output=output,
                                  precision=precision, backend=backend, policy=policy,
                                  category=category[0] if category and len(category) == 1 else category,
-                                 alerts_dir=alerts, max_frames=max_frames,
+                                 alerts_dir=alerts, alerts_min_free_mb=alerts_min_free_mb,
+                                 alerts_max_mb=alerts_max_mb, max_frames=max_frames,
                                  duration=duration, threads=threads, platform=platform, fps=fps,
                                  dry_run=dry_run, first_frame_timeout_s=first_frame_timeout,
                                  latency_budget_ms=latency_budget_ms, scale=scale, notify=notify or [],
@@ -661,6 +667,13 @@ def inspect_(
     if a["queue_full_waits"]:
         console.print(f"[yellow]note:[/] the alert writer fell behind {a['queue_full_waits']} time(s); the loop waited "
                       f"(no alert lost)", highlight=False)
+    if a["images_skipped"]:
+        console.print(f"[yellow]warning:[/] {a['images_skipped']} alert(s) saved without images: the disk under "
+                      f"{alerts} is nearly full (under --alerts-min-free-mb {alerts_min_free_mb:g}); free space or "
+                      f"cap the folder with --alerts-max-mb", highlight=False, soft_wrap=True)
+    if a["images_pruned"]:
+        console.print(f"note: {a['images_pruned']} oldest alert image pair(s) deleted to keep {alerts} under "
+                      f"{alerts_max_mb:g} MB (their lines stay in events.jsonl)", highlight=False, soft_wrap=True)
     if a["errors"]:
         console.print(f"[red]error:[/] {a['errors']} alert(s) could not be written to {alerts} ({a['last_error']}); "
                       f"free disk space or fix the folder's permissions", highlight=False, soft_wrap=True)

@@ -461,3 +461,37 @@ def test_stage_windows_keep_the_last_values_in_fixed_memory():
     assert w.a is buf and w.a.nbytes == 800  # no growth however long the run
     assert sorted(w.values()) == [float(i) for i in range(900, 1000)]
     assert list(w.last(3)) == [999.0, 998.0, 997.0] and _pct(w)["n"] == 100 and _pct(Window(4)) == {}
+
+
+@needs_gst
+def test_alert_images_respect_free_space_and_the_folder_cap(bundle, tmp_path):
+    """An unattended box must not fill its disk: under --alerts-min-free-mb the lines are written without images;
+    with --alerts-max-mb the oldest image pairs (an earlier run's first) are deleted and the newest kept."""
+    alerts = tmp_path / "alerts"
+    alerts.mkdir()
+    old = [alerts / f"20000101-000000_0000001_old.{k}.png" for k in ("frame", "heatmap")]
+    for p in old:
+        p.write_bytes(b"\x89PNG" + bytes(40_000))
+    res = inspect(InspectRequest(bundle=bundle, source="test://", category="magnetic_tile", alerts_dir=alerts,
+                                 max_frames=12, policy="every", alerts_max_mb=0.1, quiet=True))
+    events = read_events(alerts / "events.jsonl")
+    assert res["flagged"] >= 3 and len(events) == res["flagged"] == res["alerts"]["written"]
+    assert not any(p.exists() for p in old)  # the oldest pair went first
+    kept = sorted(p.name.removesuffix(".frame.png") for p in alerts.glob("*.frame.png"))
+    assert kept and len(list(alerts.glob("*.heatmap.png"))) == len(kept)
+    assert sum(p.stat().st_size for p in alerts.glob("*.png")) <= 0.1e6 or len(kept) == 1
+    newest = [Path(e["frame_path"]).name.removesuffix(".frame.png") for e in events][-len(kept):]
+    assert kept == newest and res["alerts"]["images_pruned"] == 1 + len(events) - len(kept)
+
+    full = tmp_path / "full"  # more free space asked for than the disk has: lines only, no images
+    free_mb = shutil.disk_usage(tmp_path).free / 1e6
+    res = inspect(InspectRequest(bundle=bundle, source="test://", category="magnetic_tile", alerts_dir=full,
+                                 max_frames=4, policy="every", alerts_min_free_mb=free_mb * 10, quiet=True))
+    events = read_events(full / "events.jsonl")
+    assert res["flagged"] > 0 and len(events) == res["flagged"] == res["alerts"]["images_skipped"]
+    assert all(e["frame_path"] is None and "--alerts-min-free-mb" in e["images_skipped"] for e in events)
+    assert not list(full.glob("*.png"))
+    r = CliRunner().invoke(app, ["inspect", str(bundle), "--source", "test://", "--category", "magnetic_tile",
+                                 "--alerts", str(tmp_path / "full2"), "--max-frames", "2", "--policy", "every",
+                                 "--alerts-min-free-mb", str(free_mb * 10)])
+    assert r.exit_code == 0 and "saved without images" in " ".join(r.output.split()), r.output

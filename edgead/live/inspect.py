@@ -35,6 +35,8 @@ class InspectRequest:
     policy: str | None = None  # latest | every (default: every for file/images, latest for cameras)
     category: str | list[str] | None = None  # once for all sources, or once per source
     alerts_dir: Path = Path("alerts")
+    alerts_min_free_mb: float = 512.0  # with less free space, alert lines are written without their images
+    alerts_max_mb: float | None = None  # the alerts folder's PNGs kept under this size (oldest pairs deleted)
     events: Path | None = None  # default ALERTS_DIR/events.jsonl
     max_frames: int | None = None
     duration: float | None = None
@@ -163,7 +165,8 @@ def inspect(req: InspectRequest, log=None) -> dict:
     events_path = Path(req.events or Path(req.alerts_dir) / "events.jsonl")
     events = EventLog(events_path)
     relays = open_relays(notify, events_path)
-    alerts = AlertWriter(req.alerts_dir, events, key, req.backend, on_written=[r.wake for r in relays])
+    alerts = AlertWriter(req.alerts_dir, events, key, req.backend, on_written=[r.wake for r in relays],
+                         min_free_mb=req.alerts_min_free_mb, max_mb=req.alerts_max_mb)
     telemetry = None
     output = None
     times: dict[str, Window] = {k: Window() for k in STAGES}

@@ -6,6 +6,7 @@ heatmap PNGs by temp name and rename, then one fsynced event line)."""
 from __future__ import annotations
 
 import queue
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -83,20 +84,33 @@ class Inspector:
         return np.asarray(vis)
 
 
+MIN_FREE_MB = 512.0  # below this much free space in the alerts folder, alerts keep their line but save no images
+
+
 class AlertWriter:
     """Durable alerts off the hot path: ``write`` queues a flagged decision (bounded queue) and a writer
     thread saves frame and heatmap PNGs (temp name, rename) before it appends and fsyncs the event line
     that names them, so after a crash every line is valid and every file it names exists. A full queue
-    makes ``write`` wait (counted, never a lost alert); ``close`` drains the queue."""
+    makes ``write`` wait (counted, never a lost alert); ``close`` drains the queue.
+
+    A box that runs for months must not fill its disk: with less than ``min_free_mb`` free, an alert's
+    line is still written (``frame_path``/``heatmap_path`` null, ``images_skipped`` says why) but no
+    images; with ``max_mb``, the oldest image pairs in the folder are deleted once the folder's PNGs pass
+    that size (their lines stay; the newest pair is never deleted)."""
 
     def __init__(self, folder: Path, events, key: str, backend: str, queue_size: int = 64,
-                 on_written: list | None = None):
+                 on_written: list | None = None, min_free_mb: float = MIN_FREE_MB, max_mb: float | None = None):
         self.folder, self.events = Path(folder), events
         self.on_written = list(on_written or [])  # called after each event line is fsynced (notifier relays)
         self.fields = {"threshold": THRESHOLD, "precision": key, "backend": backend}
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self.stats = {"queued": 0, "written": 0, "queue_full_waits": 0, "max_depth": 0, "errors": 0}
+        self.stats = {"queued": 0, "written": 0, "queue_full_waits": 0, "max_depth": 0, "errors": 0,
+                      "images_skipped": 0, "images_pruned": 0}
         self.error: str | None = None
+        self.min_free, self.max_bytes = min_free_mb * 1e6, None if max_mb is None else max_mb * 1e6
+        # (stem, bytes) of the image pairs in the folder, oldest first
+        self._pairs: list[tuple[str, int]] = self._existing() if max_mb is not None else []
+        self._bytes = sum(n for _, n in self._pairs)
         self._thread = threading.Thread(target=self._run, name="edgead-alerts", daemon=True)
         self._thread.start()
 
@@ -113,6 +127,27 @@ class AlertWriter:
         self.stats["queued"] += 1
         self.stats["max_depth"] = max(self.stats["max_depth"], self.queue.qsize())
 
+    def _existing(self) -> list[tuple[str, int]]:
+        """Image pairs already in the folder (earlier runs), oldest first: stems start with their local time."""
+        sizes: dict[str, int] = {}
+        for p in self.folder.glob("*.png"):
+            stem = p.name.removesuffix(".frame.png").removesuffix(".heatmap.png")
+            if stem != p.name:
+                try:
+                    sizes[stem] = sizes.get(stem, 0) + p.stat().st_size
+                except OSError:
+                    continue
+        return sorted(sizes.items())
+
+    def _prune(self) -> None:
+        """Delete the oldest image pairs until the folder's PNGs fit ``max_mb`` (the newest pair stays)."""
+        while self._bytes > self.max_bytes and len(self._pairs) > 1:
+            stem, n = self._pairs.pop(0)
+            for suffix in (".frame.png", ".heatmap.png"):
+                (self.folder / f"{stem}{suffix}").unlink(missing_ok=True)
+            self._bytes -= n
+            self.stats["images_pruned"] += 1
+
     def _run(self) -> None:
         from edgead.live.alerts import save_png
 
@@ -124,13 +159,24 @@ class AlertWriter:
             try:
                 stem = f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}_{number:07d}_{stem_name}"
                 fpath, hpath = self.folder / f"{stem}.frame.png", self.folder / f"{stem}.heatmap.png"
-                save_png(fpath, rgb)
-                save_png(hpath, colorize(nmap))
+                images: dict = {"frame_path": str(fpath), "heatmap_path": str(hpath)}
+                free = shutil.disk_usage(self.folder).free
+                if free < self.min_free:
+                    images = {"frame_path": None, "heatmap_path": None,
+                              "images_skipped": f"{free / 1e6:.0f} MB free in {self.folder}, under "
+                                                f"{self.min_free / 1e6:.0f} MB (--alerts-min-free-mb)"}
+                    self.stats["images_skipped"] += 1
+                else:
+                    save_png(fpath, rgb)
+                    save_png(hpath, colorize(nmap))
                 self.events.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(stamp)),
                                     "unix": stamp, "frame": number, **tag, "name": name,
-                                    "score": score, "raw_score": raw, **self.fields, "frame_path": str(fpath),
-                                    "heatmap_path": str(hpath)})
+                                    "score": score, "raw_score": raw, **self.fields, **images})
                 self.stats["written"] += 1
+                if self.max_bytes is not None and images["frame_path"] is not None:
+                    self._pairs.append((stem, fpath.stat().st_size + hpath.stat().st_size))
+                    self._bytes += self._pairs[-1][1]
+                    self._prune()
                 for fn in self.on_written:
                     fn()
             except OSError as e:  # a full or read-only disk: counted and reported, the line is not written
