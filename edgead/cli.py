@@ -591,7 +591,7 @@ def inspect_(
     alerts: Annotated[Path, typer.Option(help="Folder for flagged frames, heatmaps and events.jsonl.")] = Path(
         "alerts"),
     alerts_min_free_mb: Annotated[float, typer.Option(min=0.0, help="With less free disk than this in the alerts "
-                                                      "folder, alerts keep their line but save no images.")] = 512.0,
+                                                      "folder, alerts keep their line but save no images.")] = 256.0,
     alerts_max_mb: Annotated[float | None, typer.Option(min=0.1, help="Keep the alerts folder's images under this "
                                                         "size: the oldest frame/heatmap pairs are deleted (their "
                                                         "lines stay).")] = None,

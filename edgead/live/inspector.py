@@ -84,7 +84,7 @@ class Inspector:
         return np.asarray(vis)
 
 
-MIN_FREE_MB = 512.0  # below this much free space in the alerts folder, alerts keep their line but save no images
+MIN_FREE_MB = 256.0  # below this much free space in the alerts folder, alerts keep their line but save no images
 
 
 class AlertWriter:
