@@ -98,6 +98,10 @@ class _Scraped:
         yield CounterMetricFamily("edgead_alerts_written", "Alerts written to events.jsonl", value=a["written"])
         yield CounterMetricFamily("edgead_alert_errors", "Alerts that could not be written (disk)", value=a["errors"])
         yield GaugeMetricFamily("edgead_alert_queue_depth", "Alerts waiting for the writer thread", value=a["depth"])
+        yield CounterMetricFamily("edgead_alert_images_skipped", "Alerts written without images (disk under "
+                                  "--alerts-min-free-mb)", value=a["images_skipped"])
+        yield CounterMetricFamily("edgead_alert_images_pruned", "Oldest alert image pairs deleted (--alerts-max-mb)",
+                                  value=a["images_pruned"])
         fams = {k: CounterMetricFamily(f"edgead_alerts_{k}", h, labels=["notifier"]) for k, h in
                 (("delivered", "Alerts a notifier confirmed"), ("retried", "Alerts sent again after a lost "
                  "confirmation"), ("expired", "Alerts older than max_age, not sent"))}
