@@ -18,14 +18,24 @@ from scipy import ndimage
 STRUCTURE_8 = np.ones((3, 3), dtype=int)
 
 
+class Ranked:
+    """Scores sorted once (descending, ties grouped), for curves under many weightings (a bootstrap)."""
+
+    def __init__(self, scores: np.ndarray):
+        self.order = np.argsort(scores)[::-1]  # tie order is irrelevant: ties are grouped below
+        s = scores[self.order]
+        self.last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+
+    def cum_curve(self, pos_w: np.ndarray, neg_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cumulative weighted negatives and positives at each distinct threshold, from (0, 0)."""
+        tp = np.cumsum(pos_w[self.order], dtype=np.float64)
+        fp = np.cumsum(neg_w[self.order], dtype=np.float64)
+        return np.r_[0.0, fp[self.last]], np.r_[0.0, tp[self.last]]
+
+
 def _cum_curve(scores: np.ndarray, pos_w: np.ndarray, neg_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cumulative weighted positives/negatives at each distinct threshold (descending), from (0, 0)."""
-    order = np.argsort(scores)[::-1]  # tie order is irrelevant: ties are grouped below
-    s = scores[order]
-    tp = np.cumsum(pos_w[order], dtype=np.float64)
-    fp = np.cumsum(neg_w[order], dtype=np.float64)
-    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
-    return np.r_[0.0, fp[last]], np.r_[0.0, tp[last]]
+    return Ranked(scores).cum_curve(pos_w, neg_w)
 
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ import itertools
 import numpy as np
 import torch
 
+from edgead.metrics import Ranked
 from edgead.validation import CRITERION, ValidationSet
 
 BOOTSTRAP = 200  # resamples of the validation images
@@ -79,19 +80,16 @@ def _outputs(model, raw: torch.Tensor, setting: dict) -> tuple[np.ndarray, np.nd
 
 class _WeightedAUROC:
     """AUROC of fixed values and labels under per-owner weights (an owner's weight: how often the bootstrap drew
-    it); the sort is done once."""
+    it); the sort is done once (``metrics.Ranked``)."""
 
     def __init__(self, values: np.ndarray, labels: np.ndarray, owner: np.ndarray):
-        order = np.argsort(values.ravel(), kind="stable")[::-1]
-        v = values.ravel()[order]
-        self.pos = labels.ravel()[order].astype(bool)
-        self.owner = owner.ravel()[order]
-        self.last = np.r_[np.flatnonzero(np.diff(v)), v.size - 1]  # ties share one threshold
+        self.ranked = Ranked(values.ravel())
+        self.pos = labels.ravel().astype(bool)
+        self.owner = owner.ravel()
 
     def __call__(self, weights: np.ndarray) -> float:
         w = weights[self.owner]
-        tp = np.r_[0.0, np.cumsum(np.where(self.pos, w, 0.0))[self.last]]
-        fp = np.r_[0.0, np.cumsum(np.where(self.pos, 0.0, w))[self.last]]
+        fp, tp = self.ranked.cum_curve(np.where(self.pos, w, 0.0), np.where(self.pos, 0.0, w))
         return float(np.trapezoid(tp / tp[-1], fp / fp[-1]))
 
 
