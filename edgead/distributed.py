@@ -39,6 +39,10 @@ class World:
     def active(self) -> bool:
         return self.size > 1
 
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
 
 def pick_device(requested: str = "auto") -> str:
     """``cpu`` or ``cuda:<local rank>`` for ``--device auto|cpu|cuda`` (cuda without a GPU is an error)."""
@@ -60,19 +64,19 @@ def pick_device(requested: str = "auto") -> str:
 def join(requested: str = "auto") -> World:
     """The process group torchrun describes in the environment, or a world of one, with this process's device:
     NCCL between GPUs (one per process, by local rank), gloo between CPU processes."""
-    device = pick_device(requested)
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
+    one = World(device=pick_device(requested))
+    if one.cuda:
+        torch.cuda.set_device(torch.device(one.device))
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
-        return World(device=device)
+        return one
     import torch.distributed as dist
 
     if not dist.is_available():
         raise EdgeadError("this torch build has no torch.distributed; run edgead train without torchrun")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return World(dist.get_rank(), dist.get_world_size(), dist.get_backend(), device)
+        dist.init_process_group("nccl" if one.cuda else "gloo")
+    return World(dist.get_rank(), dist.get_world_size(), dist.get_backend(), one.device)
 
 
 def leave(world: World) -> None:
@@ -130,7 +134,7 @@ def wrap(world: World, model: nn.Module):
 
     # channels-last gradients do not match DDP's contiguous buckets: a copy, not an error
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    gpu = [torch.device(world.device).index] if world.device.startswith("cuda") else None
+    gpu = [torch.device(world.device).index] if world.cuda else None
     return DistributedDataParallel(Step(model), device_ids=gpu,
                                    find_unused_parameters=model.steps_leave_parameters_unused)
 
@@ -138,7 +142,7 @@ def wrap(world: World, model: nn.Module):
 def rng_state(world: World) -> dict:
     """This process's random state: the CPU generator's, and its GPU's when it trains on one."""
     state = {"cpu": torch.get_rng_state()}
-    if world.device.startswith("cuda"):
+    if world.cuda:
         state["cuda"] = torch.cuda.get_rng_state(torch.device(world.device))
     return state
 
@@ -148,5 +152,5 @@ def set_rng_state(world: World, state) -> None:
     if isinstance(state, torch.Tensor):
         state = {"cpu": state}
     torch.set_rng_state(state["cpu"])
-    if world.device.startswith("cuda") and "cuda" in state:
+    if world.cuda and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], torch.device(world.device))

@@ -263,9 +263,8 @@ def _train(req: TrainRequest, world) -> dict:
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        ranks = ckpt.get("rng_per_process")
-        distributed.set_rng_state(world, ranks[world.rank] if ranks and len(ranks) == world.size
-                                  else ckpt.get("rng_state", ckpt["rng"]))
+        ranks = ckpt.get("rng_per_process") or [ckpt["rng"]]  # one-process checkpoints before GPUs: "rng" only
+        distributed.set_rng_state(world, ranks[world.rank] if len(ranks) == world.size else ranks[0])
         model.load_training_state(ckpt.get("training_state", {}))
 
     t0 = time.time()
@@ -332,8 +331,7 @@ def _train(req: TrainRequest, world) -> dict:
             save_checkpoint(out / CHECKPOINT, {"model": model.trainable_state(), "optimizer": opt.state_dict(),
                                                "scheduler": sched.state_dict(), "epoch": epoch + 1,
                                                "training_state": model.training_state(),
-                                               "rng": torch.get_rng_state(), "rng_state": rng[world.rank],
-                                               **({"rng_per_process": rng} if world.active else {})})
+                                               "rng_per_process": rng})
             write_run_json(out, info)
             if req.on_epoch is not None:
                 model.eval()
