@@ -35,7 +35,8 @@ class InspectRequest:
     policy: str | None = None  # latest | every (default: every for file/images, latest for cameras)
     category: str | list[str] | None = None  # once for all sources, or once per source
     alerts_dir: Path = Path("alerts")
-    alerts_min_free_mb: float = 256.0  # with less free space, alert lines are written without their images
+    alerts_min_free_mb: float = 256.0  # with less free space, alert lines are written without their images (the
+    # reserve a box running for months keeps for its OS)
     alerts_max_mb: float | None = None  # the alerts folder's PNGs kept under this size (oldest pairs deleted)
     events: Path | None = None  # default ALERTS_DIR/events.jsonl
     max_frames: int | None = None

@@ -9,6 +9,7 @@ import queue
 import shutil
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,9 +85,6 @@ class Inspector:
         return np.asarray(vis)
 
 
-MIN_FREE_MB = 256.0  # below this much free space in the alerts folder, alerts keep their line but save no images
-
-
 class AlertWriter:
     """Durable alerts off the hot path: ``write`` queues a flagged decision (bounded queue) and a writer
     thread saves frame and heatmap PNGs (temp name, rename) before it appends and fsyncs the event line
@@ -99,7 +97,7 @@ class AlertWriter:
     that size (their lines stay; the newest pair is never deleted)."""
 
     def __init__(self, folder: Path, events, key: str, backend: str, queue_size: int = 64,
-                 on_written: list | None = None, min_free_mb: float = MIN_FREE_MB, max_mb: float | None = None):
+                 on_written: list | None = None, *, min_free_mb: float, max_mb: float | None = None):
         self.folder, self.events = Path(folder), events
         self.on_written = list(on_written or [])  # called after each event line is fsynced (notifier relays)
         self.fields = {"threshold": THRESHOLD, "precision": key, "backend": backend}
@@ -109,7 +107,7 @@ class AlertWriter:
         self.error: str | None = None
         self.min_free, self.max_bytes = min_free_mb * 1e6, None if max_mb is None else max_mb * 1e6
         # (stem, bytes) of the image pairs in the folder, oldest first
-        self._pairs: list[tuple[str, int]] = self._existing() if max_mb is not None else []
+        self._pairs: deque[tuple[str, int]] = deque(self._existing() if max_mb is not None else [])
         self._bytes = sum(n for _, n in self._pairs)
         self._thread = threading.Thread(target=self._run, name="edgead-alerts", daemon=True)
         self._thread.start()
@@ -142,7 +140,7 @@ class AlertWriter:
     def _prune(self) -> None:
         """Delete the oldest image pairs until the folder's PNGs fit ``max_mb`` (the newest pair stays)."""
         while self._bytes > self.max_bytes and len(self._pairs) > 1:
-            stem, n = self._pairs.pop(0)
+            stem, n = self._pairs.popleft()
             for suffix in (".frame.png", ".heatmap.png"):
                 (self.folder / f"{stem}{suffix}").unlink(missing_ok=True)
             self._bytes -= n
