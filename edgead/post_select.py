@@ -32,10 +32,9 @@ def raw_maps(model, val: ValidationSet, pre, batch: int = 16) -> torch.Tensor:
     """The map each validation image gives before ``model.post`` (captured at its input)."""
     got: list[torch.Tensor] = []
     hook = model.post.register_forward_pre_hook(lambda _m, args: got.append(args[0].detach().clone()))
-    device = next(model.parameters()).device
     try:
-        for x in val.inputs(pre, batch):
-            model(torch.from_numpy(x).to(device))
+        for _ in val.outputs(model, pre, batch):
+            pass
     finally:
         hook.remove()
     return torch.cat(got).cpu()

@@ -285,6 +285,8 @@ def _train(req: TrainRequest, world) -> dict:
 
             task = prog.add_task("validation set", total=1, info="held-out normals + synthetic anomalies")
             val = ValidationSet.from_holdout([str(s.path) for s in held], categories, pre)
+            if val is not None and cls.cache_features:  # the frozen backbone runs on it once, not every epoch
+                val = val.with_features(model, pre)
             prog.update(task, completed=1)
         bs = local_bs
         step_fn = distributed.wrap(world, model) if images is not None else None
@@ -324,7 +326,9 @@ def _train(req: TrainRequest, world) -> dict:
                 continue
             if val is not None:  # before the checkpoint: an interrupt never leaves a finished epoch unscored
                 model.eval()
+                tv = time.time()
                 row.update(val.evaluate(model, pre))
+                row["val_seconds"] = round(time.time() - tv, 2)
                 if req.select == "best" and row["val_score"] > max((r.get("val_score", -1.0) for r in curve[:-1]),
                                                                   default=-1.0):
                     save_weights(out / BEST, model.trainable_state())

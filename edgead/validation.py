@@ -6,10 +6,13 @@ ranking of epochs, not an estimate of test accuracy."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from edgead.data.preprocess import Preprocess
 from edgead.metrics import auroc
@@ -26,6 +29,7 @@ class ValidationSet:
     labels: np.ndarray  # (N,) 0 good, 1 synthetic anomaly
     categories: np.ndarray
     files: np.ndarray
+    features: torch.Tensor | None = None  # the images' frozen-backbone features, on the host (``with_features``)
 
     @classmethod
     def from_holdout(cls, holdout_files: list[str], categories: list[str], pre: Preprocess,
@@ -45,12 +49,36 @@ class ValidationSet:
         for i in range(0, len(self), batch):
             yield np.stack([pre.normalize(r) for r in self.images[i:i + batch]])
 
+    @torch.no_grad()
+    def with_features(self, model, pre: Preprocess, batch: int = 16) -> ValidationSet:
+        """The set with its images' backbone features computed once, for a model with ``cache_features`` (the
+        backbone is frozen): each epoch then runs only what trains (``model.from_features``), the same numbers."""
+        device, mode = next(model.parameters()).device, model.training
+        model.eval()
+        try:
+            feats = [model.encode(torch.from_numpy(x).to(device)).cpu() for x in self.inputs(pre, batch)]
+        finally:
+            model.train(mode)
+        return dataclasses.replace(self, features=torch.cat(feats))
+
+    def outputs(self, model, pre: Preprocess, batch: int = 16) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The model's (map, score) batches on the set: from the cached features when the set has them."""
+        device = next(model.parameters()).device
+        if self.features is not None:
+            for i in range(0, len(self), batch):
+                yield model.from_features(self.features[i:i + batch].to(device))
+        else:
+            for x in self.inputs(pre, batch):
+                yield model(torch.from_numpy(x).to(device))
+
+    @torch.no_grad()
     def evaluate(self, model, pre: Preprocess, batch: int = 16) -> dict[str, float]:
         """Image and pixel AUROC per category, averaged; ``val_score`` (their mean) ranks epochs."""
-        from edgead.train import infer
-
-        parts = [infer(model, x, batch) for x in self.inputs(pre, batch)]
-        return self.metrics(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        maps, scores = [], []
+        for m, s in self.outputs(model, pre, batch):
+            maps.append(m[:, 0].cpu().numpy())
+            scores.append(s.cpu().numpy())
+        return self.metrics(np.concatenate(maps), np.concatenate(scores))
 
     def metrics(self, maps: np.ndarray, scores: np.ndarray, pixel_cache: dict | None = None) -> dict[str, float]:
         """The numbers of ``evaluate`` for given maps (N, H, W) and scores (N,); ``pixel_cache`` reuses the

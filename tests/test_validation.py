@@ -128,3 +128,19 @@ def test_post_choice_needs_a_gain_beyond_validation_noise():
     better = post_select.paired_bootstrap(val, (2 * masks / 255 + noise_m, 2 * labels + noise_s), default)
     assert same["p_better"] < post_select.CONFIDENCE <= better["p_better"]
     assert better["gain_q05"] > 0 and same["gain_q05"] < 0 < same["gain_q95"]
+
+
+def test_cached_validation_features_give_the_numbers_images_give(trained_run):
+    """Training scores validation on backbone features computed once (the backbone is frozen); the maps and
+    scores, and so every number, must be the ones the full model gives on the images."""
+    model, run = load_model(trained_run)
+    pre = Preprocess.from_dict(run["preprocess"])
+    val = ValidationSet.from_holdout(run["data"]["holdout_files"], run["data"]["categories"], pre)
+    cached = val.with_features(model, pre)
+    assert cached.features is not None and len(cached.features) == len(val) and val.features is None
+    assert not model.training  # with_features leaves the model's mode as it found it
+    a, b = list(val.outputs(model, pre)), list(cached.outputs(model, pre))
+    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
+    assert cached.evaluate(model, pre) == val.evaluate(model, pre)
+    assert torch.equal(post_select.raw_maps(model, cached, pre), post_select.raw_maps(model, val, pre))
+    assert "val_seconds" in read_run(trained_run)["curve"][0]

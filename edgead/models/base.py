@@ -59,6 +59,11 @@ class AnomalyModel(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def from_features(self, f: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` after ``encode``: (map, score) of frozen-backbone features. Models with ``cache_features``
+        define it, so training scores its validation set on features computed once."""
+        raise NotImplementedError
+
     # -- training --------------------------------------------------------------------------
     @classmethod
     def data_config(cls, categories: list[str], n_train: int) -> dict:

@@ -229,8 +229,10 @@ class CCAD(AnomalyModel):
             dim=1, keepdim=True)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self._standardise(self.encode(x))
-        return self.post(self.raw_map(f))
+        return self.from_features(self.encode(x))
+
+    def from_features(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.post(self.raw_map(self._standardise(f)))
 
     # -- training --------------------------------------------------------------------------------
     def training_step(self, feats: torch.Tensor, step: int) -> dict[str, torch.Tensor]:

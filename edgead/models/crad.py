@@ -157,7 +157,10 @@ class CRAD(AnomalyModel):
         return torch.linalg.vector_norm(rec - f, dim=1, keepdim=True), rec
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        amap, _ = self.raw_map(self.encode(x))
+        return self.from_features(self.encode(x))
+
+    def from_features(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        amap, _ = self.raw_map(f)
         return self.post(amap)
 
     # -- training ------------------------------------------------------------------------------
