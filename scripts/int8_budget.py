@@ -1,0 +1,99 @@
+"""Where a bundle's INT8 error sits: plain PTQ with one part of the INT8 scopes at a time left in float.
+
+Rows: every INT8 scope quantized; the model's sensitive trunk in float; each top-level INT8 scope in float
+(the others quantized). Each row: the build split's numbers under the default INT8 gates (what `edgead build`
+judges on: held-out normals, relit, synthetic anomalies; no test image), the share of conv/matmul MACs left
+in INT8, and the anomaly maps' relative RMS error on the split's normals. Nothing is chosen here.
+
+    .venv/bin/python scripts/int8_budget.py runs/crad_mt/bundle --recipe cpu --json budget.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from rich.console import Console
+from rich.table import Table
+
+from edgead.backends.onnxruntime import OrtBackend
+from edgead.build import calibration_set
+from edgead.bundle import Bundle
+from edgead.calibration import CalibSettings, load_recipes, with_anomalies
+from edgead.fileio import atomic_write_json
+from edgead.precision.int8 import to_int8
+from edgead.precision.macs import int8_share
+from edgead.precision.rules import in_scopes, split_nodes
+from edgead.precision.split import build_split, judge
+
+
+def parts(b: Bundle, model: onnx.ModelProto) -> dict[str, list[str]]:
+    """Row name -> the INT8-scope nodes that row leaves in float."""
+    scopes = b.precision_scopes["int8"]
+    inside, _ = split_nodes(model, scopes)
+    rows = {"all INT8": []}
+    trunk = [n for n in inside if not in_scopes(n, b.precision_scopes["fp16"])]
+    if trunk and len(trunk) < len(inside):
+        rows["trunk in float"] = trunk
+    for s in scopes:
+        if not s.startswith("-"):
+            rows[f"{s} in float"] = [n for n in inside if in_scopes(n, [s])]
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("--recipe", default="cpu", choices=("cpu", "tensorrt"))
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    b = Bundle.load(args.bundle)
+    recipes = load_recipes()
+    recipe = recipes["recipes"][args.recipe]
+    settings = CalibSettings.from_recipes(recipes)
+    calib, _ = calibration_set(b, settings, None)
+    images, _ = with_anomalies(calib, b.preprocess, settings.synthetic_fraction, settings.seed)
+    split = build_split(b)
+    normals = split.labels == 0
+    key = f"int8-{args.recipe}"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        first = work / "all.onnx"
+        quantize = dict(recipe_name=args.recipe, recipe=recipe, settings=settings, data=images,
+                        input_name=b.input_name, batch=b.input_shape[0], scopes=b.precision_scopes["int8"],
+                        work=work / "work", normalization=(b.preprocess.mean, b.preprocess.std),
+                        fp16_scopes=b.precision_scopes["fp16"])
+        to_int8(b.onnx("fp32"), first, **quantize)
+        float_graph = onnx.load(str(work / "work" / "preprocessed.onnx"))
+        for i, (name, kept) in enumerate(parts(b, float_graph).items()):
+            graph = first if not kept else work / f"part{i}.onnx"
+            if kept:
+                to_int8(b.onnx("fp32"), graph, keep_float=kept, **quantize)
+            v = judge(b, split, graph, key)
+            maps = OrtBackend(graph).run_batched(split.inputs(b))["anomaly_map"][:, 0][normals]
+            ref = split.maps[normals]
+            rel = float(np.sqrt(np.mean((maps - ref) ** 2)) / np.sqrt(np.mean(ref ** 2)))
+            share = int8_share(float_graph, onnx.load(str(graph)))["int8_share"]
+            rows.append({"part": name, "nodes_in_float": len(kept), "int8_mac_share": round(share, 4),
+                         "map_rel_rms_normals": round(rel, 4), **{k: v[k] for k in (
+                             "passed", "score_abs_max", "spearman_min", "decision_agreement_min", "mask_iou_min")}})
+    table = Table(title=f"{args.bundle}: INT8 ({args.recipe} recipe, PTQ {settings.method}) by part, build split "
+                        f"({len(split)} images)")
+    for col in ("part", "INT8 MACs", "map rel. RMS (normals)", "score err", "Spearman", "decisions", "mask IoU"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["part"], f"{100 * r['int8_mac_share']:.1f} %", f"{r['map_rel_rms_normals']:.3f}",
+                      f"{r['score_abs_max']:.3f}", f"{r['spearman_min']:.4f}", f"{r['decision_agreement_min']:.3f}",
+                      f"{r['mask_iou_min']:.3f}")
+    Console().print(table)
+    if args.json:
+        atomic_write_json(args.json, {"bundle": str(args.bundle), "recipe": args.recipe, "method": settings.method,
+                                      "split_images": len(split), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
