@@ -285,8 +285,8 @@ def _train(req: TrainRequest, world) -> dict:
 
             task = prog.add_task("validation set", total=1, info="held-out normals + synthetic anomalies")
             val = ValidationSet.from_holdout([str(s.path) for s in held], categories, pre)
-            if val is not None and cls.cache_features:  # the frozen backbone runs on it once, not every epoch
-                val = val.with_features(model, pre)
+            if val is not None and cls.cache_features and cls.from_features is not AnomalyModel.from_features:
+                val = val.with_features(model, pre)  # the frozen backbone runs on it once, not every epoch
             prog.update(task, completed=1)
         bs = local_bs
         step_fn = distributed.wrap(world, model) if images is not None else None

@@ -60,8 +60,9 @@ class AnomalyModel(nn.Module):
         raise NotImplementedError
 
     def from_features(self, f: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """``forward`` after ``encode``: (map, score) of frozen-backbone features. Models with ``cache_features``
-        define it, so training scores its validation set on features computed once."""
+        """``forward`` after ``encode``: (map, score) of frozen-backbone features. A model with ``cache_features``
+        that defines it has its validation set scored on features computed once; without it, every epoch
+        runs the whole model on the images (plugins written before it existed)."""
         raise NotImplementedError
 
     # -- training --------------------------------------------------------------------------
