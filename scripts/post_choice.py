@@ -1,5 +1,6 @@
 """Post-processing chosen on a run's validation split, then its test split scored once for the configured
-and the chosen setting (the choice never sees a test image; this script only reports).
+and the best setting on validation (the choice never sees a test image; this script only reports; the run
+itself is not changed: a run trained with --post auto is scored from its configured setting again).
 
     .venv/bin/python scripts/post_choice.py RUN --data ROOT [--json out.json]
 """
@@ -32,6 +33,8 @@ def main() -> None:
     model, info = load_model(a.run)
     if not model.post_choices:
         raise SystemExit(f"{info['model']} declares no post-processing choices")
+    for k, v in info.get("post_selection", {}).get("default", {}).items():  # a run trained with --post auto
+        setattr(model.post, k, v)  # holds its choice: choose again from the configured setting
     pre = Preprocess.from_dict(info["preprocess"])
     cats = info["data"]["categories"]
     val = ValidationSet.from_holdout(info["data"]["holdout_files"], cats, pre)
@@ -45,11 +48,14 @@ def main() -> None:
         cs = [s for s in mvtec.discover(a.data, cats, "test") if s.category == c]
         x, masks = mvtec.load_images(cs, pre), mvtec.load_masks(cs, pre) > 0
         labels = np.array([s.label for s in cs])
+        raw: list[torch.Tensor] = []  # the model runs once; each setting post-processes its raw maps
+        hook = model.post.register_forward_pre_hook(lambda _m, args, got=raw: got.append(args[0].detach().clone()))
+        try:
+            infer(model, x)
+        finally:
+            hook.remove()
         for name, setting in (("configured", sel["default"]), ("best on validation", sel["candidate"])):
-            for k, v in setting.items():
-                setattr(model.post, k, v)
-            with torch.no_grad():
-                maps, scores = infer(model, x)
+            maps, scores = post_select._outputs(model, torch.cat(raw), setting)
             m = category_metrics(scores, labels, maps, masks)
             test[f"{c}/{name}"] = {**setting, **{k: round(float(m[k]), 4) for k in ("image_auroc", "pixel_auroc",
                                                                                     "aupro")}}

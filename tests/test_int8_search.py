@@ -13,6 +13,7 @@ from edgead.build import BuildRequest, build
 from edgead.bundle import Bundle
 from edgead.data import mvtec
 from edgead.errors import EdgeadError
+from edgead.precision import search
 from edgead.precision.int8 import activation_scales
 from edgead.precision.ranges import exact_input, mse_range
 from edgead.precision.split import build_split
@@ -303,6 +304,10 @@ def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bu
         assert all(set(trunk) <= set(s["kept_float"]) for s in rep["search"][2:])
     left = [s["left_in_float"] for s in rep["search"][2:]]
     assert [len(t) for t in left][:2] == [2, 4] and left[1][:2] == left[0]  # one ranking, growing prefix
+    # Every round fails a gate no graph can meet by the same margin: the rounds stop once they stop coming closer.
+    assert len(left) == search.FLAT_ROUNDS < search.MAX_FALLBACK_ROUNDS
+    assert "came no closer" in rep["search"][-1]["stopped"]
+    assert not any("stopped" in s for s in rep["search"][:-1])
     assert not rep["build_split"]["passed"] and rep["plan"]["gates_file"] == str(strict)
     # Nothing passed, so FP16 did not earn its place: the all-INT8 graph is kept, not a slower failing one.
     assert rep["chosen"] == "ptq-minmax" and rep["kept_float"] == []

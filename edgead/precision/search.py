@@ -8,7 +8,8 @@ first leaves the model's sensitive trunk out of INT8 (the INT8-scope nodes its F
 float region at the input; when that fails but comes closer, QAD distils the INT8 rest beside it), then adds
 the activations that ``verify``'s culprit analysis ranks first
 (effect on the anomaly maps of the split images with the largest score errors, one pair at a time in
-float), doubling their number each round (beside the trunk when that came closer, else instead of it);
+float), doubling their number each round (beside the trunk when that came closer, else instead of it) until
+two rounds in a row come no closer;
 the nodes around them run in the recipe's ``fallback_dtype`` (FP16 on TensorRT, FP32 on a CPU), FP16 only
 inside the model's FP16 scopes (a trunk region an FP16 build keeps in FP32 stays FP32). Every step's
 numbers go to meta.json."""
@@ -32,6 +33,8 @@ from edgead.precision.qad import QADSettings
 QAD_MODES = ("auto", "always", "never")
 SCALES = "scales.json"  # QAD's learned activation scales, by QuantizeLinear
 MAX_FALLBACK_ROUNDS = 6  # 2, 4, ... 64 activations left out of INT8
+FLAT_ROUNDS = 2  # the ranked rounds stop after this many in a row that bring the split no closer (badness above
+FLAT_GAIN = 0.9  # this share of the lowest so far): each round doubles the float nodes, so the error is elsewhere
 RANK_IMAGES = 8  # the fallback ranks activations on the split images with the largest score errors
 
 
@@ -238,6 +241,7 @@ def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, l
     ``start``: the (row, graph, work) the candidates are ranked on and named after; ``rebuild(kept, dst)``
     writes a candidate with the ``kept`` nodes in float; ``label(kept)`` names their dtypes ('fp16x3+fp32x5');
     ``tune(kept, graph, dst, name)`` writes QAD from ``graph`` to ``dst`` and returns it as (row, graph, work).
+    The ranked rounds stop early after ``FLAT_ROUNDS`` in a row that come no closer (the last row says so).
     Returns the first candidate that passes, else ``best`` unchanged."""
     from edgead.precision.rules import in_scopes, split_nodes
     from edgead.precision.split import score_errors
@@ -263,7 +267,7 @@ def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, l
             if tuned[0]["passed"]:
                 return tuned
         if closer:  # the ranked rounds add to the trunk, ranked on what is left in INT8
-            base, graph, prefix = trunk, cand, f"{prefix}+trunk"
+            base, graph, prefix, row = trunk, cand, f"{prefix}+trunk", r
     x = split.inputs(b)
     pick = np.sort(np.argsort(-score_errors(b, split, graph), kind="stable")[:RANK_IMAGES])  # where it fails
     _, ranked = rank_pairs(b.onnx("fp32"), graph, x[pick], b.input_name, b.input_shape[0])
@@ -272,7 +276,7 @@ def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, l
     for n in model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n.name)
-    k = 2
+    k, lowest, flat = 2, row["badness"], 0
     for _ in range(MAX_FALLBACK_ROUNDS):
         tensors = [r["tensor"] for r in ranked[:k]]
         kept = sorted(set(base) | {name for t in tensors for name in [producer.get(t, ""), *consumers.get(t, [])]
@@ -284,6 +288,13 @@ def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, l
         r = record(f"{prefix}+{label(kept)}", cand, base_work, {"kept_float": kept, "left_in_float": tensors})
         if r["passed"]:  # float earns its place only by passing: a slower graph that still fails is no better
             return r, cand, base_work
+        flat = flat + 1 if r["badness"] > FLAT_GAIN * lowest else 0
+        lowest = min(lowest, r["badness"])
+        if flat >= FLAT_ROUNDS:
+            r["stopped"] = (f"{flat} rounds in a row came no closer than {FLAT_GAIN:g}x the lowest badness so far "
+                            f"({lowest:.3g}): the error is not in the activations the ranking puts first")
+            say(f"int8: fallback stopped: {r['stopped']}")
+            break
         if k >= len(ranked):
             break
         k *= 2

@@ -1,0 +1,100 @@
+"""How a run's INT8 score error depends on its post-processing (box kernel, score window).
+
+For every post setting the run's model declares: the score error of a plain all-INT8 PTQ graph against the
+FP32 graph (the map before post-processing taken from both graphs once, each setting applied to both) on the
+bundle's build split (held-out normals, relit, synthetic anomalies; no test image), in threshold units
+(q0.99 - median of the split normals' FP32 scores under that setting): RMS and max over the images, and the
+RMS split into the mean offset (INT8 scores sit above or below FP32's) and the spread around it; beside it the
+validation score `--post auto` recorded for the setting. Nothing is chosen here.
+
+    .venv/bin/python scripts/post_int8.py RUN BUNDLE --recipe cpu --json post_int8.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from edgead import post_select
+from edgead.build import calibration_set
+from edgead.bundle import Bundle
+from edgead.calibration import CalibSettings, load_recipes, with_anomalies
+from edgead.fileio import atomic_write_json
+from edgead.precision.int8 import to_int8
+from edgead.precision.split import build_split
+from edgead.runs import load_model
+
+RAW = "/post/Resize"  # the exported node that upsamples the raw map; its input is the map before post-processing
+
+
+def raw_maps(graph: Path, x: np.ndarray, batch: int) -> torch.Tensor:
+    """The map before post-processing for each input row, from an ONNX graph (one extra output)."""
+    g = onnx.load(str(graph))
+    name = next(n.input[0] for n in g.graph.node if n.name == RAW)
+    g.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    s = ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"])
+    inp = s.get_inputs()[0].name
+    return torch.from_numpy(np.concatenate([s.run([name], {inp: x[i:i + batch]})[0] for i in range(0, len(x), batch)]))
+
+
+def error_units(split, ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """``got - ref`` per image in its category's threshold units (q0.99 - median of the split normals' ``ref``)."""
+    err = np.empty(len(ref))
+    for c in np.unique(split.categories):
+        m = split.categories == c
+        normal = ref[m & (split.labels == 0)]
+        err[m] = (got[m] - ref[m]) / max(float(np.quantile(normal, 0.99) - np.median(normal)), 1e-12)
+    return err
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("--recipe", default="cpu", choices=("cpu", "tensorrt"))
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    model, info = load_model(a.run)
+    b = Bundle.load(a.bundle)
+    recipes = load_recipes()
+    settings = CalibSettings.from_recipes(recipes)
+    calib, _ = calibration_set(b, settings, None)
+    images, _ = with_anomalies(calib, b.preprocess, settings.synthetic_fraction, settings.seed)
+    split = build_split(b)
+    x, batch = split.inputs(b), b.input_shape[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = Path(tmp) / "int8.onnx"
+        to_int8(b.onnx("fp32"), graph, recipe_name=a.recipe, recipe=recipes["recipes"][a.recipe], settings=settings,
+                data=images, input_name=b.input_name, batch=batch, scopes=b.precision_scopes["int8"],
+                work=Path(tmp) / "work", normalization=(b.preprocess.mean, b.preprocess.std),
+                fp16_scopes=b.precision_scopes["fp16"])
+        ref, q = raw_maps(b.onnx("fp32"), x, batch), raw_maps(graph, x, batch)
+    val = {tuple(r[k] for k in model.post_choices): r["val_score"]
+           for r in info.get("post_selection", {}).get("grid", [])}
+    rows = []
+    for values in itertools.product(*model.post_choices.values()):
+        setting = dict(zip(model.post_choices, values, strict=True))
+        err = error_units(split, post_select._outputs(model, ref, setting)[1],
+                          post_select._outputs(model, q, setting)[1])
+        rows.append({**setting, "val_score": val.get(values), "rms": round(float(np.sqrt(np.mean(err ** 2))), 4),
+                     "max": round(float(np.abs(err).max()), 4), "offset": round(float(err.mean()), 4),
+                     "spread": round(float(err.std()), 4)})
+    print(f"{a.run}: all-INT8 PTQ ({a.recipe} recipe, {settings.method}), build split of {len(split)} images, "
+          f"score error in threshold units")
+    for r in sorted(rows, key=lambda r: r["rms"]):
+        print(", ".join(f"{k} {r[k]}" for k in model.post_choices), f"val {r['val_score']}",
+              *(f"{k} {r[k]:.3f}" for k in ("rms", "max", "offset", "spread")))
+    if a.json:
+        atomic_write_json(a.json, {"run": str(a.run), "bundle": str(a.bundle), "recipe": a.recipe,
+                                   "split_images": len(split), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
