@@ -12,8 +12,10 @@ pool 32) dilute defects of a few pixels, which is why this exists.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -27,16 +29,23 @@ BOOTSTRAP_SEED = 0
 PIXEL_STRIDE = 2  # pixel AUROC in the bootstrap on every 2nd row and column (a quarter of the pixels)
 
 
-@torch.no_grad()
-def raw_maps(model, val: ValidationSet, pre, batch: int = 16) -> torch.Tensor:
-    """The map each validation image gives before ``model.post`` (captured at its input)."""
+@contextlib.contextmanager
+def capture_raw(model) -> Iterator[list[torch.Tensor]]:
+    """While open, every batch's map before ``model.post`` (captured at its input) is appended to the list."""
     got: list[torch.Tensor] = []
     hook = model.post.register_forward_pre_hook(lambda _m, args: got.append(args[0].detach().clone()))
     try:
-        for _ in val.outputs(model, pre, batch):
-            pass
+        yield got
     finally:
         hook.remove()
+
+
+@torch.no_grad()
+def raw_maps(model, val: ValidationSet, pre, batch: int = 16) -> torch.Tensor:
+    """The map each validation image gives before ``model.post``."""
+    with capture_raw(model) as got:
+        for _ in val.outputs(model, pre, batch):
+            pass
     return torch.cat(got).cpu()
 
 

@@ -48,14 +48,11 @@ def main() -> None:
         cs = [s for s in mvtec.discover(a.data, cats, "test") if s.category == c]
         x, masks = mvtec.load_images(cs, pre), mvtec.load_masks(cs, pre) > 0
         labels = np.array([s.label for s in cs])
-        raw: list[torch.Tensor] = []  # the model runs once; each setting post-processes its raw maps
-        hook = model.post.register_forward_pre_hook(lambda _m, args, got=raw: got.append(args[0].detach().clone()))
-        try:
+        with post_select.capture_raw(model) as got:  # the model runs once; each setting post-processes its maps
             infer(model, x)
-        finally:
-            hook.remove()
+        raw = torch.cat(got)
         for name, setting in (("configured", sel["default"]), ("best on validation", sel["candidate"])):
-            maps, scores = post_select._outputs(model, torch.cat(raw), setting)
+            maps, scores = post_select._outputs(model, raw, setting)
             m = category_metrics(scores, labels, maps, masks)
             test[f"{c}/{name}"] = {**setting, **{k: round(float(m[k]), 4) for k in ("image_auroc", "pixel_auroc",
                                                                                     "aupro")}}

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 from edgead import post_select
@@ -28,20 +27,18 @@ from edgead.bundle import Bundle
 from edgead.calibration import CalibSettings, load_recipes, with_anomalies
 from edgead.fileio import atomic_write_json
 from edgead.precision.int8 import to_int8
+from edgead.precision.probe import inner_values
 from edgead.precision.split import build_split
 from edgead.runs import load_model
 
 RAW = "/post/Resize"  # the exported node that upsamples the raw map; its input is the map before post-processing
 
 
-def raw_maps(graph: Path, x: np.ndarray, batch: int) -> torch.Tensor:
-    """The map before post-processing for each input row, from an ONNX graph (one extra output)."""
+def raw_maps(graph: Path, x: np.ndarray, input_name: str, batch: int) -> torch.Tensor:
+    """The map before post-processing for each input row, from an ONNX graph."""
     g = onnx.load(str(graph))
     name = next(n.input[0] for n in g.graph.node if n.name == RAW)
-    g.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    s = ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"])
-    inp = s.get_inputs()[0].name
-    return torch.from_numpy(np.concatenate([s.run([name], {inp: x[i:i + batch]})[0] for i in range(0, len(x), batch)]))
+    return torch.from_numpy(np.concatenate([v[name] for v in inner_values(g, [name], x, input_name, batch)]))
 
 
 def error_units(split, ref: np.ndarray, got: np.ndarray) -> np.ndarray:
@@ -75,7 +72,7 @@ def main() -> None:
                 data=images, input_name=b.input_name, batch=batch, scopes=b.precision_scopes["int8"],
                 work=Path(tmp) / "work", normalization=(b.preprocess.mean, b.preprocess.std),
                 fp16_scopes=b.precision_scopes["fp16"])
-        ref, q = raw_maps(b.onnx("fp32"), x, batch), raw_maps(graph, x, batch)
+        ref, q = (raw_maps(g, x, b.input_name, batch) for g in (b.onnx("fp32"), graph))
     val = {tuple(r[k] for k in model.post_choices): r["val_score"]
            for r in info.get("post_selection", {}).get("grid", [])}
     rows = []
