@@ -20,7 +20,7 @@ from edgead import __version__
 from edgead.data.preprocess import Preprocess
 from edgead.errors import EdgeadError
 from edgead.fileio import atomic_write_bytes, atomic_write_json, read_json
-from edgead.models import AnomalyModel, build_model
+from edgead.models import AnomalyModel, build_model, model_class
 
 RUN_JSON = "run.json"
 WEIGHTS = "weights.safetensors"
@@ -87,7 +87,7 @@ def load_model(run_dir: str | Path) -> tuple[AnomalyModel, dict]:
     if info.get("status") != "trained":
         raise EdgeadError(f"{run_dir}: training has not finished; rerun edgead train --out {run_dir} to resume")
     pre = Preprocess.from_dict(info["preprocess"])
-    model = build_model(info["model"], pre.size, info["model_config"])
+    model = build_model(info["model"], pre.size, model_class(info["model"]).upgrade_config(info["model_config"]))
     state = load_weights(run_dir / WEIGHTS)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("backbone.")]

@@ -27,6 +27,7 @@ from edgead.fileio import atomic_write_json
 from edgead.precision.int8 import to_int8
 from edgead.precision.macs import int8_share
 from edgead.precision.rules import in_scopes, split_nodes
+from edgead.precision.search import sensitive_nodes
 from edgead.precision.split import build_split, judge
 
 
@@ -35,7 +36,7 @@ def parts(b: Bundle, model: onnx.ModelProto) -> dict[str, list[str]]:
     scopes = b.precision_scopes["int8"]
     inside, _ = split_nodes(model, scopes)
     rows = {"all INT8": []}
-    trunk = [n for n in inside if not in_scopes(n, b.precision_scopes["fp16"])]
+    trunk = sensitive_nodes(b, inside)
     if trunk and len(trunk) < len(inside):
         rows["trunk in float"] = trunk
     for s in scopes:

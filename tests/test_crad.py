@@ -62,6 +62,46 @@ def test_blend_closed_form(crad):
     assert torch.allclose(amap, expected, rtol=1e-4, atol=1e-5)
 
 
+def _straddling(model, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """rec and f whose per-pixel 0.05 MSE is 0.5 + eps: the blend gate's edge."""
+    rec = torch.zeros(1, model.channels, 2, 2)
+    return rec, torch.full_like(rec, (10.0 * (1 + 2 * eps)) ** 0.5)  # MSE = 10 (1 + 2 eps)
+
+
+def test_gate_is_the_step_while_training_and_continuous_when_scoring():
+    smooth = build_model("crad", (64, 64)).eval()
+    step = build_model("crad", (64, 64), {"gate": "step"}).eval()
+    below, above = _straddling(smooth, -1e-4), _straddling(smooth, 1e-4)
+    jump = [(m.blend_factor(*below) - m.blend_factor(*above)).abs().max().item() for m in (smooth, step)]
+    assert jump[1] == pytest.approx(0.3, abs=1e-6)  # the paper's m flips from 1 to 0
+    assert jump[0] < 1e-3  # the smooth gate moves by ~ the perturbation
+    far = _straddling(smooth, 1.0)  # far past the edge both agree (m ~ 0)
+    assert (smooth.blend_factor(*far) - step.blend_factor(*far)).abs().max() < 1e-6
+    smooth.train()
+    jump = (smooth.blend_factor(*below) - smooth.blend_factor(*above)).abs().max().item()
+    assert jump == pytest.approx(0.3, abs=1e-6)  # training weighs the loss with the paper's step
+
+
+def test_runs_saved_before_the_gate_keep_the_step(trained_run, tmp_path):
+    import json
+    import shutil
+
+    from edgead.runs import load_model
+
+    run = tmp_path / "old"
+    shutil.copytree(trained_run, run)
+    info = json.loads((run / "run.json").read_text())
+    assert load_model(run)[0].cfg.gate == "smooth"  # trained now: the default
+    del info["model_config"]["gate"], info["model_config"]["gate_width"]
+    (run / "run.json").write_text(json.dumps(info))
+    old = load_model(run)[0]
+    assert old.cfg.gate == "step"
+    # the step's trunk stays FP32 under FP16; the smooth gate's does not; both name it for the INT8 fallback
+    smooth = build_model("crad", (64, 64)).precision_scope_map()
+    assert "-backbone/stem" in old.precision_scope_map()["fp16"] and "-backbone/stem" not in smooth["fp16"]
+    assert "-backbone/stem" in smooth["sensitive"] and "backbone" in smooth["fp16"]
+
+
 def test_short_training_on_real_images_lowers_loss(data_root):
     torch.manual_seed(0)
     model = build_model("crad", (128, 128))

@@ -198,6 +198,8 @@ def _kept_nodes_run_fp16_only_inside_the_fp16_scopes(b, tmp_path, recipes, setti
     from edgead.precision.search import quantize_from
 
     convs = [n for n in onnx.load(str(tmp_path / "ptq" / "preprocessed.onnx")).graph.node if n.op_type == "Conv"]
+    if not any(n.name.startswith("/backbone/") and not in_scopes(n.name, b.precision_scopes["fp16"]) for n in convs):
+        b.meta["precision_scopes"]["fp16"].append("-backbone/stem")  # as a step-gate CRAD bundle keeps its trunk
     fp16 = b.precision_scopes["fp16"]
     trunk = next(n for n in convs if n.name.startswith("/backbone/") and not in_scopes(n.name, fp16))
     later = next(n for n in convs if in_scopes(n.name, fp16) and in_scopes(n.name, b.precision_scopes["int8"]))
@@ -295,8 +297,8 @@ def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bu
     rep = entry["report"]
     names = [s["step"] for s in rep["search"]]
     assert names[0] == "ptq-minmax" and len(names) >= 4
-    # First the trunk an FP16 build keeps in FP32 (FP32 here too), then the ranked activations.
-    assert re.fullmatch(r"ptq-minmax\+trunk:fp32x\d+", names[1]), names
+    # First the model's sensitive trunk (FP16 for tensorrt: CRAD's FP16 scopes take it in), then the ranked activations.
+    assert re.fullmatch(r"ptq-minmax\+trunk:fp16x\d+", names[1]), names
     trunk = rep["search"][1]["kept_float"]
     assert trunk and all(n.startswith("/backbone/") for n in trunk)
     assert all(re.fullmatch(r"ptq-minmax(\+trunk)?\+(fp16x\d+)?\+?(fp32x\d+)?", n) for n in names[2:]), names
@@ -328,7 +330,7 @@ def test_qad_beside_the_float_trunk_keeps_the_trunk_float(bundle, tmp_path):
     from edgead.calibration import CalibSettings, load_recipes, with_anomalies
     from edgead.precision.int8 import to_int8
     from edgead.precision.macs import int8_share
-    from edgead.precision.rules import in_scopes, split_nodes
+    from edgead.precision.rules import split_nodes
     from edgead.precision.search import SearchPlan, quantize_from, run_qad
 
     b = Bundle.load(_copy(bundle, tmp_path, "kf"))
@@ -341,7 +343,7 @@ def test_qad_beside_the_float_trunk_keeps_the_trunk_float(bundle, tmp_path):
             scopes, work, normalization=(b.preprocess.mean, b.preprocess.std))
     float_graph = onnx.load(str(work / "preprocessed.onnx"))
     inside, _ = split_nodes(float_graph, scopes)
-    trunk = [n for n in inside if not in_scopes(n, b.precision_scopes["fp16"])]
+    trunk = search.sensitive_nodes(b, inside)
     assert trunk and len(trunk) < len(inside)
     cand, tuned = tmp_path / "trunk.onnx", tmp_path / "tuned.onnx"
     quantize_from(b, work, cand, "cpu", recipe, settings, images, trunk)

@@ -54,9 +54,10 @@ def test_fp16_keeps_head_in_fp32_and_tracks_fp32(bundle, real_batch):
     for n in convs:
         want = TensorProto.FLOAT16 if in_scopes(n.name, scopes) else TensorProto.FLOAT
         assert inits[n.input[1]] == want, n.name
-    # the trunk up to the stride-8 tap stays FP32, later backbone blocks run FP16
-    assert inits[next(n for n in convs if n.name.startswith("/backbone/stem/")).input[1]] == TensorProto.FLOAT
+    # with CRAD's smooth gate the whole backbone runs FP16 (the trunk too), the coordinate nets stay FP32
+    assert inits[next(n for n in convs if n.name.startswith("/backbone/stem/")).input[1]] == TensorProto.FLOAT16
     assert inits[next(n for n in convs if n.name.startswith("/backbone/blocks.6/")).input[1]] == TensorProto.FLOAT16
+    assert inits[next(n for n in convs if n.name.startswith("/local_coord/")).input[1]] == TensorProto.FLOAT
     inferred = {v.name: v.type.tensor_type.elem_type
                 for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
     for n in model.graph.node:  # distance, smoothing and score run on FP32 tensors

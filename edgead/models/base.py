@@ -38,7 +38,8 @@ class AnomalyModel(nn.Module):
     # split, with their candidates (edgead.post_select); empty: the configured post-processing is kept.
     post_choices: ClassVar[dict[str, tuple]] = {}
     # Top-level submodules whose nodes may run in reduced precision; everything else stays FP32
-    # (distance heads, normalisations, smoothing, score). Read by edgead.precision via the bundle.
+    # (distance heads, normalisations, smoothing, score). Read by edgead.precision via the bundle. Optional
+    # "sensitive": '-prefix' entries (``TRUNK``) naming the region the INT8 fallback leaves in float first.
     precision_scopes: ClassVar[dict[str, tuple[str, ...]]] = {"fp16": ("backbone",), "int8": ("backbone",)}
 
     def precision_scope_map(self) -> dict[str, list[str]]:
@@ -64,6 +65,11 @@ class AnomalyModel(nn.Module):
         that defines it has its validation set scored on features computed once; without it, every epoch
         runs the whole model on the images (plugins written before it existed)."""
         raise NotImplementedError
+
+    @classmethod
+    def upgrade_config(cls, d: dict) -> dict:
+        """A saved run's model config brought up to this version (keys added since keep the old behaviour)."""
+        return d
 
     # -- training --------------------------------------------------------------------------
     @classmethod

@@ -104,7 +104,7 @@ class CCAD(AnomalyModel):
     cache_features = True
     # Attention softmaxes, layer norms, the discrepancy and post-processing stay FP32 under INT8.
     precision_scopes = {"fp16": ("backbone", "inp", "down", "up", "out", TRUNK),
-                        "int8": ("backbone",)}
+                        "int8": ("backbone",), "sensitive": (TRUNK,)}
 
     def __init__(self, cfg: CCADConfig, image_size: tuple[int, int]):
         super().__init__(cfg, image_size)

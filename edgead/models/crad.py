@@ -5,7 +5,8 @@ each feature vector to a 2-D coordinate into a local grid (C x 8 x 8); a global 
 the pooled image feature to a coordinate into a global grid of 4 x 4 cells, each a whole C x h x w
 map. Bilinear reads of both grids are concatenated and fused by MobileNetV3 blocks into a
 reconstruction ``rec``; the refinement blend ``s = 0.3 m + 0.7 cos`` (m = [MSE <= 10]) gives
-``rec' = s f + (1 - s) rec`` and the anomaly map is ``||rec' - f||`` over channels.
+``rec' = s f + (1 - s) rec`` and the anomaly map is ``||rec' - f||`` over channels. Departure: when scoring, m
+is a sigmoid of the same margin (``gate="smooth"``), not the paper's step; training keeps the step.
 
 Sampling uses the exact tent-weight MatMul form of ``grid_sample(bilinear, zeros,
 align_corners=False)`` (see ``layers.tent_weights``); ``sampling="grid_sample"`` is kept as the
@@ -36,6 +37,10 @@ class CRADConfig:
     use_local: bool = True
     use_global: bool = True
     blend: bool = True
+    # The blend's MSE gate m: "smooth" = sigmoid((0.5 - 0.05 MSE) / gate_width) when scoring, the paper's step while
+    # training (it only weights the loss there); "step" = the paper's step always (runs saved before the option).
+    gate: str = field(default="smooth", metadata={"choices": ("smooth", "step")})
+    gate_width: float = 0.05
     # "edge": 6 blocks, expansion C; "paper": 11 blocks, expansion 4C
     size: str = field(default="edge", metadata={"choices": ("edge", "paper")})
     fusion_blocks: int | None = None
@@ -60,12 +65,19 @@ class CRAD(AnomalyModel):
     Config = CRADConfig
     summary = "continuous memory: coordinates into learnable local and global grids (ECCV 2024)"
     cache_features = True
-    # Coordinate nets, grid reads, blend and distance stay FP32 (methods brief, INT8 hazards). Under FP16 the
-    # trunk up to the stride-8 tap (stem, blocks 0-4) stays FP32 too: the map is a small difference against
-    # those features, and in FP16 they moved normalised scores by 0.034 (magnetic_tile, edgead verify);
-    # with them in FP32, 0.0006.
+    # Coordinate nets, grid reads, blend and distance stay FP32 (methods brief, INT8 hazards). With the paper's
+    # step gate the trunk up to the stride-8 tap (stem, blocks 0-4) stays FP32 under FP16 too: in FP16 it moved
+    # normalised scores by 0.034 (magnetic_tile, edgead verify); with it in FP32, 0.0006.
     precision_scopes = {"fp16": ("backbone", "fusion", "out", TRUNK),
-                        "int8": ("backbone", "fusion")}
+                        "int8": ("backbone", "fusion"), "sensitive": (TRUNK,)}
+
+    def precision_scope_map(self) -> dict[str, list[str]]:
+        """The trunk stays FP32 under FP16 only with the paper's step gate: with the smooth gate FP16 moved scores
+        by at most 0.012 units with the whole backbone in FP16 (build split, magnetic_tile), 0.046 with the step."""
+        scopes = super().precision_scope_map()
+        if self.cfg.gate == "smooth":
+            scopes["fp16"] = [s for s in self.precision_scopes["fp16"] if s != TRUNK]
+        return scopes
 
     def __init__(self, cfg: CRADConfig, image_size: tuple[int, int]):
         super().__init__(cfg, image_size)
@@ -142,9 +154,16 @@ class CRAD(AnomalyModel):
         return self.out(self.fusion(z))
 
     def blend_factor(self, rec: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        """s = 0.3 m + 0.7 cos, with m = [0.05 * MSE_c <= 0.5] (the paper's round(clamp(.)) form)."""
+        """s = 0.3 m + 0.7 cos, with m = [0.05 * MSE_c <= 0.5] (the paper's round(clamp(.)) form) while training.
+
+        When scoring, ``gate="smooth"`` makes m a sigmoid of the same margin: with the step, a pixel whose MSE sits
+        near the edge (the top percent of normal pixels do, and the image score is read there) jumps when any
+        feature perturbation (INT8 or FP16 rounding, another resize filter) moves it across."""
         mse = (rec - f).pow(2).mean(dim=1, keepdim=True)
-        m = (0.05 * mse <= 0.5).to(f.dtype)
+        if self.training or self.cfg.gate == "step":
+            m = (0.05 * mse <= 0.5).to(f.dtype)
+        else:
+            m = torch.sigmoid((0.5 - 0.05 * mse) / self.cfg.gate_width)
         cos = F.cosine_similarity(rec, f, dim=1, eps=1e-6).unsqueeze(1)
         return 0.3 * m + 0.7 * cos
 
@@ -162,6 +181,11 @@ class CRAD(AnomalyModel):
     def from_features(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         amap, _ = self.raw_map(f)
         return self.post(amap)
+
+    @classmethod
+    def upgrade_config(cls, d: dict) -> dict:
+        """Runs saved before the smooth gate were trained, chosen and exported with the step."""
+        return {"gate": "step", **d}
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, feats: torch.Tensor, step: int) -> dict[str, torch.Tensor]:

@@ -108,7 +108,7 @@ class CRR(AnomalyModel):
     # INT8 takes the projections and the segmentation head's convolutions too (split, 10-epoch magnetic_tile run,
     # trunk FP32, PTQ + bias correction: score error 0.037 -> 0.030, INT8 MACs 73 % -> 88 %).
     precision_scopes = {"fp16": ("backbone", "bottleneck", "decoder", "proj", "seg_head", TRUNK),
-                        "int8": ("backbone", "bottleneck", "decoder", "proj", "seg_head")}
+                        "int8": ("backbone", "bottleneck", "decoder", "proj", "seg_head"), "sensitive": (TRUNK,)}
 
     def __init__(self, cfg: CRRConfig, image_size: tuple[int, int]):
         super().__init__(cfg, image_size)

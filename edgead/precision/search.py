@@ -231,6 +231,17 @@ def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: di
             onnx.save(model, str(dst))
 
 
+
+def sensitive_nodes(b: Bundle, inside: list[str]) -> list[str]:
+    """The nodes of the INT8 scopes in the model's sensitive region, which the fallback leaves in float first:
+    what the bundle's ``sensitive`` scope entries exclude (bundles exported before that key: what its FP16
+    scopes exclude)."""
+    from edgead.precision.rules import in_scopes
+
+    scopes = b.precision_scopes
+    ref = [*scopes["int8"], *scopes["sensitive"]] if "sensitive" in scopes else scopes["fp16"]
+    return [n for n in inside if not in_scopes(n, ref)]
+
 def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, label, record, say,
              tune=None) -> tuple:
     """Leave the model's sensitive trunk out of INT8 (the nodes of the INT8 scopes that its FP16 scopes leave out)
@@ -251,7 +262,7 @@ def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, l
     scopes = b.precision_scopes["int8"]
     model = onnx.load(str(base_work / "preprocessed.onnx"))
     inside, _ = split_nodes(model, scopes)
-    trunk = [n for n in inside if not in_scopes(n, b.precision_scopes["fp16"])]
+    trunk = sensitive_nodes(b, inside)
     base: list[str] = []  # what every ranked round keeps in float besides its activations
     prefix = row["step"]
     if trunk and len(trunk) < len(inside):  # first the region the model keeps out of FP16 (its sensitive trunk)
