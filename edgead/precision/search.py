@@ -4,9 +4,9 @@ Each candidate is judged on the build split (``precision.split``) with the defau
 precision, the code ``edgead verify`` runs on test images. The search stops at the first candidate
 that passes; otherwise the best of PTQ, bias correction and QAD is kept (a fallback makes a graph
 slower, so a fallback candidate is kept only when it passes) and the build says so. The fallback
-first leaves the model's sensitive trunk out of INT8 (the INT8-scope nodes its FP16 scopes exclude: one
-float region at the input; when that fails but comes closer, QAD distils the INT8 rest beside it), then adds
-the activations that ``verify``'s culprit analysis ranks first
+first leaves the model's sensitive trunk out of INT8 (the INT8-scope nodes its ``sensitive`` scope entries
+name, ``sensitive_nodes``: one float region at the input; when that fails but comes closer, QAD distils the
+INT8 rest beside it), then adds the activations that ``verify``'s culprit analysis ranks first
 (effect on the anomaly maps of the split images with the largest score errors, one pair at a time in
 float), doubling their number each round (beside the trunk when that came closer, else instead of it) until
 two rounds in a row come no closer;
@@ -231,7 +231,6 @@ def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: di
             onnx.save(model, str(dst))
 
 
-
 def sensitive_nodes(b: Bundle, inside: list[str]) -> list[str]:
     """The nodes of the INT8 scopes in the model's sensitive region, which the fallback leaves in float first:
     what the bundle's ``sensitive`` scope entries exclude (bundles exported before that key: what its FP16
@@ -242,9 +241,10 @@ def sensitive_nodes(b: Bundle, inside: list[str]) -> list[str]:
     ref = [*scopes["int8"], *scopes["sensitive"]] if "sensitive" in scopes else scopes["fp16"]
     return [n for n in inside if not in_scopes(n, ref)]
 
+
 def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, label, record, say,
              tune=None) -> tuple:
-    """Leave the model's sensitive trunk out of INT8 (the nodes of the INT8 scopes that its FP16 scopes leave out)
+    """Leave the model's sensitive trunk out of INT8 (``sensitive_nodes``)
     and, when that fails but came closer than ``start``, distil the rest beside it (``tune``); then the
     activations with the largest effect on the maps (2, 4, 8, ...), until the split passes: beside the trunk,
     ranked on that candidate, when it came closer than ``start``; else instead of it.
@@ -265,11 +265,11 @@ def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, l
     trunk = sensitive_nodes(b, inside)
     base: list[str] = []  # what every ranked round keeps in float besides its activations
     prefix = row["step"]
-    if trunk and len(trunk) < len(inside):  # first the region the model keeps out of FP16 (its sensitive trunk)
+    if trunk and len(trunk) < len(inside):  # first the model's sensitive trunk
         cand = work / "fallback-trunk.onnx"
         rebuild(trunk, cand)
         r = record(f"{prefix}+trunk:{label(trunk)}", cand, base_work,
-                   {"kept_float": trunk, "left_in_float": "the model's sensitive trunk (outside its FP16 scopes)"})
+                   {"kept_float": trunk, "left_in_float": "the model's sensitive trunk (its sensitive scope entries)"})
         if r["passed"]:
             return r, cand, base_work
         closer = r["badness"] < row["badness"]
