@@ -145,6 +145,7 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
             report = to_fp16(src, tmp_dst, scopes["fp16"])
             extra = {}
         else:
+            from edgead.precision.quantizer import Quantizer
             from edgead.precision.search import search
 
             recipes = load_recipes(req.recipes_file)
@@ -156,8 +157,8 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
                                                  synthetic_fraction=req.synthetic_fraction)
             data, man = calibration_set(b, settings, req.data)
             plan = _plan(req)
-            report = search(b, key, recipe_name, recipes["recipes"][recipe_name], settings, data, tmp_dst,
-                            Path(tmp) / "work", plan, req.log)
+            quantizer = Quantizer.make(b, recipe_name, recipes["recipes"][recipe_name], settings, data)
+            report = search(quantizer, key, tmp_dst, Path(tmp) / "work", plan, req.log)
             report["plan"] = plan.record()
             extra = {"calibration": {k: man[k] for k in ("settings", "per_category")}
                      | {"manifest": "calibration/manifest.json", "n_files": len(man["files"])}}

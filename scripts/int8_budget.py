@@ -20,12 +20,10 @@ from rich.console import Console
 from rich.table import Table
 
 from edgead.backends.onnxruntime import OrtBackend
-from edgead.build import calibration_set
 from edgead.bundle import Bundle
-from edgead.calibration import CalibSettings, load_recipes, with_anomalies
 from edgead.fileio import atomic_write_json
-from edgead.precision.int8 import to_int8
 from edgead.precision.macs import int8_share
+from edgead.precision.quantizer import Quantizer
 from edgead.precision.rules import in_scopes, split_nodes
 from edgead.precision.search import sensitive_nodes
 from edgead.precision.split import build_split, judge
@@ -52,11 +50,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     b = Bundle.load(args.bundle)
-    recipes = load_recipes()
-    recipe = recipes["recipes"][args.recipe]
-    settings = CalibSettings.from_recipes(recipes)
-    calib, _ = calibration_set(b, settings, None)
-    images, _ = with_anomalies(calib, b.preprocess, settings.synthetic_fraction, settings.seed)
+    quantize = Quantizer.default(b, args.recipe)
+    settings = quantize.settings
     split = build_split(b)
     normals = split.labels == 0
     key = f"int8-{args.recipe}"
@@ -64,16 +59,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         first = work / "all.onnx"
-        quantize = dict(recipe_name=args.recipe, recipe=recipe, settings=settings, data=images,
-                        input_name=b.input_name, batch=b.input_shape[0], scopes=b.precision_scopes["int8"],
-                        work=work / "work", normalization=(b.preprocess.mean, b.preprocess.std),
-                        fp16_scopes=b.precision_scopes["fp16"])
-        to_int8(b.onnx("fp32"), first, **quantize)
+        quantize(first, work / "work")
         float_graph = onnx.load(str(work / "work" / "preprocessed.onnx"))
         for i, (name, kept) in enumerate(parts(b, float_graph).items()):
             graph = first if not kept else work / f"part{i}.onnx"
             if kept:
-                to_int8(b.onnx("fp32"), graph, keep_float=kept, **quantize)
+                quantize(graph, work / "work", kept)
             v = judge(b, split, graph, key)
             maps = OrtBackend(graph).run_batched(split.inputs(b))["anomaly_map"][:, 0][normals]
             ref = split.maps[normals]

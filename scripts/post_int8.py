@@ -22,12 +22,10 @@ import onnx
 import torch
 
 from edgead import post_select
-from edgead.build import calibration_set
 from edgead.bundle import Bundle
-from edgead.calibration import CalibSettings, load_recipes, with_anomalies
 from edgead.fileio import atomic_write_json
-from edgead.precision.int8 import to_int8
 from edgead.precision.probe import inner_values
+from edgead.precision.quantizer import Quantizer
 from edgead.precision.split import build_split
 from edgead.runs import load_model
 
@@ -60,18 +58,12 @@ def main() -> None:
     a = ap.parse_args()
     model, info = load_model(a.run)
     b = Bundle.load(a.bundle)
-    recipes = load_recipes()
-    settings = CalibSettings.from_recipes(recipes)
-    calib, _ = calibration_set(b, settings, None)
-    images, _ = with_anomalies(calib, b.preprocess, settings.synthetic_fraction, settings.seed)
+    quantize = Quantizer.default(b, a.recipe)
     split = build_split(b)
     x, batch = split.inputs(b), b.input_shape[0]
     with tempfile.TemporaryDirectory() as tmp:
         graph = Path(tmp) / "int8.onnx"
-        to_int8(b.onnx("fp32"), graph, recipe_name=a.recipe, recipe=recipes["recipes"][a.recipe], settings=settings,
-                data=images, input_name=b.input_name, batch=batch, scopes=b.precision_scopes["int8"],
-                work=Path(tmp) / "work", normalization=(b.preprocess.mean, b.preprocess.std),
-                fp16_scopes=b.precision_scopes["fp16"])
+        quantize(graph, Path(tmp) / "work")
         ref, q = (raw_maps(g, x, b.input_name, batch) for g in (b.onnx("fp32"), graph))
     val = {tuple(r[k] for k in model.post_choices): r["val_score"]
            for r in info.get("post_selection", {}).get("grid", [])}
@@ -83,7 +75,7 @@ def main() -> None:
         rows.append({**setting, "val_score": val.get(values), "rms": round(float(np.sqrt(np.mean(err ** 2))), 4),
                      "max": round(float(np.abs(err).max()), 4), "offset": round(float(err.mean()), 4),
                      "spread": round(float(err.std()), 4)})
-    print(f"{a.run}: all-INT8 PTQ ({a.recipe} recipe, {settings.method}), build split of {len(split)} images, "
+    print(f"{a.run}: all-INT8 PTQ ({a.recipe} recipe, {quantize.settings.method}), build split of {len(split)} images, "
           f"score error in threshold units")
     for r in sorted(rows, key=lambda r: r["rms"]):
         print(", ".join(f"{k} {r[k]}" for k in model.post_choices), f"val {r['val_score']}",

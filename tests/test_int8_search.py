@@ -123,6 +123,27 @@ def test_build_split_never_holds_a_test_image(bundle, tiny_real):
     assert np.abs(cols[:, -8:].mean(1) - cols[:, :8].mean(1)).max() > 0.05
 
 
+def test_build_split_fades_anomalies_to_the_threshold(bundle):
+    from edgead.precision.split import BISECT, BOUNDARY
+
+    b = Bundle.load(bundle)
+    split = build_split(b)
+    faded, full = split.defects == "boundary", split.defects == "synthetic"
+    assert faded.sum() >= full.sum() // 2 and (split.labels[faded] == 1).all()
+    s = np.array([b.category_norm(str(c)).score(float(v)) for c, v in zip(split.categories, split.scores, strict=True)])
+    # the fade stops where the FP32 score first reaches its target, spread over BOUNDARY; full strength far beyond
+    assert s[faded].min() >= BOUNDARY[0] and s[faded].max() < BOUNDARY[1] + 1.0
+    assert np.median(s[faded]) < 0.5 * np.median(s[full])
+    twin = {f.replace("/synthetic/", "/boundary/"): i for i, f in enumerate(split.files) if full[i]}
+    for i in np.flatnonzero(faded):  # each a fade of its full-strength twin: the same mask, less contrast
+        j = twin[split.files[i]]
+        good = split.images[(split.defects == "good") & (np.char.rpartition(split.files.astype(str), "/")[:, 2]
+                                                          == split.files[i].rsplit("/", 1)[-1])][0]
+        assert (split.masks[i] == split.masks[j]).all()
+        moved = np.abs(split.images[i].astype(float) - good).sum()
+        assert 0 < moved <= np.abs(split.images[j].astype(float) - good).sum() * (1 + 2.0 ** -BISECT)
+
+
 def test_qad_lowers_map_error_exports_for_tensorrt_and_is_reproducible(bundle, tiny_real, tmp_path):
     common = {"precision": "int8", "recipe": "tensorrt", "count": 22, "fallback": False, "bias_correction": False}
     ptq, qad, again = (_copy(bundle, tmp_path, n) for n in ("ptq", "qad", "again"))
@@ -154,24 +175,15 @@ def test_qad_lowers_map_error_exports_for_tensorrt_and_is_reproducible(bundle, t
 def test_bias_correction_lowers_map_error_on_unseen_real_images(bundle, tiny_real, tmp_path, recipe):
     """Each quantized conv's mean output error (calibration normals) comes off its bias: test images then
     move less, the TensorRT recipe stays buildable and only biases changed."""
-    from edgead.build import calibration_set
-    from edgead.calibration import CalibSettings, load_recipes, with_anomalies
-    from edgead.precision.int8 import to_int8
     from edgead.precision.readiness import report as readiness
     from edgead.precision.search import run_bias_correction
 
     b = Bundle.load(_copy(bundle, tmp_path, "b"))
-    recipes = load_recipes()
-    settings = CalibSettings.from_recipes(recipes, count=16)
-    calib, _ = calibration_set(b, settings, None)
-    images, _ = with_anomalies(calib, b.preprocess, settings.synthetic_fraction, settings.seed)
+    q = _quantizer(b, recipe, 16)
     ptq, bc = tmp_path / "ptq.onnx", tmp_path / "bc.onnx"
-    to_int8(b.onnx("fp32"), ptq, recipe, recipes["recipes"][recipe], settings, images, b.input_name,
-            b.input_shape[0], b.precision_scopes["int8"], tmp_path / "ptq", normalization=(b.preprocess.mean,
-                                                                                          b.preprocess.std))
-    info = run_bias_correction(b, ptq, tmp_path / "ptq", tmp_path / "bc", bc, recipe, recipes["recipes"][recipe],
-                               settings, calib, images)
-    assert info["convs"] > 10 and info["n_images"] == len(calib)
+    q(ptq, tmp_path / "ptq")
+    info = run_bias_correction(q, ptq, tmp_path / "ptq", tmp_path / "bc", bc)
+    assert info["convs"] > 10 and info["n_images"] == len(q.calib)
     x = mvtec.load_images(mvtec.discover(tiny_real, b.categories, "test"), b.preprocess)  # never calibrated on
     ref = _maps(b.onnx("fp32"), x)
 
@@ -187,16 +199,28 @@ def test_bias_correction_lowers_map_error_on_unseen_real_images(bundle, tiny_rea
     assert [{i.name: tuple(i.dims) for i in g.graph.initializer} for g in graphs][0] == \
         {i.name: tuple(i.dims) for i in graphs[1].graph.initializer}  # the same graph, other numbers
     if recipe == "cpu":  # the fallback walks again: a conv kept in float keeps its own bias
-        _kept_conv_keeps_its_bias(b, tmp_path, recipes, settings, calib, images, ptq)
+        _kept_conv_keeps_its_bias(q, tmp_path)
     else:
-        _kept_nodes_run_fp16_only_inside_the_fp16_scopes(b, tmp_path, recipes, settings, images)
+        _kept_nodes_run_fp16_only_inside_the_fp16_scopes(q, tmp_path)
 
 
-def _kept_nodes_run_fp16_only_inside_the_fp16_scopes(b, tmp_path, recipes, settings, images):
+def _quantizer(b, recipe, count):
+    from edgead.build import calibration_set
+    from edgead.calibration import CalibSettings, load_recipes
+    from edgead.precision.quantizer import Quantizer
+
+    recipes = load_recipes()
+    settings = CalibSettings.from_recipes(recipes, count=count)
+    calib, _ = calibration_set(b, settings, None)
+    return Quantizer.make(b, recipe, recipes["recipes"][recipe], settings, calib)
+
+
+def _kept_nodes_run_fp16_only_inside_the_fp16_scopes(q, tmp_path):
     """The tensorrt fallback runs a node out of INT8 in FP16, except in the trunk an FP16 build keeps FP32."""
     from edgead.precision.rules import in_scopes
     from edgead.precision.search import quantize_from
 
+    b = q.bundle
     convs = [n for n in onnx.load(str(tmp_path / "ptq" / "preprocessed.onnx")).graph.node if n.op_type == "Conv"]
     if not any(n.name.startswith("/backbone/") and not in_scopes(n.name, b.precision_scopes["fp16"]) for n in convs):
         b.meta["precision_scopes"]["fp16"].append("-backbone/stem")  # as a step-gate CRAD bundle keeps its trunk
@@ -204,8 +228,7 @@ def _kept_nodes_run_fp16_only_inside_the_fp16_scopes(b, tmp_path, recipes, setti
     trunk = next(n for n in convs if n.name.startswith("/backbone/") and not in_scopes(n.name, fp16))
     later = next(n for n in convs if in_scopes(n.name, fp16) and in_scopes(n.name, b.precision_scopes["int8"]))
     dst = tmp_path / "keep-trt.onnx"
-    quantize_from(b, tmp_path / "ptq", dst, "tensorrt", recipes["recipes"]["tensorrt"], settings, images,
-                  [trunk.name, later.name])
+    quantize_from(q, tmp_path / "ptq", dst, [trunk.name, later.name])
     model = onnx.load(str(dst))
     half = {i.name for i in model.graph.initializer if i.data_type == TensorProto.FLOAT16}
     node = {n.name: n for n in model.graph.node}
@@ -214,9 +237,10 @@ def _kept_nodes_run_fp16_only_inside_the_fp16_scopes(b, tmp_path, recipes, setti
     assert not any(n.op_type == "DequantizeLinear" and n.output[0] in node[trunk.name].input for n in model.graph.node)
 
 
-def _kept_conv_keeps_its_bias(b, tmp_path, recipes, settings, calib, images, ptq):
+def _kept_conv_keeps_its_bias(q, tmp_path):
     from edgead.precision.search import quantize_from, run_bias_correction
 
+    b = q.bundle
     float_graph = onnx.load(str(tmp_path / "ptq" / "preprocessed.onnx"))
     conv = next(n for n in float_graph.graph.node if n.op_type == "Conv" and n.name.startswith("/backbone/blocks.1/"))
     bias = conv.input[2]
@@ -226,9 +250,8 @@ def _kept_conv_keeps_its_bias(b, tmp_path, recipes, settings, calib, images, ptq
                     if i.name == bias)
 
     first, kept = tmp_path / "keep-ptq.onnx", tmp_path / "keep-bc.onnx"
-    quantize_from(b, tmp_path / "ptq", first, "cpu", recipes["recipes"]["cpu"], settings, images, [conv.name])
-    run_bias_correction(b, first, tmp_path / "ptq", tmp_path / "keep", kept, "cpu", recipes["recipes"]["cpu"],
-                        settings, calib, images, keep_float=[conv.name])
+    quantize_from(q, tmp_path / "ptq", first, [conv.name])
+    run_bias_correction(q, first, tmp_path / "ptq", tmp_path / "keep", kept, keep_float=[conv.name])
     assert not np.array_equal(bias_in(tmp_path / "bc"), bias_in(tmp_path / "ptq"))  # corrected when INT8
     assert np.array_equal(bias_in(tmp_path / "keep"), bias_in(tmp_path / "ptq"))  # its own when kept in float
     model = onnx.load(str(kept))  # the cpu recipe's fallback is FP32: the conv reads its float bias, no casts
@@ -238,8 +261,7 @@ def _kept_conv_keeps_its_bias(b, tmp_path, recipes, settings, calib, images, ptq
 
     inside, _ = split_nodes(float_graph, b.precision_scopes["int8"])
     with pytest.raises(EdgeadError, match="nothing is left to quantize"):  # ORT would quantize every node
-        quantize_from(b, tmp_path / "ptq", tmp_path / "all.onnx", "cpu", recipes["recipes"]["cpu"], settings,
-                      images, inside)
+        quantize_from(q, tmp_path / "ptq", tmp_path / "all.onnx", inside)
 
 
 def test_torch_student_runs_the_cpu_int8_graph_as_onnx_runtime_does(bundle, tiny_real, tmp_path):
@@ -247,19 +269,11 @@ def test_torch_student_runs_the_cpu_int8_graph_as_onnx_runtime_does(bundle, tiny
     int32 biases ONNX Runtime rounds to (input scale x weight scale). Real test images, unoptimised ORT."""
     import torch
 
-    from edgead.build import calibration_set
-    from edgead.calibration import CalibSettings, load_recipes, with_anomalies
-    from edgead.precision.int8 import to_int8
     from edgead.precision.onnx_torch import QuantGraph
 
     b = Bundle.load(_copy(bundle, tmp_path, "b"))
-    recipes = load_recipes()
-    settings = CalibSettings.from_recipes(recipes, count=16)
-    calib, _ = calibration_set(b, settings, None)
-    images, _ = with_anomalies(calib, b.preprocess, settings.synthetic_fraction, settings.seed)
     q = tmp_path / "q.onnx"
-    to_int8(b.onnx("fp32"), q, "cpu", recipes["recipes"]["cpu"], settings, images, b.input_name, b.input_shape[0],
-            b.precision_scopes["int8"], tmp_path / "w", normalization=(b.preprocess.mean, b.preprocess.std))
+    _quantizer(b, "cpu", 16)(q, tmp_path / "w")
     x = mvtec.load_images(mvtec.discover(tiny_real, b.categories, "test"), b.preprocess)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -326,29 +340,21 @@ def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bu
 
 def test_qad_beside_the_float_trunk_keeps_the_trunk_float(bundle, tmp_path):
     """The fallback's distilled trunk candidate: QAD from a graph with the trunk in float exports it in float again."""
-    from edgead.build import calibration_set
-    from edgead.calibration import CalibSettings, load_recipes, with_anomalies
-    from edgead.precision.int8 import to_int8
     from edgead.precision.macs import int8_share
     from edgead.precision.rules import split_nodes
     from edgead.precision.search import SearchPlan, quantize_from, run_qad
 
     b = Bundle.load(_copy(bundle, tmp_path, "kf"))
-    recipes = load_recipes(None)
-    recipe, settings = recipes["recipes"]["cpu"], CalibSettings.from_recipes(recipes, count=8)
-    calib, _ = calibration_set(b, settings, None)
-    images, source = with_anomalies(calib, b.preprocess, settings.synthetic_fraction, settings.seed)
+    q = _quantizer(b, "cpu", 8)
     scopes, work = b.precision_scopes["int8"], tmp_path / "ptq"
-    to_int8(b.onnx("fp32"), tmp_path / "ptq.onnx", "cpu", recipe, settings, images, b.input_name, b.input_shape[0],
-            scopes, work, normalization=(b.preprocess.mean, b.preprocess.std))
+    q(tmp_path / "ptq.onnx", work)
     float_graph = onnx.load(str(work / "preprocessed.onnx"))
     inside, _ = split_nodes(float_graph, scopes)
     trunk = search.sensitive_nodes(b, inside)
     assert trunk and len(trunk) < len(inside)
     cand, tuned = tmp_path / "trunk.onnx", tmp_path / "tuned.onnx"
-    quantize_from(b, work, cand, "cpu", recipe, settings, images, trunk)
-    info = run_qad(b, cand, work, tmp_path / "qad", tuned, "cpu", recipe, settings, (calib, images, source),
-                   SearchPlan(qad_steps=8), keep_float=trunk)
+    quantize_from(q, work, cand, trunk)
+    info = run_qad(q, cand, work, tmp_path / "qad", tuned, SearchPlan(qad_steps=8), keep_float=trunk)
     assert len(info["history"]) > 1
 
     def share(g):
@@ -400,3 +406,4 @@ def test_fresh_qad_batches_are_flipped_normals_or_new_synthetic_anomalies(tiny_r
     assert not np.array_equal(painted[0], painted[4])  # the same normal, a different anomaly each time
     again = fresh_maker(normals, pre, 1.0)(idx, np.random.default_rng(0))
     np.testing.assert_array_equal(painted, again)
+

@@ -25,10 +25,10 @@ import numpy as np
 import onnx
 
 from edgead.bundle import Bundle
-from edgead.calibration import CalibSettings, with_anomalies
 from edgead.errors import EdgeadError
-from edgead.precision.int8 import kept_half, read_ranges, to_int8, write_ranges
+from edgead.precision.int8 import kept_half, read_ranges, write_ranges
 from edgead.precision.qad import QADSettings
+from edgead.precision.quantizer import Quantizer
 
 QAD_MODES = ("auto", "always", "never")
 SCALES = "scales.json"  # QAD's learned activation scales, by QuantizeLinear
@@ -54,21 +54,16 @@ class SearchPlan:
                 "gates_file": str(self.gates_file) if self.gates_file else None}
 
 
-def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibSettings, calib: np.ndarray,
-           dst: Path, work: Path, plan: SearchPlan, log=None) -> dict:
-    """Write the chosen INT8 graph to ``dst``; return the build report (steps, choice, split verdicts).
-
-    ``calib``: the calibration normals; ranges and QAD use them plus synthetic anomalies on a share."""
+def search(q: Quantizer, key: str, dst: Path, work: Path, plan: SearchPlan, log=None) -> dict:
+    """Write the chosen INT8 graph to ``dst``; return the build report (steps, choice, split verdicts)."""
     from edgead.precision.macs import int8_share
     from edgead.precision.split import build_split, judge
 
     if plan.qad not in QAD_MODES:
         raise EdgeadError(f"--qad {plan.qad!r}: choose {', '.join(QAD_MODES)}")
     say = log or (lambda *_: None)
-    src, batch, scopes = b.onnx("fp32"), b.input_shape[0], b.precision_scopes["int8"]
-    norm = (b.preprocess.mean, b.preprocess.std)
+    b, scopes, recipe = q.bundle, q.bundle.precision_scopes["int8"], q.recipe
     split = build_split(b)
-    images, source = with_anomalies(calib, b.preprocess, settings.synthetic_fraction, settings.seed)
     steps: list[dict] = []
 
     def record(name: str, graph: Path, base_work: Path, extra: dict) -> dict:
@@ -84,22 +79,20 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
 
     ptq_work = work / "ptq"
     ptq = work / "ptq.onnx"
-    report = to_int8(src, ptq, recipe_name, recipe, settings, images, b.input_name, batch, scopes, ptq_work,
-                     normalization=norm)
-    best = (record(f"ptq-{settings.method}", ptq, ptq_work, {}), ptq, ptq_work)
+    report = q(ptq, ptq_work)
+    best = (record(f"ptq-{q.settings.method}", ptq, ptq_work, {}), ptq, ptq_work)
     line = best  # what the fallback starts from: PTQ, or PTQ with bias correction when that ran
     if plan.bias_correction and not best[0]["passed"]:
         bc_work, bc = work / "bc", work / "bc.onnx"
-        info = run_bias_correction(b, ptq, ptq_work, bc_work, bc, recipe_name, recipe, settings, calib, images)
-        row = record(f"ptq-{settings.method}+bc", bc, bc_work, {"bias_correction": info})
+        info = run_bias_correction(q, ptq, ptq_work, bc_work, bc)
+        row = record(f"ptq-{q.settings.method}+bc", bc, bc_work, {"bias_correction": info})
         line = (row, bc, bc_work)
         if row["passed"] or row["badness"] < best[0]["badness"]:
             best = line
     if plan.qad == "always" or (plan.qad == "auto" and not best[0]["passed"]):
         qad_work = work / "qad"
         graph = work / "qad.onnx"
-        info = run_qad(b, best[1], best[2], qad_work, graph, recipe_name, recipe, settings,
-                       (calib, images, source), plan, log)
+        info = run_qad(q, best[1], best[2], qad_work, graph, plan, log)
         row = record("qad", graph, qad_work, {"qad": info})
         if plan.qad == "always" or row["passed"] or row["badness"] < best[0]["badness"]:
             best = (row, graph, qad_work)
@@ -115,10 +108,9 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
             corrected for INT8 error would add error where there is none, and the INT8 layers after a
             float one see less error. (Not from QAD: its weights were tuned beside INT8 neighbours.)"""
             first = dst.with_name(f"{dst.stem}-ptq.onnx") if corrected else dst
-            quantize_from(b, ptq_work, first, recipe_name, recipe, settings, images, kept)
+            quantize_from(q, ptq_work, first, kept)
             if corrected:
-                run_bias_correction(b, first, ptq_work, float_work(dst), dst, recipe_name, recipe, settings, calib,
-                                    images, keep_float=kept)
+                run_bias_correction(q, first, ptq_work, float_work(dst), dst, keep_float=kept)
 
         def label(kept: list[str]) -> str:
             half = len(kept_half(kept, recipe, b.precision_scopes["fp16"]))
@@ -127,8 +119,7 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
         def tune(kept: list[str], graph: Path, dst: Path, name: str) -> tuple:
             """QAD from the candidate ``graph`` (``kept`` in float): its INT8 rest learns to work beside them."""
             qad_work = work / f"{dst.stem}-work"
-            info = run_qad(b, graph, float_work(graph), qad_work, dst, recipe_name, recipe, settings,
-                           (calib, images, source), plan, log, keep_float=kept)
+            info = run_qad(q, graph, float_work(graph), qad_work, dst, plan, log, keep_float=kept)
             return record(name, dst, qad_work, {"kept_float": kept, "qad": info, "left_in_float":
                                                 "the model's sensitive trunk, the rest distilled"}), dst, qad_work
 
@@ -138,8 +129,9 @@ def search(b: Bundle, key: str, recipe_name: str, recipe: dict, settings: CalibS
     shutil.copyfile(graph, dst)
     report.update(to_int8_report(base_work, graph, scopes))
     report.update({"search": steps, "chosen": row["step"], "kept_float": row.get("kept_float", []),
-                   "build_split": {"what": "held-out training normals, the same relit (data.lighting) and with "
-                                           "synthetic anomalies (anomaly_synth.Synthesizer); no test image",
+                   "build_split": {"what": "held-out training normals, the same relit (data.lighting), with "
+                                           "synthetic anomalies (anomaly_synth.Synthesizer) and with those "
+                                           "anomalies faded to FP32 scores around the threshold; no test image",
                                    "n_images": len(split), "passed": row["passed"],
                                    "gates": "default" if plan.gates_file is None else str(plan.gates_file)}})
     return report
@@ -151,19 +143,18 @@ def to_int8_report(base_work: Path, graph: Path, scopes: list[str]) -> dict:
             "calibrated_from": str(base_work.name)}
 
 
-def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, recipe_name: str, recipe: dict,
-            settings: CalibSettings, data: tuple, plan: SearchPlan, log=None, keep_float: list[str] = ()) -> dict:
+def run_qad(q: Quantizer, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, plan: SearchPlan, log=None,
+            keep_float: list[str] = ()) -> dict:
     """Distil the PTQ graph (``qad.distill``) and export it through ONNX Runtime's quantizer again.
 
-    ``data``: (calibration normals, the INT8 image set made from them, each image's normal);
     ``keep_float``: the nodes ``ptq`` leaves in float (a fallback candidate), left in float again."""
     from edgead.precision import qad
     from edgead.progress import progress
 
+    b, settings = q.bundle, q.settings
     cfg = QADSettings(steps=plan.qad_steps, seed=settings.seed, feature_weight=plan.qad_feature_weight)
-    calib, images, source = data
-    cats = _calibration_categories(b, len(calib))
-    norms = [b.category_norm(cats[i]) for i in source]
+    cats = _calibration_categories(b, len(q.calib))
+    norms = [b.category_norm(cats[i]) for i in q.source]
     float_graph = onnx.load(str(ptq_work / "preprocessed.onnx"))
     with progress(disable=log is None) as prog:
         task = prog.add_task("QAD (INT8 student vs FP32 maps)", total=cfg.steps, info="")
@@ -172,19 +163,17 @@ def run_qad(b: Bundle, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, rec
             prog.update(task, completed=step, info=f"loss {loss:.4f}")
 
         f = settings.synthetic_fraction
-        make = qad.fresh_maker(calib, b.preprocess, f / (1 + f))  # the same share of anomalies as the set
-        out = qad.distill(onnx.load(str(ptq)), float_graph, b.onnx("fp32"), images, b.input_name, norms, cfg, tick,
-                          source=source, make=make, scopes=b.precision_scopes["int8"])
-    ranges = read_ranges(ptq_work / f"ranges.{settings.method}.json")
+        make = qad.fresh_maker(q.calib, b.preprocess, f / (1 + f))  # the same share of anomalies as the set
+        out = qad.distill(onnx.load(str(ptq)), float_graph, b.onnx("fp32"), q.images, b.input_name, norms, cfg, tick,
+                          source=q.source, make=make, scopes=b.precision_scopes["int8"])
+    ranges = read_ranges(ptq_work / q.ranges_file)
     ranges.update(qad.ranges_from_scales(onnx.load(str(ptq)), out["scales"]))
-    export_tuned(b, float_graph, out["weights"], ranges, qad_work, dst, recipe_name, recipe, settings, images,
-                 scales=out["scales"], keep_float=keep_float)
-    return {"settings": out["settings"], "n_images": len(images), "n_validation": out["n_validation"],
+    export_tuned(q, float_graph, out["weights"], ranges, qad_work, dst, scales=out["scales"], keep_float=keep_float)
+    return {"settings": out["settings"], "n_images": len(q.images), "n_validation": out["n_validation"],
             "best_step": out["best_step"], "history": out["history"]}
 
 
-def run_bias_correction(b: Bundle, ptq: Path, ptq_work: Path, work: Path, dst: Path, recipe_name: str, recipe: dict,
-                        settings: CalibSettings, calib: np.ndarray, images: np.ndarray,
+def run_bias_correction(q: Quantizer, ptq: Path, ptq_work: Path, work: Path, dst: Path,
                         keep_float: list[str] = ()) -> dict:
     """Correct the PTQ graph's conv biases (``precision.biascorr``) on the calibration normals; quantize again
     with the same ranges into ``dst`` (``work`` holds the corrected float graph)."""
@@ -197,34 +186,31 @@ def run_bias_correction(b: Bundle, ptq: Path, ptq_work: Path, work: Path, dst: P
     student = QuantGraph(onnx.load(str(ptq)), {i.name: numpy_helper.to_array(i) for i in float_graph.graph.initializer})
     for p in student.log_scales.values():
         p.requires_grad_(False)  # the graph's scales exactly
-    info = biascorr.correct(student, calib, b.input_name)
-    export_tuned(b, float_graph, student.float_weights(), read_ranges(ptq_work / f"ranges.{settings.method}.json"),
-                 work, dst, recipe_name, recipe, settings, images, keep_float=keep_float)
+    info = biascorr.correct(student, q.calib, q.bundle.input_name)
+    export_tuned(q, float_graph, student.float_weights(), read_ranges(ptq_work / q.ranges_file), work, dst,
+                 keep_float=keep_float)
     return info
 
 
-def export_tuned(b: Bundle, float_graph: onnx.ModelProto, weights: dict[str, np.ndarray], ranges: dict, work: Path,
-                 dst: Path, recipe_name: str, recipe: dict, settings: CalibSettings, images: np.ndarray,
-                 scales: dict[str, float] | None = None, keep_float: list[str] = ()) -> None:
+def export_tuned(q: Quantizer, float_graph: onnx.ModelProto, weights: dict[str, np.ndarray], ranges: dict, work: Path,
+                 dst: Path, scales: dict[str, float] | None = None, keep_float: list[str] = ()) -> None:
     """Tuned float weights (bias correction, QAD) back to a Q/DQ graph: ``work`` gets the float graph with
     them, its activation ranges and learned ``scales``; ONNX Runtime's quantizer writes ``dst`` from it."""
     from edgead.precision.qad import with_weights
 
     work.mkdir(parents=True, exist_ok=True)
     onnx.save(with_weights(float_graph, weights), str(work / "preprocessed.onnx"))
-    write_ranges(work / f"ranges.{settings.method}.json", settings, ranges)
+    write_ranges(work / q.ranges_file, q.settings, ranges)
     if scales is not None:
         (work / SCALES).write_text(json.dumps(scales))
-    quantize_from(b, work, dst, recipe_name, recipe, settings, images, keep_float)
+    quantize_from(q, work, dst, keep_float)
 
 
-def quantize_from(b: Bundle, work: Path, dst: Path, recipe_name: str, recipe: dict, settings: CalibSettings,
-                  images: np.ndarray, keep_float: list[str] = ()) -> None:
+def quantize_from(q: Quantizer, work: Path, dst: Path, keep_float: list[str] = ()) -> None:
     """Quantize ``work``'s (tuned) float graph with its ranges; learned scales (QAD) are written back exactly."""
     from edgead.precision.qad import set_scales
 
-    to_int8(b.onnx("fp32"), dst, recipe_name, recipe, settings, images, b.input_name, b.input_shape[0],
-            b.precision_scopes["int8"], work, keep_float=list(keep_float), fp16_scopes=b.precision_scopes["fp16"])
+    q(dst, work, keep_float)
     if (work / SCALES).is_file():
         model = onnx.load(str(dst))
         if set_scales(model, json.loads((work / SCALES).read_text())):
