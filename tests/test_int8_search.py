@@ -134,11 +134,10 @@ def test_build_split_fades_anomalies_to_the_threshold(bundle):
     # the fade stops where the FP32 score first reaches its target, spread over BOUNDARY; full strength far beyond
     assert s[faded].min() >= BOUNDARY[0] and s[faded].max() < BOUNDARY[1] + 1.0
     assert np.median(s[faded]) < 0.5 * np.median(s[full])
-    twin = {f.replace("/synthetic/", "/boundary/"): i for i, f in enumerate(split.files) if full[i]}
+    index = {str(f): i for i, f in enumerate(split.files)}
     for i in np.flatnonzero(faded):  # each a fade of its full-strength twin: the same mask, less contrast
-        j = twin[split.files[i]]
-        good = split.images[(split.defects == "good") & (np.char.rpartition(split.files.astype(str), "/")[:, 2]
-                                                          == split.files[i].rsplit("/", 1)[-1])][0]
+        j = index[split.files[i].replace("/boundary/", "/synthetic/")]
+        good = split.images[index[split.files[i].replace("/boundary/", "/holdout/")]].astype(float)
         assert (split.masks[i] == split.masks[j]).all()
         moved = np.abs(split.images[i].astype(float) - good).sum()
         assert 0 < moved <= np.abs(split.images[j].astype(float) - good).sum() * (1 + 2.0 ** -BISECT)
