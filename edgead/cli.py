@@ -595,6 +595,9 @@ def inspect_(
     alerts_max_mb: Annotated[float | None, typer.Option(min=0.1, help="Keep the alerts folder's images under this "
                                                         "size: the oldest frame/heatmap pairs are deleted (their "
                                                         "lines stay).")] = None,
+    events_max_mb: Annotated[float, typer.Option(min=1.0, help="Keep events.jsonl and its rotated files "
+                                                 "(events.000001.jsonl, ...) under this size: the oldest rotated "
+                                                 "file is deleted.")] = 1024.0,
     max_frames: Annotated[int | None, typer.Option(min=1, help="Stop after N frames.")] = None,
     duration: Annotated[float | None, typer.Option(min=0.1, help="Stop after S seconds.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads.")] = None,
@@ -628,7 +631,7 @@ def inspect_(
                                  precision=precision, backend=backend, policy=policy,
                                  category=category[0] if category and len(category) == 1 else category,
                                  alerts_dir=alerts, alerts_min_free_mb=alerts_min_free_mb,
-                                 alerts_max_mb=alerts_max_mb, max_frames=max_frames,
+                                 alerts_max_mb=alerts_max_mb, events_max_mb=events_max_mb, max_frames=max_frames,
                                  duration=duration, threads=threads, platform=platform, fps=fps,
                                  dry_run=dry_run, first_frame_timeout_s=first_frame_timeout,
                                  latency_budget_ms=latency_budget_ms, scale=scale, notify=notify or [],

@@ -315,6 +315,39 @@ def test_event_log_survives_a_torn_line(tmp_path):
     assert [e["frame"] for e in read_events(p)] == [1, 3]
 
 
+def test_event_log_rotates_within_its_budget_and_keeps_the_newest_lines(tmp_path):
+    from edgead.live.alerts import KEEP, chain
+
+    p = tmp_path / "events.jsonl"
+    budget = 8000  # bytes for the whole chain: each file rotates at a quarter
+    log = EventLog(p, budget)
+    record = {"frame": 0, "name": "x" * 150}  # about 180 bytes a line
+    for i in range(200):
+        log.append({**record, "frame": i})
+        assert sum(q.stat().st_size for q in chain(p)) <= budget
+    log.close()
+    files = chain(p)
+    assert len(files) == KEEP + 1 and log.rotations > KEEP
+    assert [q.name for q in files[:-1]] == [f"events.{n:06d}.jsonl" for n in range(log.rotations - KEEP + 1,
+                                                                                   log.rotations + 1)]
+    frames = [e["frame"] for e in read_events(p, rotated_too=True)]
+    assert frames == list(range(200 - len(frames), 200)) and len(frames) > 30  # the newest, in order, no gap
+    assert all(q.read_bytes().endswith(b"\n") for q in files)
+    # a restart goes on with the numbering and the budget
+    first = log.rotations
+    log = EventLog(p, budget)
+    for i in range(200, 260):
+        log.append({**record, "frame": i})
+    log.close()
+    assert int(chain(p)[-2].name.split(".")[1]) == first + log.rotations and len(chain(p)) == KEEP + 1
+    assert [e["frame"] for e in read_events(p, rotated_too=True)][-1] == 259
+    unbounded = EventLog(tmp_path / "all.jsonl")
+    for i in range(200):
+        unbounded.append({**record, "frame": i})
+    unbounded.close()
+    assert chain(tmp_path / "all.jsonl") == [tmp_path / "all.jsonl"]
+
+
 def test_bad_uris_and_missing_inputs_are_one_line_errors(bundle, tmp_path):
     for args, msg in ((["--source", "webcam"], "expected a URI"), (["--source", "http://x"], "unknown scheme"),
                       (["--source", f"file://{tmp_path}/none.mp4", "--category", "magnetic_tile"],

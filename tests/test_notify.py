@@ -290,6 +290,49 @@ def test_broker_killed_mid_run_every_alert_arrives_after_restart_a_resend_is_fla
 
 
 @needs_broker
+def test_relay_follows_the_log_through_rotations_and_counts_a_file_deleted_before_delivery(broker, tmp_path):
+    from edgead.live.alerts import KEEP, chain
+
+    events_path = tmp_path / "alerts" / "events.jsonl"
+    log = EventLog(events_path, 8000)  # rotates every ~2 kB: about 11 lines a file
+    uri = f"mqtt://127.0.0.1:{broker.port}/line1/alerts"
+    sub = Subscriber(broker.port, "line1/alerts")
+    relay = open_relays(configure([uri]), events_path)[0]
+
+    def alert(i: int) -> None:
+        log.append({"frame": i, "unix": time.time(), "score": 1.0, "name": f"{i:03d}-" + "x" * 120})
+        relay.wake()
+    try:
+        for i in range(5):
+            alert(i)
+        assert len(sub.wait(5)) == 5
+        broker.stop()  # alerts wait in the log while it rotates under the relay
+        for i in range(5, 30):
+            alert(i)
+        assert 1 <= log.rotations <= KEEP  # nothing deleted yet
+        time.sleep(1.0)
+        assert relay.summary()["pending"] == 25
+        broker.start()
+        got = sub.wait(30, timeout=60)
+    finally:
+        stats = relay.close(10)
+        sub.close()
+    assert sorted({m["frame"] for m in got}) == list(range(30))  # every alert, across the rotated files
+    plain = [m["frame"] for m in got if not m["retry"]]
+    assert len(plain) == len(set(plain)) and stats["pending"] == 0 and stats["files_gone"] == 0
+
+    # the relay away for longer than the log's budget: the file it was in is deleted before delivery
+    for i in range(30, 120):
+        log.append({"frame": i, "unix": time.time(), "score": 1.0, "name": f"{i:03d}-" + "x" * 120})
+    log.close()
+    kept = [e["frame"] for e in read_events(events_path, rotated_too=True)]
+    assert len(chain(events_path)) == KEEP + 1 and kept[0] > 30
+    again, stats = _next_run(broker, uri, events_path, len(kept))
+    assert [m["frame"] for m in again] == kept  # from the oldest file left, in order
+    assert stats["files_gone"] == 1 and stats["pending"] == 0
+
+
+@needs_broker
 def test_alerts_left_pending_at_exit_go_out_with_the_next_run(bundle, stills, broker, tmp_path):
     uri = f"mqtt://127.0.0.1:{broker.port}/line1/alerts"
     alerts = tmp_path / "alerts"

@@ -1,5 +1,12 @@
 """Alert records that survive a crash or power loss: one JSON line per defect, flushed and fsynced;
-saved images are written to a temporary name and renamed."""
+saved images are written to a temporary name and renamed.
+
+A box that runs for months must not fill its disk with the record either: with a size budget the log
+rotates. ``events.jsonl`` is renamed to ``events.000001.jsonl`` (the next number) once it holds its
+share of the budget, a new ``events.jsonl`` is started, and the oldest rotated files beyond ``KEEP``
+are deleted. ``chain(path)`` lists the files oldest first; a notifier relay follows its cursor
+through them (``edgead.notify.relay``).
+"""
 
 from __future__ import annotations
 
@@ -13,25 +20,72 @@ from PIL import Image
 
 from edgead.fileio import atomic_write_bytes
 
+KEEP = 3  # rotated files kept beside the live one: each file holds a quarter of the budget
+DIGITS = 6  # events.000001.jsonl: numbered, so names sort in rotation order
+
+
+def rotated(path: str | Path) -> list[Path]:
+    """The log's rotated predecessors, oldest first."""
+    p = Path(path)
+    found = []
+    for q in p.parent.glob(f"{p.stem}.*{p.suffix}"):
+        mid = q.name[len(p.stem) + 1: len(q.name) - len(p.suffix)]
+        if len(mid) == DIGITS and mid.isdigit():
+            found.append((int(mid), q))
+    return [q for _, q in sorted(found)]
+
+
+def chain(path: str | Path) -> list[Path]:
+    """Every file of the log, oldest first: the rotated ones, then the live one."""
+    return [*rotated(path), Path(path)]
+
 
 class EventLog:
     """Appends one complete JSON line per event. A line is written with a single ``write`` of the
     whole record plus newline, then flushed and fsynced; a reader skips a torn last line (see
-    ``read_events``), so a crash mid-write never leaves a half record that counts."""
+    ``read_events``), so a crash mid-write never leaves a half record that counts.
 
-    def __init__(self, path: str | Path):
+    ``max_bytes``: the whole chain (live file and ``KEEP`` rotated ones) stays under about this size;
+    ``None`` never rotates."""
+
+    def __init__(self, path: str | Path, max_bytes: float | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        if self.path.stat().st_size:  # a torn line from a crash: end it so the next record starts clean
+        self.part = None if max_bytes is None else max(1, int(max_bytes / (KEEP + 1)))
+        self.rotations = 0
+        self._open()
+        if self._size:  # a torn line from a crash: end it so the next record starts clean
             with open(self.path, "rb") as f:
                 f.seek(-1, os.SEEK_END)
                 if f.read(1) != b"\n":
-                    os.write(self._fd, b"\n")
+                    self._size += os.write(self._fd, b"\n")
+
+    def _open(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size
 
     def append(self, record: dict) -> None:
-        os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+        data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        if self.part is not None and self._size and self._size + len(data) > self.part:
+            self._rotate()
+        self._size += os.write(self._fd, data)
         os.fsync(self._fd)
+
+    def _rotate(self) -> None:
+        """The live file becomes the newest rotated one; rotated files beyond ``KEEP`` are deleted, oldest first."""
+        old = rotated(self.path)
+        last = int(old[-1].name[len(self.path.stem) + 1:][:DIGITS]) if old else 0
+        os.close(self._fd)
+        os.replace(self.path, self.path.with_name(f"{self.path.stem}.{last + 1:0{DIGITS}d}{self.path.suffix}"))
+        for q in old[: max(0, len(old) + 1 - KEEP)]:
+            q.unlink(missing_ok=True)
+        self._open()
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # the rename and the new file survive a power cut
+        finally:
+            os.close(dfd)
+        self.rotations += 1
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -39,14 +93,16 @@ class EventLog:
             self._fd = -1
 
 
-def read_events(path: str | Path) -> list[dict]:
-    """Complete records only (a torn line from a power cut is skipped)."""
+def read_events(path: str | Path, rotated_too: bool = False) -> list[dict]:
+    """Complete records only (a torn line from a power cut is skipped); with ``rotated_too``, the rotated
+    files' records first, oldest first."""
     out = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    for p in chain(path) if rotated_too else [Path(path)]:
+        for line in p.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
     return out
 
 

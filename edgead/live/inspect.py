@@ -39,6 +39,8 @@ class InspectRequest:
     # reserve a box running for months keeps for its OS)
     alerts_max_mb: float | None = None  # the alerts folder's PNGs kept under this size (oldest pairs deleted)
     events: Path | None = None  # default ALERTS_DIR/events.jsonl
+    events_max_mb: float | None = 1024.0  # events.jsonl and its rotated files kept under this (oldest file deleted);
+    # None: never rotated. 1 GB holds about 3 million alert lines
     max_frames: int | None = None
     duration: float | None = None
     threads: int | None = None
@@ -164,7 +166,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
     engine = open_engine(b.path, key, req.backend, EngineOptions(threads=req.threads))  # one engine for all
     inspectors = [Inspector(engine, pre, b.category_norm(c), c) for c in categories]
     events_path = Path(req.events or Path(req.alerts_dir) / "events.jsonl")
-    events = EventLog(events_path)
+    events = EventLog(events_path, None if req.events_max_mb is None else req.events_max_mb * 1e6)
     relays = open_relays(notify, events_path)
     alerts = AlertWriter(req.alerts_dir, events, key, req.backend, on_written=[r.wake for r in relays],
                          min_free_mb=req.alerts_min_free_mb, max_mb=req.alerts_max_mb)
@@ -281,7 +283,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
                           "over_budget": over_budget if req.latency_budget_ms is not None else None,
                           "met": None if req.latency_budget_ms is None else p99 <= req.latency_budget_ms,
                           "window_frames": min(count[0], WINDOW)}
-    summary["alerts"] = alert_stats
+    summary["alerts"] = {**alert_stats, "events_rotated": events.rotations}
     summary["notify"] = notify_stats
     summary["metrics"] = telemetry.url if telemetry is not None else None
     return summary

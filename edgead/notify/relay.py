@@ -10,11 +10,17 @@ Before a line is sent the state records it as attempted; a line sent again (the 
 or the process ended before it came) goes out with ``"retry": true``, so a consumer sees a line twice
 only with that flag. A relay started for the first time begins at the end of the existing file: it
 forwards alerts from now on, not the history of earlier runs.
+
+The cursor names its file by inode and first bytes, so it survives the log's rotation
+(``edgead.live.alerts``): a relay behind the writer finishes the rotated file it was in, then goes on
+to the next one. A file deleted before it was delivered (the relay was down for longer than the
+log's budget) is counted in ``files_gone`` and the relay goes on from the oldest file left.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -22,8 +28,10 @@ from pathlib import Path
 from typing import Protocol
 
 from edgead.fileio import atomic_write_bytes
+from edgead.live.alerts import chain
 
 BACKOFF_S = (0.5, 30.0)  # first and longest wait between reconnects
+HEAD = 64  # first bytes of a file kept in the cursor: with the inode, they tell a reused inode apart
 
 
 class NotifierDown(Exception):
@@ -44,11 +52,17 @@ class Notifier(Protocol):
     def close(self) -> None: ...
 
 
+def _head(path: Path) -> str:
+    with open(path, "rb") as f:
+        return f.read(HEAD).hex()
+
+
 @dataclass
 class Cursor:
     offset: int = 0  # first byte not yet delivered
     attempted: int | None = None  # offset of a line sent but not confirmed (sent again as a retry)
-    inode: int | None = None  # the events file the offsets belong to
+    inode: int | None = None  # the events file the offsets belong to (the live one, or after a rotation an older one)
+    head: str | None = None  # its first bytes (hex) when the cursor was saved
 
     @classmethod
     def load(cls, path: Path, events: Path) -> Cursor:
@@ -56,16 +70,44 @@ class Cursor:
         inode = st.st_ino if st else None
         try:
             d = json.loads(path.read_text())
-            cur = cls(int(d["offset"]), None if d.get("attempted") is None else int(d["attempted"]), d.get("inode"))
+            cur = cls(int(d["offset"]), None if d.get("attempted") is None else int(d["attempted"]), d.get("inode"),
+                      d.get("head"))
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return cls(st.st_size if st else 0, None, inode)  # new relay: alerts from now on
-        if st and (cur.offset > st.st_size or (cur.inode is not None and cur.inode != inode)):
-            return cls(0, None, inode)  # another file (replaced, rotated or truncated): all of it is new
-        return cls(cur.offset, cur.attempted, inode)
+        if cur.inode is None:  # a state saved before the file existed (or before inodes were kept)
+            return cls(cur.offset if st and cur.offset <= st.st_size else 0, cur.attempted, inode)
+        return cur  # the relay finds the file (``locate``): live, rotated, or gone
 
-    def save(self, path: Path) -> None:
+    def locate(self, events: Path) -> Path | None:
+        """The file this cursor's offsets belong to, or None when it is gone (replaced, or rotated and deleted)."""
+        for p in reversed(chain(events)):
+            try:
+                st = p.stat()
+                if st.st_ino != self.inode or (self.head and not _head(p).startswith(self.head)):
+                    continue
+            except FileNotFoundError:
+                continue
+            if self.offset > st.st_size:  # truncated in place: all of it is new
+                self.offset, self.attempted = 0, None
+            return p
+        return None
+
+    def move_to(self, p: Path) -> bool:
+        """Point at the start of ``p``; False when it vanished meanwhile."""
+        try:
+            self.inode, self.offset, self.attempted, self.head = p.stat().st_ino, 0, None, None
+        except FileNotFoundError:
+            return False
+        return True
+
+    def save(self, path: Path, file: Path | None = None) -> None:
+        if file is not None and self.head is None:
+            try:
+                self.head = _head(file) or None
+            except FileNotFoundError:
+                pass
         atomic_write_bytes(path, json.dumps({"offset": self.offset, "attempted": self.attempted,
-                                             "inode": self.inode}).encode())
+                                             "inode": self.inode, "head": self.head}).encode())
 
 
 class Relay:
@@ -75,8 +117,8 @@ class Relay:
     def __init__(self, notifier: Notifier, events: Path, state: Path, max_age: float | None = None):
         self.notifier, self.events, self.state_path, self.max_age = notifier, Path(events), Path(state), max_age
         self.cursor = Cursor.load(self.state_path, self.events)
-        self.stats = {"delivered": 0, "retried": 0, "expired": 0, "skipped_lines": 0, "connects": 0,
-                      "failures": 0}
+        self.stats = {"delivered": 0, "retried": 0, "expired": 0, "skipped_lines": 0, "files_gone": 0,
+                      "connects": 0, "failures": 0}
         self.last_error: str | None = None
         self.connected = False
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -91,10 +133,19 @@ class Relay:
         self._wake.set()
 
     def pending(self) -> int:
-        """Complete lines after the cursor (not yet delivered)."""
+        """Complete lines after the cursor (not yet delivered), in its file and the newer ones."""
+        here = self._file()
+        files = chain(self.events)
+        if here is None:
+            return sum(self._lines(p, 0) for p in files)
+        after = files[files.index(here) + 1:] if here in files else []
+        return self._lines(here, self.cursor.offset) + sum(self._lines(p, 0) for p in after)
+
+    @staticmethod
+    def _lines(p: Path, offset: int) -> int:
         try:
-            with open(self.events, "rb") as f:
-                f.seek(self.cursor.offset)
+            with open(p, "rb") as f:
+                f.seek(offset)
                 return f.read().count(b"\n")
         except FileNotFoundError:
             return 0
@@ -111,16 +162,45 @@ class Relay:
                 "connected": self.connected, "last_error": self.last_error}
 
     # the thread -----------------------------------------------------------------------------------------
+    def _file(self) -> Path | None:
+        """The file the cursor is in (None: gone, or the log not yet created)."""
+        if self.cursor.inode is None:  # saved before the log existed: it is the live file, from its start
+            return self.events if self.cursor.move_to(self.events) else None
+        return self.cursor.locate(self.events)
+
     def _next_line(self) -> tuple[bytes, int] | None:
-        try:
-            with open(self.events, "rb") as f:
-                f.seek(self.cursor.offset)
-                line = f.readline()
-        except FileNotFoundError:
-            return None
-        if not line.endswith(b"\n"):  # nothing new, or a line still being written
-            return None
-        return line, self.cursor.offset + len(line)
+        """The next complete line and the offset after it; follows the cursor into the next file when a rotated
+        one is done."""
+        while True:
+            here = self._file()
+            if here is None:
+                if self.cursor.inode is None:
+                    return None  # no log yet
+                files = [p for p in chain(self.events) if p.exists()]
+                if not files or not self.cursor.move_to(files[0]):
+                    return None
+                self.stats["files_gone"] += 1  # rotated away and deleted before delivery (or replaced)
+                self.cursor.save(self.state_path, files[0])
+                continue
+            try:
+                with open(here, "rb") as f:
+                    if os.fstat(f.fileno()).st_ino != self.cursor.inode:
+                        continue  # rotated between locating and opening it: locate it again
+                    f.seek(self.cursor.offset)
+                    line = f.readline()
+            except FileNotFoundError:
+                continue
+            if line.endswith(b"\n"):
+                return line, self.cursor.offset + len(line)
+            if here == self.events:
+                return None  # nothing new, or a line still being written
+            # a rotated file is complete: a torn tail is a crash's, then on to the next file
+            self.stats["skipped_lines"] += bool(line)
+            files = chain(self.events)
+            nxt = files[files.index(here) + 1] if here in files else self.events
+            if not self.cursor.move_to(nxt):
+                return None  # the live file is being replaced right now
+            self.cursor.save(self.state_path, nxt)
 
     def _give_up(self) -> bool:
         return self._stop.is_set() and time.monotonic() >= self._deadline
@@ -156,7 +236,7 @@ class Relay:
                 retry = self.cursor.attempted == self.cursor.offset
                 if not retry:
                     self.cursor.attempted = self.cursor.offset
-                    self.cursor.save(self.state_path)
+                    self.cursor.save(self.state_path, self._file())
                 if self._guard(lambda r=record, t=retry: self.notifier.send({**r, "retry": t})):
                     self.stats["delivered"] += 1
                     self.stats["retried"] += retry
@@ -193,7 +273,7 @@ class Relay:
 
     def _advance(self, end: int) -> None:
         self.cursor.offset = end
-        self.cursor.save(self.state_path)
+        self.cursor.save(self.state_path, self._file())
 
     def _sleep(self, s: float) -> None:
         """Back-off that a stop cuts short only when the flush time is over."""
