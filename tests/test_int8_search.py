@@ -14,7 +14,7 @@ from edgead.bundle import Bundle
 from edgead.data import mvtec
 from edgead.errors import EdgeadError
 from edgead.precision import search
-from edgead.precision.int8 import activation_scales
+from edgead.precision.int8 import activation_scales, read_ranges
 from edgead.precision.ranges import exact_input, mse_range
 from edgead.precision.split import build_split
 
@@ -296,6 +296,46 @@ def test_torch_student_runs_the_cpu_int8_graph_as_onnx_runtime_does(bundle, tiny
     print("student vs ORT map error", exact, "with float biases", loose, "INT8 vs FP32", int8_error)
     assert exact < 0.25 * int8_error  # the student's own disagreement is small against what QAD corrects
     assert exact < 0.75 * loose
+
+
+def test_tuned_weights_export_as_the_student_ran_them(bundle, tmp_path):
+    """QAD moves weights by up to one step; ONNX Runtime's quantizer takes each channel's scale from its largest
+    |w| again on export. A weight moved past that largest value changed the scale and so every rounding of its
+    channel: the exported graph was not the one QAD had tuned. Every weight pushed one step outwards (the worst
+    case); the exported INT8 weights and scales must be the student's."""
+    import torch
+
+    from edgead.precision.onnx_torch import QuantGraph
+    from edgead.precision.search import export_tuned
+
+    b = Bundle.load(_copy(bundle, tmp_path, "b"))
+    qz = _quantizer(b, "tensorrt", 16)
+    q = tmp_path / "q.onnx"
+    qz(q, tmp_path / "w")
+    float_graph = onnx.load(str(tmp_path / "w" / "preprocessed.onnx"))
+    student = QuantGraph(onnx.load(str(q)), {i.name: numpy_helper.to_array(i) for i in float_graph.graph.initializer})
+    with torch.no_grad():
+        for key, r in student.rounding.items():
+            r.copy_(torch.sign(student.base[key][0]))  # every weight one step away from zero
+    out = tmp_path / "tuned.onnx"
+    export_tuned(qz, float_graph, student.float_weights(), read_ranges(tmp_path / "w" / qz.ranges_file),
+                 tmp_path / "t", out)
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
+    checked = 0
+    for key, (_, step, _) in student.base.items():
+        name = key.replace("\x1f", ".")
+        if f"{name}_quantized" not in inits or inits[f"{name}_quantized"].ndim < 2:
+            continue  # left in float by the export, or a scalar constant rather than a filter
+        got, scale = inits[f"{name}_quantized"].astype(np.float64), inits[f"{name}_scale"].astype(np.float64)
+        with torch.no_grad():
+            want = torch.round(student.weight(key) / step).numpy()
+        live = step.numpy().ravel() > 1e-6  # ORT floors the scale of an all-but-zero channel its own way
+        np.testing.assert_allclose(scale.ravel()[live], step.numpy().ravel()[live], rtol=1e-6)
+        got, want = got[live], want[live]
+        assert np.abs(got - want).max() <= 1, name  # ties may round either way
+        assert np.mean(got != want) < 0.01, name
+        checked += 1
+    assert checked >= 20
 
 
 def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bundle, tmp_path):

@@ -190,9 +190,12 @@ class QuantGraph(nn.Module):
                 for k, v in self.log_scales.items()}
 
     def weight(self, key: str) -> torch.Tensor:
-        """The float weight: its FP32 value moved by at most one quantization step (learned rounding)."""
+        """The float weight: its FP32 value moved by at most one quantization step (learned rounding), never
+        past its channel's largest |w|: ONNX Runtime takes the exported graph's scale from that largest value,
+        so a weight moved past it would change the scale and every rounding of the channel on export."""
         w0, step, movable = self.base[key]
-        return w0 + step * torch.clamp(self.rounding[key], -1.0, 1.0) * movable
+        w = w0 + step * torch.clamp(self.rounding[key], -1.0, 1.0) * movable
+        return torch.clamp(w, -step * WEIGHT_QMAX, step * WEIGHT_QMAX)
 
     def float_weights(self) -> dict[str, np.ndarray]:
         out = {_unkey(k): v.detach().numpy().copy() for k, v in self.biases.items()}
