@@ -195,7 +195,7 @@ class QuantGraph(nn.Module):
         so a weight moved past it would change the scale and every rounding of the channel on export."""
         w0, step, movable = self.base[key]
         w = w0 + step * torch.clamp(self.rounding[key], -1.0, 1.0) * movable
-        return torch.clamp(w, -step * WEIGHT_QMAX, step * WEIGHT_QMAX)
+        return torch.where(movable > 0, torch.clamp(w, -step * WEIGHT_QMAX, step * WEIGHT_QMAX), w0)
 
     def float_weights(self) -> dict[str, np.ndarray]:
         out = {_unkey(k): v.detach().numpy().copy() for k, v in self.biases.items()}
