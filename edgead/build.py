@@ -12,13 +12,13 @@ from pathlib import Path
 
 from edgead.bundle import Bundle, onnx_name, update_meta
 from edgead.calibration import (
-    RECIPES_FILE,
     CalibSettings,
     build_cache,
     check_manifest,
     load_cache,
     load_recipes,
     manifest,
+    pick_recipe,
     select,
 )
 from edgead.errors import EdgeadError
@@ -150,14 +150,12 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
 
             recipes = load_recipes(req.recipes_file)
             recipe_name = PrecisionKey.parse(key).recipe
-            if recipe_name not in recipes["recipes"]:
-                raise EdgeadError(f"recipe {recipe_name!r} not in {req.recipes_file or RECIPES_FILE}; "
-                                  f"choose {', '.join(recipes['recipes'])}")
+            recipe = pick_recipe(recipes, recipe_name, req.recipes_file)
             settings = CalibSettings.from_recipes(recipes, method=req.method, count=req.count, seed=req.seed,
                                                  synthetic_fraction=req.synthetic_fraction)
             data, man = calibration_set(b, settings, req.data)
             plan = _plan(req)
-            quantizer = Quantizer.make(b, recipe_name, recipes["recipes"][recipe_name], settings, data)
+            quantizer = Quantizer.make(b, recipe_name, recipe, settings, data)
             report = search(quantizer, key, tmp_dst, Path(tmp) / "work", plan, req.log)
             report["plan"] = plan.record()
             extra = {"calibration": {k: man[k] for k in ("settings", "per_category")}

@@ -42,6 +42,13 @@ def load_recipes(path: Path | None = None) -> dict:
         raise EdgeadError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix or restore it") from None
 
 
+def pick_recipe(recipes: dict, name: str, path: Path | None = None) -> dict:
+    """The recipe ``name`` of a loaded recipes file (``path``: where it came from, for the error)."""
+    if name not in recipes["recipes"]:
+        raise EdgeadError(f"recipe {name!r} not in {path or RECIPES_FILE}; choose {', '.join(recipes['recipes'])}")
+    return recipes["recipes"][name]
+
+
 @dataclass(frozen=True)
 class CalibSettings:
     count: int = 64

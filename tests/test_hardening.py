@@ -297,6 +297,16 @@ def test_every_verb_resolves_int8_the_same_way(bundle_copy, tmp_path):
     assert list(json.loads((tmp_path / "b.json").read_text())["engines"]) == ["onnxruntime int8-cpu"]
     r = edgead("eval", bundle_copy, "--precision", "int9")
     assert r.exit_code == 2 and "choose fp32, fp16, int8, int8-cpu, int8-tensorrt" in r.output
+    import yaml
+
+    from edgead.calibration import load_recipes
+
+    own = load_recipes()
+    del own["recipes"]["tensorrt"]
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(own))  # a site's own recipes file without that recipe
+    r = edgead("build", bundle_copy, "--precision", "int8", "--recipe", "tensorrt", "--recipes", tmp_path / "site.yaml")
+    assert r.exit_code == 2 and f"recipe 'tensorrt' not in {tmp_path / 'site.yaml'}; choose cpu" in " ".join(
+        r.output.split()), r.output
 
 
 # -- 7. smaller ones ------------------------------------------------------------------------------------------

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgead.bundle import Bundle
-from edgead.calibration import CalibSettings, load_recipes, with_anomalies
-from edgead.errors import EdgeadError
+from edgead.calibration import CalibSettings, load_recipes, pick_recipe, with_anomalies
 from edgead.precision.int8 import to_int8
 
 
@@ -39,11 +38,10 @@ class Quantizer:
         from edgead.build import calibration_set
 
         recipes = load_recipes()
-        if recipe_name not in recipes["recipes"]:
-            raise EdgeadError(f"recipe {recipe_name!r}: choose {', '.join(recipes['recipes'])}")
+        recipe = pick_recipe(recipes, recipe_name)
         settings = CalibSettings.from_recipes(recipes)
         calib, _ = calibration_set(b, settings, data)
-        return cls.make(b, recipe_name, recipes["recipes"][recipe_name], settings, calib)
+        return cls.make(b, recipe_name, recipe, settings, calib)
 
     @property
     def ranges_file(self) -> str:
