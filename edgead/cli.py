@@ -682,6 +682,11 @@ def inspect_(
                       f"free disk space or fix the folder's permissions", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     for n in res["notify"]:
+        if n["files_gone"]:
+            console.print(f"[yellow]warning:[/] notify {n['notify']}: {n['files_gone']} rotated events file(s) were "
+                          f"deleted before they were delivered (the notifier was down for longer than "
+                          f"--events-max-mb holds); raise --events-max-mb or keep the notifier reachable",
+                          highlight=False, soft_wrap=True)
         line = (f"notify {n['notify']}: delivered {n['delivered']} (retries {n['retried']}"
                 + (f", expired {n['expired']}" if n["expired"] else "") + f"), pending {n['pending']}")
         if n["pending"]:

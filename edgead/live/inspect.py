@@ -189,7 +189,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
     try:
         output = open_output(out_uri, target, req.fps)
         if req.metrics:
-            telemetry = _telemetry(req, b, key, uris, caps, alerts, relays, fps, lambda: over_budget)
+            telemetry = _telemetry(req, b, key, uris, caps, alerts, events, relays, fps, lambda: over_budget)
         with stopper:
             t_start = stopper.start
             last_decision = None
@@ -289,7 +289,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
     return summary
 
 
-def _telemetry(req, b, key, uris, caps, alerts, relays, fps, over_budget):
+def _telemetry(req, b, key, uris, caps, alerts, events, relays, fps, over_budget):
     """Prometheus endpoint: identity labels, and the run's own counters read at scrape time."""
     from edgead import __version__
     from edgead.live.telemetry import Telemetry
@@ -300,7 +300,7 @@ def _telemetry(req, b, key, uris, caps, alerts, relays, fps, over_budget):
                 "fps": fps.value, "over_budget": over_budget(),
                 "alerts": {"written": alerts.stats["written"], "errors": alerts.stats["errors"],
                            "depth": alerts.queue.qsize(), "images_skipped": alerts.stats["images_skipped"],
-                           "images_pruned": alerts.stats["images_pruned"]},
+                           "images_pruned": alerts.stats["images_pruned"], "events_rotated": events.rotations},
                 "notify": [r.summary() for r in relays]}
     identity = {"model": b.model, "bundle": str(b.path.resolve()), "precision": key, "backend": req.backend,
                 "weights_sha256": b.weights_sha256[:16], "edgead": __version__}

@@ -102,16 +102,19 @@ class _Scraped:
                                   "--alerts-min-free-mb)", value=a["images_skipped"])
         yield CounterMetricFamily("edgead_alert_images_pruned", "Oldest alert image pairs deleted (--alerts-max-mb)",
                                   value=a["images_pruned"])
+        yield CounterMetricFamily("edgead_events_rotated", "events.jsonl rotations (--events-max-mb)",
+                                  value=a["events_rotated"])
         fams = {k: CounterMetricFamily(f"edgead_alerts_{k}", h, labels=["notifier"]) for k, h in
                 (("delivered", "Alerts a notifier confirmed"), ("retried", "Alerts sent again after a lost "
-                 "confirmation"), ("expired", "Alerts older than max_age, not sent"))}
+                 "confirmation"), ("expired", "Alerts older than max_age, not sent"),
+                 ("files_gone", "Rotated events files deleted before this notifier delivered them"))}
         fams["notifier_connects"] = CounterMetricFamily("edgead_notifier_connects", "Notifier (re)connects",
                                                         labels=["notifier"])
         pending = GaugeMetricFamily("edgead_alerts_pending", "Alerts in events.jsonl not yet delivered",
                                     labels=["notifier"])
         up = GaugeMetricFamily("edgead_notifier_up", "1 while the notifier is connected", labels=["notifier"])
         for n in st["notify"]:
-            for k in ("delivered", "retried", "expired"):
+            for k in ("delivered", "retried", "expired", "files_gone"):
                 fams[k].add_metric([n["notify"]], n[k])
             fams["notifier_connects"].add_metric([n["notify"]], n["connects"])
             pending.add_metric([n["notify"]], n["pending"])
