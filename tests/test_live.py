@@ -302,6 +302,36 @@ def test_kill_9_leaves_only_valid_alert_lines_naming_existing_files(bundle, tmp_
         assert Path(e["frame_path"]).is_file() and Path(e["heatmap_path"]).is_file()
 
 
+@needs_gst
+def test_latest_hands_inference_the_newest_frame_and_counts_the_replaced_ones(bundle):
+    """``latest``: while inference is busy the prepared frame waiting for it is replaced by newer ones, so the
+    next inference starts on a frame captured during the busy time, not on the one that waited through it."""
+    from edgead.live.prefetch import Prefetch
+    from edgead.live.source import open_source
+
+    b = Bundle.load(bundle)
+    src = open_source(parse("test://?fps=30"), Target(64, 64), b.preprocess, "latest", log=lambda _m: None)
+    pre = Prefetch([src], [lambda fr: (time.monotonic(), fr.number)], fresh=[True])
+    src.start()
+    pre.start()
+    try:
+        got = [pre.read(10.0) for _ in range(3)]  # running: the first frames
+        busy = []
+        for _ in range(4):
+            start = time.monotonic()
+            time.sleep(0.4)  # a slow inference: about 12 frames come meanwhile
+            _, (made, number) = pre.read(10.0)
+            busy.append((made - start, number))
+    finally:
+        pre.stop()
+        src.stop()
+    assert all(g is not None for g in got)
+    assert all(made > 0.15 for made, _ in busy), busy  # prepared late in the busy time, not at its start
+    assert src.stats.dropped >= 4  # the replaced frames are counted as dropped
+    numbers = [n for _, n in busy]
+    assert numbers == sorted(numbers)
+
+
 def test_event_log_survives_a_torn_line(tmp_path):
     p = tmp_path / "events.jsonl"
     log = EventLog(p)

@@ -195,7 +195,8 @@ def inspect(req: InspectRequest, log=None) -> dict:
             last_decision = None
             loop_ms = [0.0, 0.0]  # time between decisions, and the inference within it (frames 2..n)
             ended: set[int] = set()
-            prefetch = Prefetch(caps, [i.prepare for i in inspectors])  # preprocessing overlaps inference
+            prefetch = Prefetch(caps, [i.prepare for i in inspectors],  # preprocessing overlaps inference
+                                fresh=[pol == "latest" for pol in policies])
             try:
                 for c in caps:
                     c.start()
