@@ -24,15 +24,19 @@ KEEP = 3  # rotated files kept beside the live one: each file holds a quarter of
 DIGITS = 6  # events.000001.jsonl: numbered, so names sort in rotation order
 
 
-def rotated(path: str | Path) -> list[Path]:
-    """The log's rotated predecessors, oldest first."""
-    p = Path(path)
+def _numbered(path: Path) -> list[tuple[int, Path]]:
+    """(number, file) of the log's rotated predecessors, oldest first."""
     found = []
-    for q in p.parent.glob(f"{p.stem}.*{p.suffix}"):
-        mid = q.name[len(p.stem) + 1: len(q.name) - len(p.suffix)]
+    for q in path.parent.glob(f"{path.stem}.*{path.suffix}"):
+        mid = q.name[len(path.stem) + 1: len(q.name) - len(path.suffix)]
         if len(mid) == DIGITS and mid.isdigit():
             found.append((int(mid), q))
-    return [q for _, q in sorted(found)]
+    return sorted(found)
+
+
+def rotated(path: str | Path) -> list[Path]:
+    """The log's rotated predecessors, oldest first."""
+    return [q for _, q in _numbered(Path(path))]
 
 
 def chain(path: str | Path) -> list[Path]:
@@ -73,11 +77,11 @@ class EventLog:
 
     def _rotate(self) -> None:
         """The live file becomes the newest rotated one; rotated files beyond ``KEEP`` are deleted, oldest first."""
-        old = rotated(self.path)
-        last = int(old[-1].name[len(self.path.stem) + 1:][:DIGITS]) if old else 0
+        old = _numbered(self.path)
+        last = old[-1][0] if old else 0
         os.close(self._fd)
         os.replace(self.path, self.path.with_name(f"{self.path.stem}.{last + 1:0{DIGITS}d}{self.path.suffix}"))
-        for q in old[: max(0, len(old) + 1 - KEEP)]:
+        for _, q in old[: max(0, len(old) + 1 - KEEP)]:
             q.unlink(missing_ok=True)
         self._open()
         dfd = os.open(self.path.parent, os.O_RDONLY)

@@ -61,14 +61,21 @@ class Prefetch:
         except BaseException as e:  # handed to the loop, which reports it
             self._put(i, _Failed(e))
 
-    def _put(self, i: int, item) -> None:
+    def _slot(self, i: int, after_box: bool = False) -> bool:
+        """Wait for source ``i``'s slot (with ``after_box``, also for its boxed frame to be taken); False once
+        stopped."""
         while not self._stop.is_set():
-            if self.fresh[i] and self._box[i] is not None:  # an end or error comes after the waiting frame
+            if after_box and self._box[i] is not None:
                 self._stop.wait(0.01)
             elif self._slots[i].acquire(timeout=0.2):
-                self.queue.put((i, item))
-                return
-        self._discard(i, item)
+                return True
+        return False
+
+    def _put(self, i: int, item) -> None:
+        if self._slot(i, after_box=self.fresh[i]):  # an end or error comes after a waiting fresh frame
+            self.queue.put((i, item))
+        else:
+            self._discard(i, item)
 
     def _offer(self, i: int, item) -> None:
         """A fresh source's prepared frame: into its box, replacing the one waiting there (dropped)."""
@@ -76,11 +83,8 @@ class Prefetch:
             old, self._box[i] = self._box[i], item
         if old is not None:
             self._discard(i, old)
-            return
-        while not self._stop.is_set():  # the slot is free once the loop took the last token
-            if self._slots[i].acquire(timeout=0.2):
-                self.queue.put((i, _BOXED))
-                return
+        elif self._slot(i):  # free once the loop took the last token; after a stop, ``stop`` empties the box
+            self.queue.put((i, _BOXED))
 
     def _discard(self, i: int, item) -> None:
         """A frame pulled from its source but never inspected (replaced, or the run stopped) counts as dropped."""

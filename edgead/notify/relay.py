@@ -236,7 +236,7 @@ class Relay:
                 retry = self.cursor.attempted == self.cursor.offset
                 if not retry:
                     self.cursor.attempted = self.cursor.offset
-                    self.cursor.save(self.state_path, self._file())
+                    self._save()
                 if self._guard(lambda r=record, t=retry: self.notifier.send({**r, "retry": t})):
                     self.stats["delivered"] += 1
                     self.stats["retried"] += retry
@@ -273,7 +273,11 @@ class Relay:
 
     def _advance(self, end: int) -> None:
         self.cursor.offset = end
-        self.cursor.save(self.state_path, self._file())
+        self._save()
+
+    def _save(self) -> None:
+        """The cursor to its state file; its file located only while the cursor has not recorded its first bytes."""
+        self.cursor.save(self.state_path, self._file() if self.cursor.head is None else None)
 
     def _sleep(self, s: float) -> None:
         """Back-off that a stop cuts short only when the flush time is over."""
