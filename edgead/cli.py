@@ -600,7 +600,8 @@ def inspect_(
                                                  "file is deleted.")] = 1024.0,
     max_frames: Annotated[int | None, typer.Option(min=1, help="Stop after N frames.")] = None,
     duration: Annotated[float | None, typer.Option(min=0.1, help="Stop after S seconds.")] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: one fewer than the CPUs, "
+                                                "leaving one for capture, preprocessing and alerts).")] = None,
     platform: Annotated[str, typer.Option(help="auto, jetson or desktop (pipeline elements).")] = "auto",
     fps: Annotated[int, typer.Option(min=1, help="Output stream rate (and images:// timestamps).")] = 10,
     first_frame_timeout: Annotated[float, typer.Option(min=0.5, help="Exit 2 when the source gives no frame in "

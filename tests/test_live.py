@@ -24,7 +24,7 @@ from edgead.data import mvtec
 from edgead.data.image import read_image
 from edgead.errors import EdgeadError
 from edgead.live.alerts import EventLog, read_events
-from edgead.live.inspect import InspectRequest, inspect
+from edgead.live.inspect import InspectRequest, inspect, live_threads
 from edgead.live.pipelines import Target, source_pipeline
 from edgead.live.uri import parse
 
@@ -509,9 +509,18 @@ def test_two_sources_one_engine_decisions_and_alerts_tagged_by_source(bundle, ti
     assert len(events) == res["flagged"] > 0
     for e in events:
         assert e["source"] == uris[int(e["name"][0])] and e["category"] == cats[int(e["name"][0])]
+    assert res["backend"]["threads"] == live_threads(None)  # the one engine leaves a core to capture and alerts
     assert sum(s["flagged"] for s in res["sources"]) == res["flagged"]
     with pytest.raises(EdgeadError, match="given twice"):
         inspect(InspectRequest(bundle=b2, source=[uris[0], uris[0]], category="magnetic_tile", quiet=True))
+
+
+def test_live_inference_leaves_a_core_to_capture_and_alerts(monkeypatch):
+    """Unless asked, a live run infers on one thread fewer than the CPUs it may use, never fewer than one."""
+    for cpus, threads in ((1, 1), (2, 1), (4, 3), (8, 7)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        assert live_threads(None) == threads
+        assert live_threads(3) == 3
 
 
 def test_stage_windows_keep_the_last_values_in_fixed_memory():

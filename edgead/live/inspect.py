@@ -43,7 +43,7 @@ class InspectRequest:
     # None: never rotated. 1 GB holds about 3 million alert lines
     max_frames: int | None = None
     duration: float | None = None
-    threads: int | None = None
+    threads: int | None = None  # inference threads; default: live_threads()
     platform: str = "auto"
     fps: int = 10  # output stream caps
     stall_s: float = 5.0
@@ -58,6 +58,23 @@ class InspectRequest:
     metrics: str | None = None  # [ADDRESS]:PORT for Prometheus (e.g. :9108)
     dry_run: bool = False
     quiet: bool = False
+
+
+def live_threads(requested: int | None) -> int:
+    """Inference threads of a live run: as asked, else one fewer than the CPUs this process may use (at least one).
+
+    Capture, decoding, the preparing thread and the alert writer need a core too. On this 2-core machine with
+    the CRR INT8 cpu graph (``scripts/soak.py``, ``test://?fps=30``, ``latest``, every frame alerting) ONNX
+    Runtime's default of one thread per core gave p99 capture-to-decision 75 ms and 78 drops in 3 minutes
+    (a parallel kernel waits for its slowest thread, and the second core is busy), one thread 37 ms and 1 drop;
+    a 1280x720 H.264 recording in ``every`` mode (``scripts/line_rate.py``, CRAD INT8) ran 30 -> 37 fps."""
+    if requested:
+        return requested
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)
 
 
 class Window:
@@ -163,7 +180,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
     policies = [req.policy or default_policy(src) for src in srcs]
     caps = [open_source(src, target, pre, pol, stall_s=req.stall_s, log=log) for src, pol in zip(srcs, policies,
                                                                                                    strict=True)]
-    engine = open_engine(b.path, key, req.backend, EngineOptions(threads=req.threads))  # one engine for all
+    engine = open_engine(b.path, key, req.backend, EngineOptions(threads=live_threads(req.threads)))  # one for all
     inspectors = [Inspector(engine, pre, b.category_norm(c), c) for c in categories]
     events_path = Path(req.events or Path(req.alerts_dir) / "events.jsonl")
     events = EventLog(events_path, None if req.events_max_mb is None else req.events_max_mb * 1e6)
