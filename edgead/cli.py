@@ -678,6 +678,11 @@ def inspect_(
     if a["images_pruned"]:
         console.print(f"note: {a['images_pruned']} oldest alert image pair(s) deleted to keep {alerts} under "
                       f"{alerts_max_mb:g} MB (their lines stay in events.jsonl)", highlight=False, soft_wrap=True)
+    if a["folder_recreated"] or a["events_reopened"]:
+        console.print(f"[yellow]warning:[/] {alerts} or its events file was deleted or moved while the run went on "
+                      f"(folder made again {a['folder_recreated']} time(s), events file started again "
+                      f"{a['events_reopened']} time(s)); later alerts were kept, earlier ones are where they were "
+                      f"moved; to rotate the log use --events-max-mb", highlight=False, soft_wrap=True)
     if a["errors"]:
         console.print(f"[red]error:[/] {a['errors']} alert(s) could not be written to {alerts} ({a['last_error']}); "
                       f"free disk space or fix the folder's permissions", highlight=False, soft_wrap=True)

@@ -378,6 +378,44 @@ def test_event_log_rotates_within_its_budget_and_keeps_the_newest_lines(tmp_path
     assert chain(tmp_path / "all.jsonl") == [tmp_path / "all.jsonl"]
 
 
+def test_alerts_go_on_after_their_folder_or_log_is_deleted_or_moved_while_running(tmp_path):
+    """An operator's clean-up or a logrotate without copytruncate must not make later alerts vanish: the log
+    starts a new file at its path, the writer makes the folder again, and both are counted."""
+    from edgead.decision import Normalization
+    from edgead.live.inspector import AlertWriter, Decision
+    from edgead.live.source import Frame
+
+    folder = tmp_path / "alerts"
+    log = EventLog(folder / "events.jsonl")
+    writer = AlertWriter(folder, log, "fp32", "onnxruntime", min_free_mb=0, max_mb=10)
+    norm = Normalization(center=0.0, scale=1.0, threshold=1.0, pixel_center=0.0, pixel_scale=1.0, pixel_threshold=1.0)
+    rgb, nmap = np.zeros((32, 32, 3), np.uint8), np.full((32, 32), 2.0, np.float32)
+
+    def alert(n: int) -> None:
+        writer.write(Decision(Frame(rgb, n, None, None, 0.0, f"part{n}.png"), 2.0, 2.0, True, rgb, nmap), "test://",
+                     "c", norm)
+        deadline = time.monotonic() + 10
+        while writer.stats["written"] + writer.stats["errors"] < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    alert(1)
+    (folder / "events.jsonl").rename(tmp_path / "moved.jsonl")  # logrotate's default: move, the writer goes on
+    alert(2)
+    assert [e["frame"] for e in read_events(tmp_path / "moved.jsonl")] == [1]
+    assert [e["frame"] for e in read_events(folder / "events.jsonl")] == [2] and log.reopened == 1
+    shutil.rmtree(folder)  # the whole folder cleaned up
+    alert(3)
+    assert [e["frame"] for e in read_events(folder / "events.jsonl")] == [3]
+    assert Path(read_events(folder / "events.jsonl")[0]["frame_path"]).exists()
+    with open(folder / "events.jsonl", "r+") as f:  # copytruncate: the same file, emptied
+        f.truncate(0)
+    alert(4)
+    assert [e["frame"] for e in read_events(folder / "events.jsonl")] == [4] and log.reopened == 2
+    stats = writer.close()
+    log.close()
+    assert stats["written"] == 4 and stats["errors"] == 0 and stats["folder_recreated"] == 1
+
+
 def test_bad_uris_and_missing_inputs_are_one_line_errors(bundle, tmp_path):
     for args, msg in ((["--source", "webcam"], "expected a URI"), (["--source", "http://x"], "unknown scheme"),
                       (["--source", f"file://{tmp_path}/none.mp4", "--category", "magnetic_tile"],

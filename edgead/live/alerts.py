@@ -50,13 +50,17 @@ class EventLog:
     ``read_events``), so a crash mid-write never leaves a half record that counts.
 
     ``max_bytes``: the whole chain (live file and ``KEEP`` rotated ones) stays under about this size;
-    ``None`` never rotates."""
+    ``None`` never rotates.
+
+    A file moved or deleted behind the run's back (an operator's clean-up, logrotate without
+    ``copytruncate``) is noticed at the next append: the log starts a new file at its path (counted in
+    ``reopened``) instead of writing into a file nobody can see; a truncated file is followed."""
 
     def __init__(self, path: str | Path, max_bytes: float | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.part = None if max_bytes is None else max(1, int(max_bytes / (KEEP + 1)))
-        self.rotations = 0
+        self.rotations = self.reopened = 0
         self._open()
         if self._size:  # a torn line from a crash: end it so the next record starts clean
             with open(self.path, "rb") as f:
@@ -70,10 +74,25 @@ class EventLog:
 
     def append(self, record: dict) -> None:
         data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        self._follow()
         if self.part is not None and self._size and self._size + len(data) > self.part:
             self._rotate()
         self._size += os.write(self._fd, data)
         os.fsync(self._fd)
+
+    def _follow(self) -> None:
+        """Reopen when the path no longer names the open file (moved or deleted); else take its size (truncated)."""
+        try:
+            st, fst = os.stat(self.path), os.fstat(self._fd)
+            if (st.st_ino, st.st_dev) == (fst.st_ino, fst.st_dev):
+                self._size = fst.st_size
+                return
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open()
+        self.reopened += 1
 
     def _rotate(self) -> None:
         """The live file becomes the newest rotated one; rotated files beyond ``KEEP`` are deleted, oldest first."""

@@ -301,7 +301,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
                           "over_budget": over_budget if req.latency_budget_ms is not None else None,
                           "met": None if req.latency_budget_ms is None else p99 <= req.latency_budget_ms,
                           "window_frames": min(count[0], WINDOW)}
-    summary["alerts"] = {**alert_stats, "events_rotated": events.rotations}
+    summary["alerts"] = {**alert_stats, "events_rotated": events.rotations, "events_reopened": events.reopened}
     summary["notify"] = notify_stats
     summary["metrics"] = telemetry.url if telemetry is not None else None
     return summary

@@ -103,7 +103,7 @@ class AlertWriter:
         self.fields = {"threshold": THRESHOLD, "precision": key, "backend": backend}
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.stats = {"queued": 0, "written": 0, "queue_full_waits": 0, "max_depth": 0, "errors": 0,
-                      "images_skipped": 0, "images_pruned": 0}
+                      "images_skipped": 0, "images_pruned": 0, "folder_recreated": 0}
         self.error: str | None = None
         self.min_free, self.max_bytes = min_free_mb * 1e6, None if max_mb is None else max_mb * 1e6
         # (stem, bytes) of the image pairs in the folder, oldest first
@@ -137,6 +137,15 @@ class AlertWriter:
                     continue
         return sorted(sizes.items())
 
+    def _ensure_folder(self) -> None:
+        """An alerts folder deleted while the run goes on (an operator's clean-up) is made again, its image
+        accounting restarted, rather than every later alert failing."""
+        if not self.folder.is_dir():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._pairs.clear()
+            self._bytes = 0
+            self.stats["folder_recreated"] += 1
+
     def _prune(self) -> None:
         """Delete the oldest image pairs until the folder's PNGs fit ``max_mb`` (the newest pair stays)."""
         while self._bytes > self.max_bytes and len(self._pairs) > 1:
@@ -158,6 +167,7 @@ class AlertWriter:
                 stem = f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}_{number:07d}_{stem_name}"
                 fpath, hpath = self.folder / f"{stem}.frame.png", self.folder / f"{stem}.heatmap.png"
                 images: dict = {"frame_path": str(fpath), "heatmap_path": str(hpath)}
+                self._ensure_folder()
                 free = shutil.disk_usage(self.folder).free
                 if free < self.min_free:
                     images = {"frame_path": None, "heatmap_path": None,
