@@ -524,6 +524,7 @@ def test_prometheus_metrics_move_while_a_watched_folder_is_inspected(bundle, sti
     assert second["edgead_alerts_written_total"] == flagged
     assert second["edgead_alert_images_skipped_total"] == second["edgead_alert_images_pruned_total"] == 0
     assert second["edgead_events_rotated_total"] == 0  # a few alerts stay far inside the default budget
+    assert second["edgead_events_reopened_total"] == second["edgead_alert_folder_recreated_total"] == 0
     key = 'edgead_stage_seconds_count{stage="inference"}'
     assert first[key] == 2 and second[key] == len(files)
     info = [k for k in second if k.startswith("edgead_bundle_info{")]

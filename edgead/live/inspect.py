@@ -318,7 +318,8 @@ def _telemetry(req, b, key, uris, caps, alerts, events, relays, fps, over_budget
                 "fps": fps.value, "over_budget": over_budget(),
                 "alerts": {"written": alerts.stats["written"], "errors": alerts.stats["errors"],
                            "depth": alerts.queue.qsize(), "images_skipped": alerts.stats["images_skipped"],
-                           "images_pruned": alerts.stats["images_pruned"], "events_rotated": events.rotations},
+                           "images_pruned": alerts.stats["images_pruned"], "events_rotated": events.rotations,
+                           "events_reopened": events.reopened, "folder_recreated": alerts.stats["folder_recreated"]},
                 "notify": [r.summary() for r in relays]}
     identity = {"model": b.model, "bundle": str(b.path.resolve()), "precision": key, "backend": req.backend,
                 "weights_sha256": b.weights_sha256[:16], "edgead": __version__}

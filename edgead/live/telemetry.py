@@ -104,6 +104,10 @@ class _Scraped:
                                   value=a["images_pruned"])
         yield CounterMetricFamily("edgead_events_rotated", "events.jsonl rotations (--events-max-mb)",
                                   value=a["events_rotated"])
+        yield CounterMetricFamily("edgead_events_reopened", "events.jsonl found moved or deleted and started again",
+                                  value=a["events_reopened"])
+        yield CounterMetricFamily("edgead_alert_folder_recreated", "Alerts folder found deleted and made again",
+                                  value=a["folder_recreated"])
         fams = {k: CounterMetricFamily(f"edgead_alerts_{k}", h, labels=["notifier"]) for k, h in
                 (("delivered", "Alerts a notifier confirmed"), ("retried", "Alerts sent again after a lost "
                  "confirmation"), ("expired", "Alerts older than max_age, not sent"),
