@@ -622,6 +622,8 @@ def inspect_(
     metrics: Annotated[str | None, typer.Option(help="Serve Prometheus metrics at [ADDRESS]:PORT, e.g. :9108.")
                        ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the run summary as JSON.")] = None,
+    require_verified: Annotated[bool, typer.Option(help="Refuse (exit 2) a graph without a passing edgead verify "
+                                                  "report under the default gates; without it a warning.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print the pipeline strings and exit.")] = False,
 ) -> None:
     """Live inspection: camera -> bundle -> decision, overlay, alerts, per-stage latency."""
@@ -636,7 +638,7 @@ def inspect_(
                                  duration=duration, threads=threads, platform=platform, fps=fps,
                                  dry_run=dry_run, first_frame_timeout_s=first_frame_timeout,
                                  latency_budget_ms=latency_budget_ms, scale=scale, notify=notify or [],
-                                 notify_env=notify_env, metrics=metrics))
+                                 notify_env=notify_env, metrics=metrics, require_verified=require_verified))
     if dry_run:
         stdout.print(f"# platform {res['platform']} (NVENC {'yes' if res['nvenc'] else 'no'}), policy {res['policy']}, "
                      f"model input {res['model_input'][0]}x{res['model_input'][1]}, scaled {res['scale']}",

@@ -548,6 +548,7 @@ def test_two_sources_one_engine_decisions_and_alerts_tagged_by_source(bundle, ti
     for e in events:
         assert e["source"] == uris[int(e["name"][0])] and e["category"] == cats[int(e["name"][0])]
     assert res["backend"]["threads"] == live_threads(None)  # the one engine leaves a core to capture and alerts
+    assert res["verification"]["state"] == "exported" and res["verification"]["trusted"]  # FP32: export's parity
     assert sum(s["flagged"] for s in res["sources"]) == res["flagged"]
     with pytest.raises(EdgeadError, match="given twice"):
         inspect(InspectRequest(bundle=b2, source=[uris[0], uris[0]], category="magnetic_tile", quiet=True))

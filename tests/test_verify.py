@@ -20,6 +20,7 @@ from edgead.verify.faults import misscale_activations
 from edgead.verify.gates import load_gates
 from edgead.verify.reference import REFERENCE, load_reference, tensor_sha256
 from edgead.verify.run import evaluate_gates
+from edgead.verify.status import verification
 
 
 @pytest.fixture(scope="module")
@@ -146,12 +147,23 @@ def test_planted_miscalibration_is_caught_and_located(bundle, tmp_path):
     assert r.exit_code == 1 and not res["passed"]
     assert res["levels"]["L0"] == "pass" and res["levels"]["L2"] == "fail"
     assert res["culprits"]["top"][0]["tensor"] == target, res["culprits"]["top"][:3]
+    # a line must not run it unknowingly: inspect warns, and refuses under --require-verified (before any camera)
+    v = verification(Bundle.load(bundle), "int8-tensorrt", "tensorrt")  # the ORT report stands in for the device's
+    assert v.state == "failed" and "L2" in v.failed_levels and v.backend == "onnxruntime" and not v.trusted
+    inspect_args = ["inspect", str(bundle), "--precision", "int8-tensorrt", "--source", "test://", "--category",
+                    b.categories[0], "--max-frames", "1", "--require-verified"]
+    r = CliRunner().invoke(app, inspect_args)
+    assert r.exit_code == 2 and "failed edgead verify (L2" in " ".join(r.output.split()), r.output
+    assert verification(b, "fp32").trusted  # the module's fp32 verify passed
     # the whole calibration mis-scaled
     misscale_activations(saved, good, 0.02)
     r = CliRunner().invoke(app, ["verify", str(bundle), "--precision", "int8-tensorrt", "--json", str(js)])
     assert r.exit_code == 1 and "failed L2" in r.output
     shutil.copy(saved, good)
     record_graph(bundle, "int8-tensorrt")  # the good graph back, as built
+    assert verification(Bundle.load(bundle), "int8-tensorrt").state == "stale"  # the report was of another graph
+    r = CliRunner().invoke(app, inspect_args)
+    assert r.exit_code == 2 and "rebuilt after its last edgead verify" in " ".join(r.output.split()), r.output
     del b
 
 

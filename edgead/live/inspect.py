@@ -19,6 +19,7 @@ from edgead.live.pipelines import Target, sink_pipeline, source_pipeline
 from edgead.live.prefetch import Ended, Prefetch
 from edgead.live.source import Source
 from edgead.live.uri import parse
+from edgead.verify.status import verification
 
 STAGES = ("capture_age", "queue", "preprocess", "handoff", "inference", "postprocess", "alert", "output", "frame",
           "interval", "decision")
@@ -56,6 +57,7 @@ class InspectRequest:
     notify_env: Path | None = None  # KEY=VALUE file with the notifiers' credentials (never on the command line)
     notify_flush_s: float = 5.0  # at exit, how long the notifiers may take to deliver what is pending
     metrics: str | None = None  # [ADDRESS]:PORT for Prometheus (e.g. :9108)
+    require_verified: bool = False  # refuse a graph without a passing edgead verify report (default gates)
     dry_run: bool = False
     quiet: bool = False
 
@@ -174,6 +176,12 @@ def inspect(req: InspectRequest, log=None) -> dict:
     b = Bundle.load(req.bundle)
     categories = _categories(req, b, len(uris))
     key = b.resolve(req.precision, req.backend)
+    verified = verification(b, key, req.backend)
+    if not verified.trusted:
+        if req.require_verified:
+            raise EdgeadError(f"{req.bundle}: {verified.describe(req.bundle, key)} (--require-verified)")
+        if not req.quiet:
+            log(f"[yellow]warning:[/] {verified.describe(req.bundle, key)}")
     pre = b.preprocess
     jetson, nvenc = resolve_platform(req.platform)
     target = Target(pre.width, pre.height, jetson, nvenc, req.scale)
@@ -206,7 +214,8 @@ def inspect(req: InspectRequest, log=None) -> dict:
     try:
         output = open_output(out_uri, target, req.fps)
         if req.metrics:
-            telemetry = _telemetry(req, b, key, uris, caps, alerts, events, relays, fps, lambda: over_budget)
+            telemetry = _telemetry(req, b, key, uris, caps, alerts, events, relays, fps, lambda: over_budget,
+                                   verified.state)
         with stopper:
             t_start = stopper.start
             last_decision = None
@@ -301,13 +310,14 @@ def inspect(req: InspectRequest, log=None) -> dict:
                           "over_budget": over_budget if req.latency_budget_ms is not None else None,
                           "met": None if req.latency_budget_ms is None else p99 <= req.latency_budget_ms,
                           "window_frames": min(count[0], WINDOW)}
+    summary["verification"] = verified.as_dict()
     summary["alerts"] = {**alert_stats, "events_rotated": events.rotations, "events_reopened": events.reopened}
     summary["notify"] = notify_stats
     summary["metrics"] = telemetry.url if telemetry is not None else None
     return summary
 
 
-def _telemetry(req, b, key, uris, caps, alerts, events, relays, fps, over_budget):
+def _telemetry(req, b, key, uris, caps, alerts, events, relays, fps, over_budget, verified: str):
     """Prometheus endpoint: identity labels, and the run's own counters read at scrape time."""
     from edgead import __version__
     from edgead.live.telemetry import Telemetry
@@ -322,7 +332,7 @@ def _telemetry(req, b, key, uris, caps, alerts, events, relays, fps, over_budget
                            "events_reopened": events.reopened, "folder_recreated": alerts.stats["folder_recreated"]},
                 "notify": [r.summary() for r in relays]}
     identity = {"model": b.model, "bundle": str(b.path.resolve()), "precision": key, "backend": req.backend,
-                "weights_sha256": b.weights_sha256[:16], "edgead": __version__}
+                "weights_sha256": b.weights_sha256[:16], "verified": verified, "edgead": __version__}
     return Telemetry(req.metrics, identity, uris, state)
 
 

@@ -164,7 +164,8 @@ def verify(req: VerifyRequest) -> dict:
     failed = [r for r in rows if r["passed"] is False]
     levels = {lv: ("fail" if any(r["level"] == lv and r["passed"] is False for r in rows) else "pass")
               for lv in ("L0", "L1", "L2", "L3", "L4", *(["LIVE"] if live or cameras else []))}
-    result = {"bundle": str(b.path), "model": b.model, "precision": key, "backend": backend.describe(),
+    result = {"bundle": str(b.path), "model": b.model, "precision": key,
+              "graph_sha256": (b.files.get(key) or {}).get("sha256"), "backend": backend.describe(),
               "passed": not failed, "levels": levels, "failed": failed, "gates": rows, "gate_settings": gates,
               "gates_file": str(req.gates_file) if req.gates_file else None, "per_category": per_cat,
               "reference": b.meta["reference"], "n_images": len(ref), "n_good": int((ref.labels == 0).sum()),
