@@ -37,7 +37,10 @@ class Verification:
             return (f"{key} failed edgead verify ({', '.join(self.failed_levels)}; {self.report}): its decisions may "
                     f"differ from the PyTorch model's; rebuild it or use a precision that passes")
         if self.state == "stale":
-            return f"{key} was rebuilt after its last edgead verify ({self.report}); run {fix}"
+            return (f"{key}: the edgead verify report {self.report} is of another build of this graph (or older than "
+                    f"reports that name their graph); run {fix}")
+        if self.state == "exported":
+            return f"{key} passed the export's parity check"
         if self.state == "missing":
             return f"{key} has not been through edgead verify; run {fix}"
         if self.gates_file:
@@ -46,20 +49,24 @@ class Verification:
 
 
 def verification(b: Bundle, key: str, backend: str = "onnxruntime") -> Verification:
-    """What the bundle's reports say of graph ``key`` (a resolved precision key) for ``backend``."""
-    entry = b.files.get(key) or {}
-    names = [f"verify.{key}.{backend}.json"] + ([f"verify.{key}.onnxruntime.json"] if backend != "onnxruntime" else [])
-    for name in names:
-        p = b.path / "reports" / name
+    """What the bundle's reports say of graph ``key`` (a resolved precision key) for ``backend``: the first report
+    of this very graph (this backend's, then ONNX Runtime's), else ``stale`` when a report of another graph exists."""
+    sha = (b.files.get(key) or {}).get("sha256")
+    stale = None
+    for run_on in dict.fromkeys([backend, "onnxruntime"]):
+        p = b.path / "reports" / f"verify.{key}.{run_on}.json"
         try:
             rep = json.loads(p.read_text())
         except (OSError, ValueError):
             continue
-        if not isinstance(rep, dict) or rep.get("graph_sha256") != entry.get("sha256"):
-            return Verification("stale", str(p), name.split(".")[-2])
+        if not sha or not isinstance(rep, dict) or rep.get("graph_sha256") != sha:
+            stale = stale or Verification("stale", str(p), run_on)
+            continue
         failed = sorted({r["level"] for r in rep.get("failed", []) if isinstance(r, dict) and "level" in r})
-        return Verification("passed" if rep.get("passed") is True else "failed", str(p), name.split(".")[-2],
-                            failed, rep.get("gates_file"))
+        return Verification("passed" if rep.get("passed") is True else "failed", str(p), run_on, failed,
+                            rep.get("gates_file"))
+    if stale:
+        return stale
     if key == "fp32" and b.meta.get("export", {}).get("parity"):
         return Verification("exported")
     return Verification("missing")
