@@ -691,10 +691,11 @@ def inspect_(
         raise typer.Exit(EXIT_BAD_INPUT)
     for n in res["notify"]:
         if n["files_gone"]:
-            console.print(f"[yellow]warning:[/] notify {n['notify']}: {n['files_gone']} rotated events file(s) were "
-                          f"deleted before they were delivered (the notifier was down for longer than "
-                          f"--events-max-mb holds); raise --events-max-mb or keep the notifier reachable",
-                          highlight=False, soft_wrap=True)
+            why = ("the events file was moved or deleted while the run went on; rotate it with --events-max-mb "
+                   "instead" if a["events_reopened"] else "the notifier was down for longer than --events-max-mb "
+                   "holds; raise --events-max-mb or keep the notifier reachable")
+            console.print(f"[yellow]warning:[/] notify {n['notify']}: {n['files_gone']} events file(s) were gone "
+                          f"before their alerts were delivered ({why})", highlight=False, soft_wrap=True)
         line = (f"notify {n['notify']}: delivered {n['delivered']} (retries {n['retried']}"
                 + (f", expired {n['expired']}" if n["expired"] else "") + f"), pending {n['pending']}")
         if n["pending"]:
