@@ -23,6 +23,7 @@ from edgead.progress import progress
 from edgead.verify import compare
 from edgead.verify.gates import GATES, base_precision, check, load_gates
 from edgead.verify.reference import REFERENCE, Reference, check_inputs, load_reference, make_reference
+from edgead.verify.status import report_path
 
 
 @dataclass
@@ -175,7 +176,7 @@ def verify(req: VerifyRequest) -> dict:
         err = np.array([1 - compare.cosine(a[0], r) for a, r in zip(eng["anomaly_map"], ref.maps, strict=True)])
         pick = list(np.argsort(-err)[:4])
         result["culprits"] = _culprits(b, key, x[pick], [str(ref.files[i]) for i in pick])
-    out = b.path / "reports" / f"verify.{key}.{req.backend}.json"
+    out = report_path(b.path, key, req.backend)
     atomic_write_json(out, result)
     result["report_json"] = str(out)
     if req.html_out:

@@ -48,13 +48,18 @@ class Verification:
         return f"{key} passed edgead verify ({self.report})"
 
 
+def report_path(bundle: Path, key: str, backend: str) -> Path:
+    """Where ``edgead verify`` leaves its report of graph ``key`` on ``backend`` (and where this module reads it)."""
+    return Path(bundle) / "reports" / f"verify.{key}.{backend}.json"
+
+
 def verification(b: Bundle, key: str, backend: str = "onnxruntime") -> Verification:
     """What the bundle's reports say of graph ``key`` (a resolved precision key) for ``backend``: the first report
     of this very graph (this backend's, then ONNX Runtime's), else ``stale`` when a report of another graph exists."""
     sha = (b.files.get(key) or {}).get("sha256")
     stale = None
     for run_on in dict.fromkeys([backend, "onnxruntime"]):
-        p = b.path / "reports" / f"verify.{key}.{run_on}.json"
+        p = report_path(b.path, key, run_on)
         try:
             rep = json.loads(p.read_text())
         except (OSError, ValueError):
