@@ -600,8 +600,11 @@ def inspect_(
                                                  "file is deleted.")] = 1024.0,
     max_frames: Annotated[int | None, typer.Option(min=1, help="Stop after N frames.")] = None,
     duration: Annotated[float | None, typer.Option(min=0.1, help="Stop after S seconds.")] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: one fewer than the CPUs, "
-                                                "leaving one for capture, preprocessing and alerts).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads per frame (default: one fewer than "
+                                                "the CPUs, leaving one for capture, preprocessing and alerts; 1 with "
+                                                "--workers).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Frames inferred at once by the one engine, decided in "
+                                         "order (onnxruntime).")] = 1,
     platform: Annotated[str, typer.Option(help="auto, jetson or desktop (pipeline elements).")] = "auto",
     fps: Annotated[int, typer.Option(min=1, help="Output stream rate (and images:// timestamps).")] = 10,
     first_frame_timeout: Annotated[float, typer.Option(min=0.5, help="Exit 2 when the source gives no frame in "
@@ -635,8 +638,8 @@ def inspect_(
                                  category=category[0] if category and len(category) == 1 else category,
                                  alerts_dir=alerts, alerts_min_free_mb=alerts_min_free_mb,
                                  alerts_max_mb=alerts_max_mb, events_max_mb=events_max_mb, max_frames=max_frames,
-                                 duration=duration, threads=threads, platform=platform, fps=fps,
-                                 dry_run=dry_run, first_frame_timeout_s=first_frame_timeout,
+                                 duration=duration, threads=threads, workers=workers, platform=platform,
+                                 fps=fps, dry_run=dry_run, first_frame_timeout_s=first_frame_timeout,
                                  latency_budget_ms=latency_budget_ms, scale=scale, notify=notify or [],
                                  notify_env=notify_env, metrics=metrics, require_verified=require_verified))
     if dry_run:

@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=600)
     ap.add_argument("--scale", action="append", default=None)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=1, help="frames inferred at once (inspect --workers)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     size = parse_size(args.size)
@@ -89,10 +90,11 @@ def main() -> None:
             alerts = tmp / f"alerts-{scale}"
             res = inspect(InspectRequest(bundle=copy, source=f"file://{video}", precision=args.precision,
                                          category=cat, policy="every", alerts_dir=alerts, threads=args.threads,
-                                         quiet=True, scale=scale))
+                                         workers=args.workers, quiet=True, scale=scale))
             events = read_events(alerts / "events.jsonl")
             valid = all(Path(e["frame_path"]).is_file() and Path(e["heatmap_path"]).is_file() for e in events)
-            row = {"scale": scale, "size": args.size, "precision": res["precision"], "frames": res["frames"],
+            row = {"scale": scale, "size": args.size, "workers": res["workers"],
+                   "threads": res["backend"].get("threads"), "precision": res["precision"], "frames": res["frames"],
                    "fps": round(res["fps"], 1), "overhead_share": round(res["pipeline_overhead_share"], 3),
                    "dropped": res["dropped"], "flagged": res["flagged"], "alert_lines": len(events),
                    "alerts_valid": valid, "temp_files_left": len(list(alerts.glob(".*.tmp"))),

@@ -37,7 +37,8 @@ def main() -> None:
     ap.add_argument("--category")
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--source", default="test://?fps=30")
-    ap.add_argument("--threads", type=int, help="inference threads (default: ONNX Runtime's)")
+    ap.add_argument("--threads", type=int, help="inference threads per frame (default: inspect's)")
+    ap.add_argument("--workers", type=int, default=1, help="frames inferred at once (inspect --workers)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgead-soak-") as tmp:
@@ -46,7 +47,7 @@ def main() -> None:
         cmd = [sys.executable, "-m", "edgead", "inspect", str(args.bundle), "--source", args.source, "--policy",
                "latest", "--precision", args.precision, "--duration", str(args.minutes * 60), "--alerts",
                str(tmp / "alerts"), "--json", str(summary)] + (["--category", args.category] if args.category else []) \
-            + (["--threads", str(args.threads)] if args.threads else [])
+            + (["--threads", str(args.threads)] if args.threads else []) + ["--workers", str(args.workers)]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         t0, samples = time.monotonic(), []
         while proc.poll() is None:
@@ -59,7 +60,8 @@ def main() -> None:
             raise SystemExit(f"inspect exited {proc.returncode}: {err.strip()[-500:]}")
         res = json.loads(summary.read_text())
         after_1 = [r for t, r in samples if t >= 60]
-        out = {"source": args.source, "precision": res["precision"], "minutes": args.minutes, "threads": args.threads,
+        out = {"source": args.source, "precision": res["precision"], "minutes": args.minutes,
+               "threads": res["backend"].get("threads"), "workers": res["workers"],
                "frames": res["frames"], "produced": res["produced"], "dropped": res["dropped"], "fps": res["fps"],
                "flagged": res["flagged"], "alerts_written": res["alerts"]["written"],
                "p99_capture_to_decision_ms": res["latency"]["capture_to_decision_p99_ms"],

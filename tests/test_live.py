@@ -71,12 +71,15 @@ def conveyor(bundle, tiny_real, tmp_path_factory):
 
 
 @needs_gst
-def test_conveyor_every_frame_decided_as_offline_and_alerts_complete(bundle, conveyor, tmp_path):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_conveyor_every_frame_decided_as_offline_and_alerts_complete(bundle, conveyor, tmp_path, workers):
+    """One frame at a time, or several inferred at once (--workers): the same decisions in the source's order."""
     path, order, offline, _ = conveyor
     res = inspect(InspectRequest(bundle=bundle, source=f"file://{path}", category="magnetic_tile",
-                                 alerts_dir=tmp_path / "alerts", policy="every", quiet=True))
+                                 alerts_dir=tmp_path / "alerts", policy="every", quiet=True, workers=workers))
     (tmp_path / "summary.json").write_text(json.dumps(res))
     assert res["frames"] == len(order) and res["dropped"] == 0 and res["end"] == "end of stream"
+    assert res["workers"] == workers and res["backend"]["threads"] == live_threads(None, workers)
     live = np.array([d["score"] for d in res["decisions_tail"]])
     np.testing.assert_allclose(live, offline, rtol=0, atol=1e-5)  # same pixels, same graph: same scores
     want = [i + 1 for i, s in enumerate(offline) if s >= 1.0]
@@ -91,7 +94,7 @@ def test_conveyor_every_frame_decided_as_offline_and_alerts_complete(bundle, con
     summary = json.loads((tmp_path / "summary.json").read_text())
     for stage in ("preprocess", "inference", "postprocess", "output", "frame"):
         assert summary["stages"][stage]["p50_ms"] >= 0
-    assert 0 < summary["pipeline_overhead_share"] < 1
+    assert 0 <= summary["pipeline_overhead_share"] < 1
 
 
 @needs_gst
@@ -560,6 +563,7 @@ def test_live_inference_leaves_a_core_to_capture_and_alerts(monkeypatch):
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
         assert live_threads(None) == threads
         assert live_threads(3) == 3
+        assert live_threads(None, workers=2) == 1  # frames side by side, one thread each
 
 
 def test_stage_windows_keep_the_last_values_in_fixed_memory():
@@ -606,3 +610,42 @@ def test_alert_images_respect_free_space_and_the_folder_cap(bundle, tmp_path):
                                  "--alerts", str(tmp_path / "full2"), "--max-frames", "2", "--policy", "every",
                                  "--alerts-min-free-mb", str(free_mb * 10)])
     assert r.exit_code == 0 and "saved without images" in " ".join(r.output.split()), r.output
+
+
+def test_frames_inferred_side_by_side_come_back_in_order_and_errors_surface():
+    """``InOrder``: later frames that finish first wait for the earlier ones; a worker's error is raised at its turn."""
+    from edgead.live.workers import InOrder
+
+    done = []
+
+    def work(i: int) -> int:
+        time.sleep(0.05 if i % 3 == 0 else 0.0)  # every third frame slow: the next ones finish before it
+        if i == 7:
+            raise ValueError("bad frame 7")
+        done.append(i)
+        return i * i
+
+    flight = InOrder(work, workers=3)
+    got = []
+    for i in range(7):
+        flight.submit(f"t{i}", i)
+        if flight.full:
+            got.append(flight.pop())
+    while flight:
+        got.append(flight.pop())
+    assert [g[0] for g in got] == [f"t{i}" for i in range(7)] and [g[2] for g in got] == [i * i for i in range(7)]
+    assert done != sorted(done)  # they did finish out of order
+    flight.submit("t7", 7)
+    with pytest.raises(ValueError, match="bad frame 7"):
+        flight.pop()
+    flight.close()
+
+
+def test_workers_stop_at_max_frames_and_need_a_concurrent_engine(bundle, tiny_real, tmp_path):
+    src = f"images://{tiny_real / 'magnetic_tile' / 'train' / 'good'}"
+    res = inspect(InspectRequest(bundle=bundle, source=src, category="magnetic_tile", max_frames=3, workers=2,
+                                 alerts_dir=tmp_path / "alerts", quiet=True))
+    assert res["frames"] == 3 and res["workers"] == 2 and res["end"] == "max frames"
+    r = CliRunner().invoke(app, ["inspect", str(bundle), "--source", src, "--backend", "torch", "--workers", "2",
+                                 "--category", "magnetic_tile", "--alerts", str(tmp_path / "a2"), "--max-frames", "1"])
+    assert r.exit_code == 2 and "one frame at a time" in r.output, r.output

@@ -39,6 +39,7 @@ class Backend(ABC):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     batch: int | None = None  # the graph's fixed batch size; None = any
+    concurrent: ClassVar[bool] = False  # ``infer`` may be called from several threads at once (live --workers)
 
     @classmethod
     @abstractmethod

@@ -15,6 +15,7 @@ from edgead.errors import EdgeadError
 class OrtBackend(Backend):
     name = "onnxruntime"
     summary = "ONNX Runtime (CPU here; CUDA when its build has it)"
+    concurrent = True  # InferenceSession.run is thread-safe; with one intra-op thread each call runs on its caller
 
     def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None):
         try:

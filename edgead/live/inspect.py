@@ -19,6 +19,7 @@ from edgead.live.pipelines import Target, sink_pipeline, source_pipeline
 from edgead.live.prefetch import Ended, Prefetch
 from edgead.live.source import Source
 from edgead.live.uri import parse
+from edgead.live.workers import InOrder
 from edgead.verify.status import verification
 
 STAGES = ("capture_age", "queue", "preprocess", "handoff", "inference", "postprocess", "alert", "output", "frame",
@@ -44,7 +45,8 @@ class InspectRequest:
     # None: never rotated. 1 GB holds about 3 million alert lines
     max_frames: int | None = None
     duration: float | None = None
-    threads: int | None = None  # inference threads; default: live_threads()
+    threads: int | None = None  # inference threads per frame; default: live_threads()
+    workers: int = 1  # frames inferred at once (one engine; each frame on ``threads`` threads, default 1 then)
     platform: str = "auto"
     fps: int = 10  # output stream caps
     stall_s: float = 5.0
@@ -62,8 +64,9 @@ class InspectRequest:
     quiet: bool = False
 
 
-def live_threads(requested: int | None) -> int:
-    """Inference threads of a live run: as asked, else one fewer than the CPUs this process may use (at least one).
+def live_threads(requested: int | None, workers: int = 1) -> int:
+    """Inference threads per frame in a live run: as asked; else, with one worker, one fewer than the CPUs this
+    process may use (at least one), and with several workers one each (they fill the cores side by side).
 
     Capture, decoding, the preparing thread and the alert writer need a core too. On this 2-core machine with
     the CRR INT8 cpu graph (``scripts/soak.py``, ``test://?fps=30``, ``latest``, every frame alerting) ONNX
@@ -72,6 +75,8 @@ def live_threads(requested: int | None) -> int:
     a 1280x720 H.264 recording in ``every`` mode (``scripts/line_rate.py``, CRAD INT8) ran 30 -> 37 fps."""
     if requested:
         return requested
+    if workers > 1:
+        return 1
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -188,7 +193,12 @@ def inspect(req: InspectRequest, log=None) -> dict:
     policies = [req.policy or default_policy(src) for src in srcs]
     caps = [open_source(src, target, pre, pol, stall_s=req.stall_s, log=log) for src, pol in zip(srcs, policies,
                                                                                                    strict=True)]
-    engine = open_engine(b.path, key, req.backend, EngineOptions(threads=live_threads(req.threads)))  # one for all
+    threads, workers = live_threads(req.threads, req.workers), req.workers
+    engine = open_engine(b.path, key, req.backend, EngineOptions(threads=threads))  # one for all sources
+    if workers > 1 and not engine.concurrent:
+        engine.close()
+        raise EdgeadError(f"--workers {workers}: the {req.backend} backend runs one frame at a time; leave --workers "
+                          f"at 1 (or use --backend onnxruntime)")
     inspectors = [Inspector(engine, pre, b.category_norm(c), c) for c in categories]
     events_path = Path(req.events or Path(req.alerts_dir) / "events.jsonl")
     events = EventLog(events_path, None if req.events_max_mb is None else req.events_max_mb * 1e6)
@@ -223,37 +233,44 @@ def inspect(req: InspectRequest, log=None) -> dict:
             ended: set[int] = set()
             prefetch = Prefetch(caps, [i.prepare for i in inspectors],  # preprocessing overlaps inference
                                 fresh=[pol == "latest" for pol in policies])
+            flight = InOrder(lambda p, inspector: inspector.decide(p), workers)
             try:
                 for c in caps:
                     c.start()
                 prefetch.start()
+                stopping = False  # no new frame is taken; the frames in flight are still decided
                 while True:
                     n = count[0]
                     waited = time.monotonic() - t_start
-                    if stopper.reason:
-                        end_reason = stopper.reason
-                        break
-                    if req.max_frames and n >= req.max_frames:
-                        break
-                    if req.duration and waited >= req.duration:
-                        end_reason = "duration"
-                        break
-                    if n == 0 and waited >= req.first_frame_timeout_s and not all(c.idle_ok for c in caps):
-                        end_reason = "no first frame"
-                        break
-                    got = prefetch.read(0.5)
-                    if got is None:
+                    if not stopping:
+                        if stopper.reason:
+                            end_reason, stopping = stopper.reason, True
+                        elif req.duration and waited >= req.duration:
+                            end_reason, stopping = "duration", True
+                        elif n == 0 and waited >= req.first_frame_timeout_s and not all(c.idle_ok for c in caps):
+                            end_reason, stopping = "no first frame", True
+                    taking = not stopping and not (req.max_frames and n + len(flight) >= req.max_frames)
+                    if taking and not flight.full:
+                        # wait for a frame only while nothing is in flight; else poll while the oldest infers
+                        got = prefetch.read(0.5 if not flight else 0.002)
+                        if got is not None:
+                            si, prepared = got
+                            if isinstance(prepared, Ended):
+                                ended.add(si)
+                                if len(ended) == len(caps):
+                                    end_reason, stopping = "end of stream", True
+                            else:
+                                flight.submit(si, prepared, inspectors[si])
+                            continue
+                        if flight and not flight.oldest_done():
+                            continue
+                    if not flight:
+                        if stopping or (req.max_frames and n >= req.max_frames):
+                            break
                         live.update(n, _flagged(per), fps.value, stats, times, over_budget, req.latency_budget_ms)
                         continue
-                    si, prepared = got
-                    if isinstance(prepared, Ended):
-                        ended.add(si)
-                        if len(ended) == len(caps):
-                            end_reason = "end of stream"
-                            break
-                        continue
+                    si, prepared, d = flight.pop()
                     fr, inspector = prepared.frame, inspectors[si]
-                    d = inspector.decide(prepared)
                     t3 = time.perf_counter()
                     rate = fps.tick()
                     vis = inspector.render(d, rate) if output.wants(d.flagged) else None
@@ -285,6 +302,7 @@ def inspect(req: InspectRequest, log=None) -> dict:
                                 req.latency_budget_ms)
             finally:
                 live.close()
+                flight.close()
                 prefetch.stop()
                 for c in caps:
                     c.stop()
@@ -410,8 +428,8 @@ def _operating(norm: dict, n: int, flagged: int) -> dict:
 def _summary(req, b, key, backend, categories, policies, jetson, caps, stats, output, n, end_reason, wall, times,
              loop_ms, events_path, decisions, uris, per) -> dict:
     stages = {k: _pct(v) for k, v in times.items() if len(v)}
-    if loop_ms[0] > 0:  # share of the time between decisions not spent in inference (a live camera: waits too)
-        overhead = 1 - loop_ms[1] / loop_ms[0]
+    if loop_ms[0] > 0:  # share of the workers' time between decisions not spent in inference (a camera: waits too)
+        overhead = max(0.0, 1 - loop_ms[1] / (req.workers * loop_ms[0]))
     else:  # one frame only: its own work outside inference
         frame_mean = stages.get("frame", {}).get("mean_ms", 0.0)
         overhead = (1 - stages["inference"]["mean_ms"] / frame_mean) if frame_mean else None
@@ -422,7 +440,7 @@ def _summary(req, b, key, backend, categories, policies, jetson, caps, stats, ou
                for u, c, pol, cap, p in zip(uris, categories, policies, caps, per, strict=True)]
     one = len(uris) == 1
     return {"source": uris[0] if one else uris, "output": req.output, "bundle": str(b.path), "precision": key,
-            "backend": backend, "category": categories[0] if one else categories,
+            "backend": backend, "workers": req.workers, "category": categories[0] if one else categories,
             "policy": policies[0] if one else policies, "scale": req.scale,
             "operating_point": sources[0]["operating_point"] if one else None,
             "platform": "jetson" if jetson else "desktop",
