@@ -454,6 +454,24 @@ def build(
                       f"e.g. {ready['findings'][0]}")
     stdout.print(table)
     _write_json(json_out, {"bundle": str(bundle), "precision": key, **entry})
+    failed = _split_failure(bundle, key, entry.get("report", {}))
+    if failed:
+        console.print(f"[red]error:[/] {failed}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _split_failure(bundle: Path, key: str, report: dict) -> str | None:
+    """What to say when the graph kept fails its build split's gates (the build then exits 1, as verify would)."""
+    split = report.get("build_split")
+    if not split or split.get("passed", True):
+        return None
+    chosen = next((s for s in report.get("search", []) if s["step"] == report.get("chosen")), None)
+    why = (f"{', '.join(chosen['failed'])}; score error {chosen['score_abs_max']:.3f}" if chosen and chosen["failed"]
+           else "see meta.json")
+    gates = "its gates file" if split.get("gates") not in (None, "default") else "the default gates"
+    return (f"{bundle}: the {key} graph is written but fails {gates} on the build split ({why}); it is not "
+            f"trusted for deployment (inspect --require-verified refuses it): deploy fp16 or fp32, or see every "
+            f"candidate in meta.json")
 
 
 @app.command()

@@ -30,12 +30,20 @@ fi
 "$EDGEAD" eval "$WORK/$MODEL" --data "$DATA" --json "$WORK/$MODEL.eval.json"
 # Deployment path: bundle (FP32 graph, parity-checked), INT8 graph (CPU recipe), the same metrics on ONNX Runtime.
 "$EDGEAD" export "$WORK/$MODEL" --out "$WORK/$MODEL-bundle" --data "$DATA"
-"$EDGEAD" build "$WORK/$MODEL-bundle" --precision int8 --calib-count "$CALIB" --data "$DATA" --json "$WORK/$MODEL.build-int8.json"
+gate() {  # a failed gate (exit 1) is reported and the demo goes on; bad input (2) or a bug (3) stops it
+  local rc=0
+  "$@" || rc=$?
+  if [ "$rc" -gt 1 ]; then exit "$rc"; fi
+  return "$rc"
+}
+gate "$EDGEAD" build "$WORK/$MODEL-bundle" --precision int8 --calib-count "$CALIB" --data "$DATA" \
+  --json "$WORK/$MODEL.build-int8.json" \
+  || echo "demo: the INT8 graph fails the default gates on its build split; it is kept for the checks below"
 "$EDGEAD" eval "$WORK/$MODEL-bundle" --precision int8-cpu --data "$DATA" --json "$WORK/$MODEL.eval-int8.json"
 "$EDGEAD" bench "$WORK/$MODEL-bundle" --precision fp32 --precision int8-cpu --json "$WORK/$MODEL.bench-int8.json"
 # Parity against the PyTorch reference (layered gates); a failing gate is reported, not hidden.
 "$EDGEAD" verify "$WORK/$MODEL-bundle" --precision fp32 --data "$DATA" --html "$WORK/$MODEL.verify-fp32.html"
-"$EDGEAD" verify "$WORK/$MODEL-bundle" --precision int8 --data "$DATA" --html "$WORK/$MODEL.verify-int8.html" \
+gate "$EDGEAD" verify "$WORK/$MODEL-bundle" --precision int8 --data "$DATA" --html "$WORK/$MODEL.verify-int8.html" \
   || echo "demo: INT8 did not pass every default gate; the report says which, where and the likely culprit layers"
 # Live: a conveyor video of test images (good and defective alternating) through the GStreamer pipeline
 FIRST=$(.venv/bin/python -c "import json; print(json.load(open('$WORK/$MODEL-bundle/meta.json'))['categories'][0])")
@@ -44,7 +52,7 @@ FIRST=$(.venv/bin/python -c "import json; print(json.load(open('$WORK/$MODEL-bun
 rm -rf "$WORK/alerts"
 "$EDGEAD" inspect "$WORK/$MODEL-bundle" --source "file://$WORK/conveyor.mkv" --precision int8 --category "$FIRST" \
   --alerts "$WORK/alerts" --output "file://$WORK/inspected.mp4" --json "$WORK/$MODEL.inspect.json"
-"$EDGEAD" verify "$WORK/$MODEL-bundle" --precision int8 --live "file://$WORK/conveyor.mkv" --category "$FIRST" \
+gate "$EDGEAD" verify "$WORK/$MODEL-bundle" --precision int8 --live "file://$WORK/conveyor.mkv" --category "$FIRST" \
   --data "$DATA" --json "$WORK/$MODEL.verify-live.json" \
   || echo "demo: see $WORK/$MODEL.verify-live.json for the live check (the INT8 gates above may fail on their own)"
 echo "demo: metrics in $WORK/$MODEL.eval.json (torch) and $WORK/$MODEL.eval-int8.json (ONNX Runtime INT8),"

@@ -93,3 +93,18 @@ def export_run(trained_run):
         assert r.exit_code == 0, r.output
         return out
     return export
+
+
+def built(code: int, output: str, bundle: Path, key: str) -> bool:
+    """``edgead build``'s exit code for the graph ``key``: 0 when it passed its build split (or had none), 1 when it
+    is written but fails it (a gate failed, as in verify). Returns whether it passed."""
+    import json
+
+    report = json.loads((Path(bundle) / "meta.json").read_text())["files"][key].get("report", {})
+    split = report.get("build_split")
+    ok = split is None or bool(split["passed"])
+    assert (Path(bundle) / report.get("file", f"model.{key}.onnx")).is_file()  # written either way
+    assert code == (0 if ok else 1), output[-2000:]
+    if not ok:
+        assert "fails the default gates on the build split" in " ".join(output.split()), output[-2000:]
+    return ok

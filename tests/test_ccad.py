@@ -12,6 +12,7 @@ from edgead.export import export_onnx
 from edgead.models import build_model
 from edgead.runs import load_model
 from edgead.train import TrainRequest, train
+from tests.conftest import built
 
 
 @pytest.mark.parametrize("bank", ["adaptive", "kmeans"])
@@ -83,7 +84,7 @@ def test_build_fp16_int8_and_verify_end_to_end(tiny_real, tmp_path):
         qad = ["--qad", "always", "--qad-steps", "2"] if p == "int8" else ["--qad", "never"]
         r = CliRunner().invoke(app, ["build", "--model", "ccad", "--workspace", str(tmp_path / "runs"), "--precision",
                                      p, "--calib-count", "16", *qad, "--no-fallback"])
-        assert r.exit_code == 0, r.output
+        built(r.exit_code, r.output, run / "bundle", "fp16" if p == "fp16" else "int8-cpu")
         js = tmp_path / "v.json"
         r = CliRunner().invoke(app, ["verify", str(run / "bundle"), "--precision", p, "--json", str(js)])
         res = json.loads(js.read_text())

@@ -19,6 +19,7 @@ from edgead.errors import EdgeadError
 from edgead.models import build_model
 from edgead.runs import load_model
 from edgead.train import TrainRequest, train
+from tests.conftest import built
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +119,8 @@ def test_build_int8_and_verify_end_to_end(tiny_real, tmp_path):
     r = CliRunner().invoke(app, ["build", "--model", "crr", "--workspace", str(tmp_path / "runs"), "--precision",
                                  "int8", "--calib-count", "16", "--qad", "never", "--no-fallback",
                                  "--json", str(tmp_path / "b.json")])
-    assert r.exit_code == 0, r.output
     bundle = run / "bundle"
+    built(r.exit_code, r.output, bundle, "int8-cpu")
     model, _ = load_model(run)
     assert json.loads((bundle / "meta.json").read_text())["model"] == "crr"
     r = CliRunner().invoke(app, ["verify", str(bundle), "--precision", "int8", "--json", str(tmp_path / "v.json")])

@@ -11,6 +11,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from edgead.cli import app
+from tests.conftest import built
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ def test_acceptance_script_runs_every_gpu_free_step(export_run, tmp_path):
     assert r.returncode == 2 and "no INT8 Q/DQ graph" in r.stderr  # INT8 is calibrated on the workstation
     r = CliRunner().invoke(app, ["build", str(bundle), "--precision", "int8", "--recipe", "tensorrt",
                                  "--calib-count", "8", "--qad", "never", "--no-fallback"])
-    assert r.exit_code == 0, r.output
+    built(r.exit_code, r.output, bundle, "int8-tensorrt")
     int8 = (bundle / "model.int8-tensorrt.onnx").read_bytes()
     r = subprocess.run(["bash", str(ROOT / "scripts" / "jetson_acceptance.sh"), str(bundle), str(tmp_path / "acc")],
                        capture_output=True, text=True, env={**os.environ, "EDGEAD_BACKEND": "onnxruntime"},

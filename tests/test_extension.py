@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgead.cli import app, normalize_argv
+from tests.conftest import built
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = "tests.plugins.tinymean,tests.plugins.scaledort"
@@ -71,7 +72,7 @@ def test_a_fourth_model_is_one_file(tiny_real, tmp_path):
     assert meta["precision_scopes"]["fp16"] == ["backbone", "-backbone/stem",
                                                 *(f"-backbone/blocks.{i}" for i in range(5))]
     r = edgead("build", bundle, "--precision", "int8", "--calib-count", 8, "--qad", "never", "--no-fallback")
-    assert r.exit_code == 0, r.output
+    built(r.exit_code, r.output, bundle, "int8-cpu")
     r = edgead("verify", bundle, "--precision", "int8", "--per-category", 6, "--json", tmp_path / "v.json")
     assert r.exit_code in (0, 1), r.output
     assert json.loads((tmp_path / "v.json").read_text())["precision"] == "int8-cpu"
@@ -183,7 +184,7 @@ def test_plain_install_builds_int8_with_the_packaged_recipes(bundle, tmp_path):
     r = subprocess.run([str(bin_dir / "edgead"), "build", str(b), "--precision", "int8", "--calib-count", "8",
                         "--qad", "never", "--no-fallback"], capture_output=True, text=True, env=env, cwd=tmp_path,
                        timeout=900)
-    assert r.returncode == 0, r.stderr[-1500:]
+    built(r.returncode, r.stderr, b, "int8-cpu")
     probe = subprocess.run([str(bin_dir / "python"), "-c", "import edgead.calibration as c; print(c.RECIPES_FILE)"],
                            capture_output=True, text=True, env=env, cwd=tmp_path)
     assert "site-packages" in probe.stdout and Path(probe.stdout.strip()).is_file(), probe.stdout + probe.stderr

@@ -22,6 +22,7 @@ from edgead.cli import app, normalize_argv
 from edgead.data.image import read_image
 from edgead.errors import EdgeadError
 from edgead.fileio import atomic_write_json, read_json, sha256_file
+from tests.conftest import built
 
 gst_missing = False
 try:
@@ -281,6 +282,24 @@ def test_object_array_in_the_reference_is_refused(bundle, tmp_path):
 
 
 # -- 6. one precision key for every verb, and advice that works ----------------------------------------------
+def test_an_int8_build_failing_its_split_is_written_and_exits_1(bundle_copy, tmp_path):
+    """No candidate meets the gates: the best is written (for verify to explain) and the build exits 1, as verify
+    does, so a deploy script stops; under gates it meets, the same build exits 0."""
+    impossible = tmp_path / "impossible.yaml"
+    impossible.write_text("int8:\n  L2: {spearman_min: 1.5}\n")  # no graph ranks better than perfectly
+    args = ["build", bundle_copy, "--precision", "int8", "--calib-count", 8, "--qad", "never", "--no-fallback",
+            "--no-bias-correction", "--force", "--gates"]
+    r = edgead(*args, impossible)
+    assert r.exit_code == 1 and (bundle_copy / "model.int8-cpu.onnx").is_file(), r.output
+    assert "int8-cpu graph is written but fails its gates file on the build split" in " ".join(r.output.split())
+    lenient = tmp_path / "lenient.yaml"
+    lenient.write_text("int8:\n  L2: {score_abs_max: null, spearman_min: null}\n"
+                       "  L3: {decision_agreement_min: null, mask_iou_min: null}\n"
+                       "  L4: {image_auroc_drop_max: null, pixel_auroc_drop_max: null, aupro_drop_max: null}\n")
+    r = edgead(*args, lenient)
+    assert r.exit_code == 0 and "fails" not in r.output, r.output
+
+
 def test_every_verb_resolves_int8_the_same_way(bundle_copy, tmp_path):
     r = edgead("inspect", bundle_copy, "--precision", "int8-tensorrt", "--source", "test://", "--category",
                "magnetic_tile")
@@ -288,7 +307,7 @@ def test_every_verb_resolves_int8_the_same_way(bundle_copy, tmp_path):
     r = edgead("eval", bundle_copy, "--precision", "int8")
     assert r.exit_code == 2 and "--precision int8 --recipe cpu" in r.output
     r = edgead("build", bundle_copy, "--precision", "int8", "--calib-count", 8, "--qad", "never", "--no-fallback")
-    assert r.exit_code == 0, r.output
+    built(r.exit_code, r.output, bundle_copy, "int8-cpu")
     r = edgead("eval", bundle_copy, "--precision", "int8", "--overlays", 0, "--json", tmp_path / "e.json")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "e.json").read_text())["precision"] == "int8-cpu"
