@@ -180,6 +180,8 @@ def train(
                                            "(recorded in the curve; never test images).")] = True,
     select: Annotated[str, typer.Option(help="Weights kept: 'last' epoch, or the 'best' epoch on validation.")
                       ] = "last",
+    patience: Annotated[int | None, typer.Option(min=1, help="With --select best: stop after N epochs without a "
+                                                 "better validation score (early stopping).")] = None,
     post: Annotated[str, typer.Option(help="Post-processing (map smoothing, score window): fixed, as configured; "
                                       "auto, chosen on the held-out normals + synthetic anomalies when it beats the "
                                       "configured one beyond their noise (CRAD, CCAD).")
@@ -228,7 +230,8 @@ def train(
                                   max_per_category=max_per_category,
                                   shots=shots, false_reject=false_reject,
                                   train_overrides={"lr_step": lr_step} if lr_step else {}, force=force,
-                                  validate=validate, select=select, amp=amp, post=post, device=device))
+                                  validate=validate, select=select, patience=patience, amp=amp, post=post,
+                                  device=device))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports and writes
     for w in info.get("warnings", []):

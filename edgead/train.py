@@ -71,6 +71,7 @@ class TrainRequest:
     quiet: bool = False
     validate: bool = True  # score every epoch on held-out normals + synthetic anomalies (edgead.validation)
     select: str = "last"  # the weights kept: 'last' epoch, or the 'best' epoch on validation
+    patience: int | None = None  # with 'best': stop after this many epochs without a better validation score
     post: str = "auto"  # 'auto': post-processing chosen on the validation split (edgead.post_select); 'fixed'
     amp: str = "off"  # 'bf16': the training steps under bfloat16 autocast (AMX on recent Xeons, tensor cores on GPUs)
     device: str = "auto"  # auto: this process's GPU (by local rank) when CUDA is there, else the CPU; cpu; cuda
@@ -88,6 +89,8 @@ def _fingerprint(req: TrainRequest, train_cfg: dict, model_cfg: dict, categories
         fp["holdout_max"] = req.holdout_max
     if req.select != "last":
         fp["select"] = req.select
+    if req.patience:
+        fp["patience"] = req.patience
     if req.amp != "off":
         fp["amp"] = req.amp
     # --post is not part of it: the choice is made after training and does not change the weights (a run's
@@ -166,6 +169,8 @@ def _train(req: TrainRequest, world) -> dict:
     if req.select == "best" and not (req.validate and req.holdout > 0 and not req.shots):
         raise EdgeadError("--select best chooses the epoch on held-out normals: keep --validate and --holdout > 0 "
                           "(and no --shots), or use --select last")
+    if req.patience and req.select != "best":
+        raise EdgeadError(f"--patience {req.patience} stops at the best epoch on validation: add --select best")
     if req.false_reject is not None and not 0 < req.false_reject < 1:
         raise EdgeadError(f"--false-reject {req.false_reject}: a share of good parts, 0 < budget < 1 (e.g. 0.01)")
     train_cfg = {**defaults, **req.train_overrides}
@@ -294,6 +299,13 @@ def _train(req: TrainRequest, world) -> dict:
             torch.manual_seed(req.seed + 1_000_003 * world.rank)
         task = prog.add_task("train", total=train_cfg["epochs"], completed=start_epoch, info="")
         for epoch in range(start_epoch, train_cfg["epochs"]):
+            # rank 0 holds the validation scores; every process stops with it
+            if req.patience and distributed.gather(world, world.main and stalled(curve, req.patience))[0]:
+                best = selection(curve, "best")["best_epoch"] if world.main else None
+                info["early_stop"] = {"after_epoch": epoch, "patience": req.patience, "best_epoch": best}
+                say(f"early stop after epoch {epoch}: no better validation score in {req.patience} epochs "
+                    f"(best: epoch {best})")
+                break
             model.train()
             model.on_epoch_start(epoch)
             order = _order(world, len(data), req.seed, epoch)
@@ -402,6 +414,15 @@ def _order(world, n: int, seed: int, epoch: int) -> torch.Tensor:
                                  drop_last=True)
     sampler.set_epoch(epoch)
     return torch.tensor(list(sampler))
+
+
+def stalled(curve: list[dict], patience: int) -> bool:
+    """Whether the last ``patience`` validated epochs brought no better validation score than the best before."""
+    rows = [r for r in curve if "val_score" in r]
+    if len(rows) <= patience:
+        return False
+    best = max(range(len(rows)), key=lambda i: rows[i]["val_score"])  # the first of equals
+    return len(rows) - 1 - best >= patience
 
 
 def selection(curve: list[dict], select: str) -> dict:

@@ -144,3 +144,37 @@ def test_cached_validation_features_give_the_numbers_images_give(trained_run):
     assert cached.evaluate(model, pre) == val.evaluate(model, pre)
     assert torch.equal(post_select.raw_maps(model, cached, pre), post_select.raw_maps(model, val, pre))
     assert "val_seconds" in read_run(trained_run)["curve"][0]
+
+
+def test_stalled_counts_epochs_since_the_best_validation_score():
+    from edgead.train import stalled
+
+    rows = [{"val_score": v} for v in (0.5, 0.7, 0.6, 0.7, 0.65)]  # best at epoch 2 (the first of equals)
+    assert not stalled(rows[:2], 2) and not stalled(rows[:3], 2) and stalled(rows[:4], 2)  # an equal is not better
+    assert stalled(rows, 3) and not stalled(rows, 4)
+    assert not stalled([{"loss": 1.0}] * 9, 1)  # no validation, no early stop
+
+
+def test_early_stop_ends_training_when_validation_stops_improving(tiny_real, tmp_path):
+    """--select best --patience N: the run stops after N epochs without a better validation score (rank 0's curve
+    decides), keeps the best epoch, and says so; never earlier than that."""
+    from edgead.train import stalled
+
+    out = tmp_path / "run"
+    r = edgead("train", "--model", "crad", "--data", tiny_real, "--category", "magnetic_tile", "--out", out,
+               "--epochs", 8, "--image-size", 64, "--batch-size", 8, "--select", "best", "--patience", 1,
+               "--post", "fixed")
+    assert r.exit_code == 0, r.output
+    info = read_run(out)
+    curve = info["curve"]
+    assert not any(stalled(curve[:k], 1) for k in range(1, len(curve)))  # it ran while validation improved
+    if len(curve) < 8:
+        assert stalled(curve, 1) and info["early_stop"] == {"after_epoch": len(curve), "patience": 1,
+                                                          "best_epoch": info["selection"]["best_epoch"]}
+        assert "early stop" in r.output
+    else:
+        assert "early_stop" not in info
+    assert info["selection"]["kept_epoch"] == info["selection"]["best_epoch"]
+    assert info["fingerprint"]["patience"] == 1 and info["fingerprint"]["select"] == "best"
+    r = edgead("train", "--model", "crad", "--data", tiny_real, "--out", tmp_path / "p", "--patience", 2)
+    assert r.exit_code == 2 and "add --select best" in r.output and "Traceback" not in r.output
