@@ -194,20 +194,23 @@ def test_rtsp_reconnects_after_server_restart(bundle, conveyor, tmp_path):
 
 
 @needs_gst
-def test_test_source_latest_policy_file_output_and_sigterm(bundle, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_test_source_latest_policy_file_output_and_sigterm(bundle, tmp_path, workers):
+    """SIGTERM: frames in flight are decided, the alert queue drained, the recording finalised (also with two
+    frames inferred at once)."""
     out = tmp_path / "out.mp4"
     summary = tmp_path / "s.json"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "edgead.cli", "inspect", str(bundle), "--source", "test://",
                              "--output", f"file://{out}", "--category", "magnetic_tile", "--alerts",
-                             str(tmp_path / "alerts"), "--json", str(summary)],
+                             str(tmp_path / "alerts"), "--json", str(summary), "--workers", str(workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     time.sleep(8)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     res = json.loads(summary.read_text())
-    assert res["end"] == "SIGTERM" and res["frames"] > 0 and res["policy"] == "latest"
+    assert res["end"] == "SIGTERM" and res["frames"] > 0 and res["policy"] == "latest" and res["workers"] == workers
     # the alert queue was drained on the way out: one complete line per flagged frame, files on disk
     events = read_events(tmp_path / "alerts" / "events.jsonl")
     assert res["flagged"] > 0 and len(events) == res["flagged"] == res["alerts"]["written"]
