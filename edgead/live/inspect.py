@@ -247,7 +247,8 @@ def inspect(req: InspectRequest, log=None) -> dict:
                             end_reason, stopping = stopper.reason, True
                         elif req.duration and waited >= req.duration:
                             end_reason, stopping = "duration", True
-                        elif n == 0 and waited >= req.first_frame_timeout_s and not all(c.idle_ok for c in caps):
+                        elif (n == 0 and not flight and waited >= req.first_frame_timeout_s
+                              and not all(c.idle_ok for c in caps)):
                             end_reason, stopping = "no first frame", True
                     taking = not stopping and not (req.max_frames and n + len(flight) >= req.max_frames)
                     if taking and not flight.full:
