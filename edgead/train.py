@@ -419,10 +419,7 @@ def _order(world, n: int, seed: int, epoch: int) -> torch.Tensor:
 def stalled(curve: list[dict], patience: int) -> bool:
     """Whether the last ``patience`` validated epochs brought no better validation score than the best before."""
     rows = [r for r in curve if "val_score" in r]
-    if len(rows) <= patience:
-        return False
-    best = max(range(len(rows)), key=lambda i: rows[i]["val_score"])  # the first of equals
-    return len(rows) - 1 - best >= patience
+    return len(rows) > patience and rows[-1]["epoch"] - selection(rows, "best")["best_epoch"] >= patience
 
 
 def selection(curve: list[dict], select: str) -> dict:

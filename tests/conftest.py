@@ -100,10 +100,10 @@ def built(code: int, output: str, bundle: Path, key: str) -> bool:
     is written but fails it (a gate failed, as in verify). Returns whether it passed."""
     import json
 
-    report = json.loads((Path(bundle) / "meta.json").read_text())["files"][key].get("report", {})
-    split = report.get("build_split")
+    entry = json.loads((Path(bundle) / "meta.json").read_text())["files"][key]
+    split = entry.get("report", {}).get("build_split")
     ok = split is None or bool(split["passed"])
-    assert (Path(bundle) / report.get("file", f"model.{key}.onnx")).is_file()  # written either way
+    assert (Path(bundle) / entry["path"]).is_file()  # written either way
     assert code == (0 if ok else 1), output[-2000:]
     if not ok:
         assert "fails the default gates on the build split" in " ".join(output.split()), output[-2000:]

@@ -149,7 +149,8 @@ def test_cached_validation_features_give_the_numbers_images_give(trained_run):
 def test_stalled_counts_epochs_since_the_best_validation_score():
     from edgead.train import stalled
 
-    rows = [{"val_score": v} for v in (0.5, 0.7, 0.6, 0.7, 0.65)]  # best at epoch 2 (the first of equals)
+    scores = (0.5, 0.7, 0.6, 0.7, 0.65)  # best at epoch 2 (the first of equals)
+    rows = [{"epoch": i + 1, "val_score": v} for i, v in enumerate(scores)]
     assert not stalled(rows[:2], 2) and not stalled(rows[:3], 2) and stalled(rows[:4], 2)  # an equal is not better
     assert stalled(rows, 3) and not stalled(rows, 4)
     assert not stalled([{"loss": 1.0}] * 9, 1)  # no validation, no early stop

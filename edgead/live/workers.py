@@ -21,7 +21,7 @@ R = TypeVar("R")
 class InOrder(Generic[T, R]):
     """``submit(tag, item)`` runs ``work(item)``; ``pop()`` returns ``(tag, item, result)`` oldest first."""
 
-    def __init__(self, work: Callable[[T], R] | Callable[..., R], workers: int = 1):
+    def __init__(self, work: Callable[..., R], workers: int = 1):
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.workers = workers
