@@ -103,6 +103,49 @@ def test_equalisation_keeps_the_function_and_gives_each_depthwise_input_one_rang
         assert after_max[t].max() == pytest.approx(before_max[t].max(), rel=1e-3)  # the tensor's range stays
 
 
+def test_stream_equalisation_keeps_the_function_and_gives_each_stream_one_range(bundle, tiny_real, tmp_path):
+    from edgead.precision.int8 import prepare
+    from edgead.precision.rules import in_scopes
+    from edgead.precision.streams import channel_absmax, equalize_streams, streams
+
+    b = Bundle.load(bundle)
+    scopes = b.precision_scopes["int8"]
+    x = mvtec.load_images(mvtec.discover(tiny_real, b.categories, "train"), b.preprocess)[:8]
+    prepare(b.onnx("fp32"), tmp_path / "pre.onnx")
+    model = onnx.load(str(tmp_path / "pre.onnx"))
+    found = streams(model, scopes)
+    trunk = [s for s in found if any("/backbone/blocks." in w.name for w in s.writers)]
+    assert len(trunk) == 5  # Lite0 up to block 10: one linear stream per stage (16, 24, 40, 80, 112 channels)
+    assert [len(s.writers) for s in trunk] == [1, 2, 2, 3, 3]  # every projection conv of the stage writes it
+    tensors = [t for s in found for t in s.tensors]
+    before_max = channel_absmax(model, tensors, x, "image", 1)
+    before = _maps(tmp_path / "pre.onnx", x)
+    done = equalize_streams(model, x, "image", 1, scopes)
+    onnx.save(model, str(tmp_path / "eq.onnx"))
+    assert done["streams"] == len(found) and done["unscaled_taps"] >= 2  # the stride-8 and 16 taps leave the scopes
+    after = _maps(tmp_path / "eq.onnx", x)
+    assert np.abs(after - before).max() <= 1e-4 * np.abs(before).max()  # the float function is unchanged
+    after_max = channel_absmax(model, tensors, x, "image", 1)
+    for s in found:
+        top_before = np.max([before_max[t] for t in s.tensors], axis=0)
+        top_after = np.max([after_max[t] for t in s.tensors], axis=0)
+        live = top_before > top_before.max() / 64  # channels within the scale cap
+        assert np.allclose(top_after[live], top_before.max(), rtol=1e-3)  # one range for the whole stream
+    unscale = [n for n in model.graph.node if n.name.startswith("/stream_eq_")]
+    assert unscale and not any(in_scopes(n.name, scopes) for n in unscale)  # the original taps again, in float
+
+    from edgead.calibration import CalibSettings, load_recipes
+    from edgead.precision.int8 import to_int8
+
+    recipes = load_recipes()
+    recipe = {**recipes["recipes"]["cpu"], "equalize": True, "equalize_streams": True}
+    report = to_int8(b.onnx("fp32"), tmp_path / "q.onnx", "cpu", recipe, CalibSettings.from_recipes(recipes), x,
+                     "image", 1, scopes, tmp_path / "work", normalization=(b.preprocess.mean, b.preprocess.std))
+    assert report["equalized"]["pairs"] == 11 and report["equalized"]["streams"] == len(found)
+    quantized = [n.input[0] for n in onnx.load(str(tmp_path / "q.onnx")).graph.node if n.op_type == "QuantizeLinear"]
+    assert quantized and not any(t.endswith("__stream_unscaled") for t in quantized)  # the taps leave INT8 as before
+
+
 def test_build_split_never_holds_a_test_image(bundle, tiny_real):
     b = Bundle.load(bundle)
     split = build_split(b)

@@ -162,7 +162,8 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
 
     ``normalization``: the preprocessing's (mean, std); the input is then put on the INT8 grid exactly
     (``ranges.exact_input``) instead of being calibrated. With the recipe's ``equalize`` the per-channel
-    ranges in front of depthwise convolutions are equalised first (``precision.equalize``)."""
+    ranges in front of depthwise convolutions are equalised first (``precision.equalize``), with its
+    ``equalize_streams`` the linear residual streams (``precision.streams``)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if len(data) < batch:
@@ -179,10 +180,17 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
             from edgead.precision.ranges import exact_input
 
             fixed = exact_input(model, input_name, *normalization, symmetric)
+        done = {}
         if recipe.get("equalize", False):
             from edgead.precision.equalize import equalize
 
-            (work / EQUALIZED).write_text(json.dumps(equalize(model, data, input_name, batch)))
+            done.update(equalize(model, data, input_name, batch))
+        if recipe.get("equalize_streams", False):
+            from edgead.precision.streams import equalize_streams
+
+            done.update(equalize_streams(model, data, input_name, batch, scopes))
+        if done:
+            (work / EQUALIZED).write_text(json.dumps(done))
         onnx.save(model, str(pre))
         calibrate(pre, data, input_name, batch, settings, cache, symmetric, fixed)
     inside, outside = split_nodes(onnx.load(str(pre)), scopes)
