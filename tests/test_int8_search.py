@@ -10,13 +10,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgead.build import BuildRequest, build
-from edgead.bundle import Bundle
+from edgead.bundle import Bundle, onnx_name
 from edgead.data import mvtec
 from edgead.errors import EdgeadError
 from edgead.precision import search
 from edgead.precision.int8 import activation_scales, read_ranges
 from edgead.precision.ranges import exact_input, mse_range
-from edgead.precision.split import build_split
+from edgead.precision.split import build_split, score_errors
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +193,10 @@ def test_qad_lowers_map_error_exports_for_tensorrt_and_is_reproducible(bundle, t
     entry = build(BuildRequest(bundle=qad, qad="always", qad_steps=80, **common))
     steps = [s["step"] for s in entry["report"]["search"]]
     assert steps == ["ptq-minmax", "qad"]
+    for row in entry["report"]["search"]:  # the RMS beside the max the gate takes, from the same per-image errors
+        assert 0 < row["score_rms"] <= row["score_abs_max"]
+    err = score_errors(Bundle.load(qad), build_split(Bundle.load(qad)), qad / onnx_name("int8-tensorrt"))
+    assert entry["report"]["search"][-1]["score_rms"] == pytest.approx(float(np.sqrt(np.mean(err ** 2))))
     info = entry["report"]["search"][1]["qad"]
     print("QAD", info["best_step"], info["history"])
     assert info["best_step"] > 0  # the student beat the PTQ graph on its held-out training images

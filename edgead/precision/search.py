@@ -72,8 +72,8 @@ def search(q: Quantizer, key: str, dst: Path, work: Path, plan: SearchPlan, log=
         row = {"step": name, **verdict, **share, "size_mb": round(graph.stat().st_size / 1e6, 2), **extra}
         steps.append(row)
         say(f"int8 {name}: {'PASS' if verdict['passed'] else 'fail'} on the build split (score error "
-            f"{verdict['score_abs_max']:.3f}, Spearman {verdict['spearman_min']:.4f}, decisions "
-            f"{verdict['decision_agreement_min']:.3f}, mask IoU {verdict['mask_iou_min']:.3f}); "
+            f"{verdict['score_abs_max']:.3f}, RMS {verdict['score_rms']:.3f}, Spearman {verdict['spearman_min']:.4f}, "
+            f"decisions {verdict['decision_agreement_min']:.3f}, mask IoU {verdict['mask_iou_min']:.3f}); "
             f"{100 * share['int8_share']:.1f} % of MACs in INT8")
         return row
 

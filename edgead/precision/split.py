@@ -103,6 +103,7 @@ def judge(b: Bundle, split: Reference, graph: Path, key: str, gates_file: Path |
 
     eng = OrtBackend(graph).run_batched(split.inputs(b))
     rows, _ = evaluate_gates(b, split, eng, load_gates(key, gates_file))
+    err = _errors(b, split, eng["score"])
     gated = [r for r in rows if r.get("passed") is not None and r["level"] in ("L2", "L3", "L4")]
 
     def worst(gate: str) -> float | None:
@@ -116,17 +117,22 @@ def judge(b: Bundle, split: Reference, graph: Path, key: str, gates_file: Path |
             "badness": badness(rows),
             "score_abs_max": worst("score_abs_max"), "spearman_min": worst("spearman_min"),
             "decision_agreement_min": worst("decision_agreement_min"), "mask_iou_min": worst("mask_iou_min"),
-            "image_auroc_drop_max": worst("image_auroc_drop_max")}
+            "image_auroc_drop_max": worst("image_auroc_drop_max"),
+            "score_rms": float(np.sqrt(np.mean(err ** 2))) if len(err) else None}  # reported: the max is one image
 
 
 def score_errors(b: Bundle, split: Reference, graph: Path) -> np.ndarray:
     """Each split image's score error of ``graph`` against the FP32 reference, in its category's threshold units
     (what the L2 gate takes the maximum of)."""
-    eng = OrtBackend(graph).run_batched(split.inputs(b))["score"].astype(np.float64)
+    return _errors(b, split, OrtBackend(graph).run_batched(split.inputs(b))["score"])
+
+
+def _errors(b: Bundle, split: Reference, scores: np.ndarray) -> np.ndarray:
+    scores = np.asarray(scores, np.float64).reshape(-1)
     err = np.zeros(len(split))
     for c in np.unique(split.categories):
         norm, m = b.category_norm(str(c)), split.categories == c
-        err[m] = np.abs(norm.score(eng[m]) - norm.score(split.scores[m].astype(np.float64)))
+        err[m] = np.abs(norm.score(scores[m]) - norm.score(split.scores[m].astype(np.float64)))
     return err
 
 
