@@ -104,9 +104,10 @@ def test_equalisation_keeps_the_function_and_gives_each_depthwise_input_one_rang
 
 
 def test_stream_equalisation_keeps_the_function_and_gives_each_stream_one_range(bundle, tiny_real, tmp_path):
+    from edgead.precision.equalize import channel_max
     from edgead.precision.int8 import prepare
     from edgead.precision.rules import in_scopes
-    from edgead.precision.streams import channel_absmax, equalize_streams, streams
+    from edgead.precision.streams import equalize_streams, streams
 
     b = Bundle.load(bundle)
     scopes = b.precision_scopes["int8"]
@@ -118,14 +119,14 @@ def test_stream_equalisation_keeps_the_function_and_gives_each_stream_one_range(
     assert len(trunk) == 5  # Lite0 up to block 10: one linear stream per stage (16, 24, 40, 80, 112 channels)
     assert [len(s.writers) for s in trunk] == [1, 2, 2, 3, 3]  # every projection conv of the stage writes it
     tensors = [t for s in found for t in s.tensors]
-    before_max = channel_absmax(model, tensors, x, "image", 1)
+    before_max = channel_max(model, tensors, x, "image", 1, magnitude=True)
     before = _maps(tmp_path / "pre.onnx", x)
     done = equalize_streams(model, x, "image", 1, scopes)
     onnx.save(model, str(tmp_path / "eq.onnx"))
     assert done["streams"] == len(found) and done["unscaled_taps"] >= 2  # the stride-8 and 16 taps leave the scopes
     after = _maps(tmp_path / "eq.onnx", x)
     assert np.abs(after - before).max() <= 1e-4 * np.abs(before).max()  # the float function is unchanged
-    after_max = channel_absmax(model, tensors, x, "image", 1)
+    after_max = channel_max(model, tensors, x, "image", 1, magnitude=True)
     for s in found:
         top_before = np.max([before_max[t] for t in s.tensors], axis=0)
         top_after = np.max([after_max[t] for t in s.tensors], axis=0)

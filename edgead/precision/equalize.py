@@ -52,14 +52,15 @@ def depthwise_pairs(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.N
 
 
 def channel_max(model: onnx.ModelProto, tensors: list[str], images: np.ndarray, input_name: str,
-                batch: int) -> dict[str, np.ndarray]:
-    """Largest value of every channel of ``tensors`` over ``images`` (ONNX Runtime, float graph)."""
+                batch: int, magnitude: bool = False) -> dict[str, np.ndarray]:
+    """Largest value (``magnitude``: largest |value|) of every channel of ``tensors`` over ``images`` (ONNX Runtime,
+    float graph)."""
     from edgead.precision.probe import inner_values
 
     out = {t: None for t in tensors}
     for values in inner_values(model, tensors, images[:len(images) // batch * batch], input_name, batch):
         for t, v in values.items():
-            top = v.max(axis=(0, 2, 3))
+            top = (np.abs(v) if magnitude else v).max(axis=(0, 2, 3))
             out[t] = top if out[t] is None else np.maximum(out[t], top)
     return out
 
@@ -75,15 +76,16 @@ def equalize(model: onnx.ModelProto, images: np.ndarray, input_name: str, batch:
     for conv, clip, dw in pairs:
         top = np.maximum(tops[clip.output[0]].astype(np.float64), 0.0)
         s = np.where(top > 0, top.max() / np.maximum(top, 1e-12), 1.0).clip(1.0, MAX_SCALE)
-        _scale(inits[conv.input[1]], s, axis=0)
+        scale_axis(inits[conv.input[1]], s, axis=0)
         if len(conv.input) > 2 and conv.input[2]:
-            _scale(inits[conv.input[2]], s, axis=0)
-        _scale(inits[dw.input[1]], 1.0 / s, axis=0)
+            scale_axis(inits[conv.input[2]], s, axis=0)
+        scale_axis(inits[dw.input[1]], 1.0 / s, axis=0)
         spread.append(float(np.median(s)))
     return {"pairs": len(pairs), "median_scale": round(float(np.median(spread)), 2)}
 
 
-def _scale(init: onnx.TensorProto, s: np.ndarray, axis: int) -> None:
+def scale_axis(init: onnx.TensorProto, s: np.ndarray, axis: int) -> None:
+    """Multiply an initializer by ``s`` along ``axis`` (in place; float64 arithmetic, stored float32)."""
     arr = numpy_helper.to_array(init).astype(np.float64)
     shape = [1] * arr.ndim
     shape[axis] = -1

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgead.precision.equalize import channel_max, scale_axis
 from edgead.precision.rules import in_scopes, toposort
 
 MAX_SCALE = 64.0
@@ -42,8 +43,7 @@ def _group(node: onnx.NodeProto) -> int:
 def streams(model: onnx.ModelProto, scopes: list[str] | tuple[str, ...]) -> list[Stream]:
     """The linear streams inside ``scopes`` that can be equalised exactly."""
     g = model.graph
-    inits = {i.name for i in g.initializer}
-    weights = {i.name: i.dims for i in g.initializer}  # 2D convs only: (out, in, kh, kw), a (1, C, 1, 1) unscale
+    dims = {i.name: i.dims for i in g.initializer}
     uses: dict[str, list[onnx.NodeProto]] = {}
     for n in g.node:
         for t in n.input:
@@ -51,10 +51,11 @@ def streams(model: onnx.ModelProto, scopes: list[str] | tuple[str, ...]) -> list
     outputs = {o.name for o in g.output}
 
     def own(t: str) -> bool:  # an initializer only this node reads (scaling it touches nothing else)
-        return t in inits and len(uses.get(t, [])) == 1
+        return t in dims and len(uses.get(t, [])) == 1
 
     def writer(n: onnx.NodeProto) -> bool:
-        return (n.op_type == "Conv" and in_scopes(n.name, scopes) and own(n.input[1]) and len(weights[n.input[1]]) == 4
+        return (n.op_type == "Conv" and in_scopes(n.name, scopes) and own(n.input[1])
+                and len(dims[n.input[1]]) == 4  # 2D convs only: the (1, C, 1, 1) unscale broadcasts
                 and (len(n.input) < 3 or not n.input[2] or own(n.input[2])))
 
     parent: dict[str, str] = {}
@@ -98,37 +99,24 @@ def streams(model: onnx.ModelProto, scopes: list[str] | tuple[str, ...]) -> list
     return found
 
 
-def channel_absmax(model: onnx.ModelProto, tensors: list[str], images: np.ndarray, input_name: str,
-                   batch: int) -> dict[str, np.ndarray]:
-    """Largest magnitude of every channel of ``tensors`` over ``images`` (ONNX Runtime, float graph)."""
-    from edgead.precision.probe import inner_values
-
-    out: dict[str, np.ndarray] = {}
-    for values in inner_values(model, tensors, images[:len(images) // batch * batch], input_name, batch):
-        for t, v in values.items():
-            top = np.abs(v).max(axis=(0, 2, 3))
-            out[t] = np.maximum(out[t], top) if t in out else top
-    return out
-
-
 def equalize_streams(model: onnx.ModelProto, images: np.ndarray, input_name: str, batch: int,
                      scopes: list[str] | tuple[str, ...]) -> dict:
     """Equalise every stream of ``model`` inside ``scopes`` in place; returns what was done (for the build report)."""
     found = streams(model, scopes)
     if not found:
         return {"streams": 0}
-    tops = channel_absmax(model, [t for s in found for t in s.tensors], images, input_name, batch)
+    tops = channel_max(model, [t for s in found for t in s.tensors], images, input_name, batch, magnitude=True)
     inits = {i.name: i for i in model.graph.initializer}
     spread, unscaled = [], 0
     for k, s in enumerate(found):
         top = np.max([tops[t] for t in s.tensors], axis=0).astype(np.float64)
         scale = np.where(top > 0, top.max() / np.maximum(top, 1e-30), 1.0).clip(1.0, MAX_SCALE)
         for w in s.writers:
-            _scale(inits[w.input[1]], scale, axis=0)
+            scale_axis(inits[w.input[1]], scale, axis=0)
             if len(w.input) > 2 and w.input[2]:
-                _scale(inits[w.input[2]], scale, axis=0)
+                scale_axis(inits[w.input[2]], scale, axis=0)
         for r in s.readers:
-            _scale(inits[r.input[1]], 1.0 / scale, axis=1)
+            scale_axis(inits[r.input[1]], 1.0 / scale, axis=1)
         back: dict[str, str] = {}
         for consumer, t in s.exits:  # the original tensor again, in FP32, for whatever reads it outside INT8
             if t not in back:
@@ -145,9 +133,3 @@ def equalize_streams(model: onnx.ModelProto, images: np.ndarray, input_name: str
     return {"streams": len(found), "stream_tensors": sum(len(s.tensors) for s in found), "unscaled_taps": unscaled,
             "stream_median_scale": round(float(np.median(spread)), 2)}
 
-
-def _scale(init: onnx.TensorProto, s: np.ndarray, axis: int) -> None:
-    arr = numpy_helper.to_array(init).astype(np.float64)
-    shape = [1] * arr.ndim
-    shape[axis] = -1
-    init.CopyFrom(numpy_helper.from_array((arr * s.reshape(shape)).astype(np.float32), init.name))
