@@ -44,6 +44,7 @@ class BuildRequest:
     qad_steps: int | None = None
     fallback: bool = True  # INT8: leave the most harmful activations in FP16 when nothing else passes
     bias_correction: bool = True  # INT8: correct PTQ's conv biases for the INT8 graph's mean error
+    learned_rounding: bool = False  # INT8: round each conv's weights to fit its FP32 output (AdaRound)
     gates_file: Path | None = None  # INT8: gate overrides for the build split (as edgead verify --gates)
     log: object = None
 
@@ -121,8 +122,9 @@ def _same_settings(entry: dict, req: BuildRequest) -> bool:
     want = {"method": req.method, "count": req.count, "seed": req.seed, "synthetic_fraction": req.synthetic_fraction}
     plan = entry.get("report", {}).get("plan", {})
     named = {"qad": req.qad, "qad_steps": req.qad_steps, "fallback": req.fallback,  # None = not named: any
-             "gates_file": str(req.gates_file) if req.gates_file else None, "bias_correction": req.bias_correction}
-    plan = {"bias_correction": False, **plan}  # built before bias correction existed
+             "gates_file": str(req.gates_file) if req.gates_file else None, "bias_correction": req.bias_correction,
+             "learned_rounding": req.learned_rounding}
+    plan = {"bias_correction": False, "learned_rounding": False, **plan}  # built before these existed
     same_plan = all(plan.get(k) == v for k, v in named.items() if v is not None)
     return same_plan and all(v is None or have.get(k) == v for k, v in want.items())
 
@@ -132,7 +134,8 @@ def _plan(req: BuildRequest):
     from edgead.precision.search import SearchPlan
 
     return SearchPlan(qad=req.qad or "auto", qad_steps=req.qad_steps or SearchPlan.qad_steps,
-                      fallback=req.fallback, gates_file=req.gates_file, bias_correction=req.bias_correction)
+                      fallback=req.fallback, gates_file=req.gates_file, bias_correction=req.bias_correction,
+                      learned_rounding=req.learned_rounding)
 
 
 def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:

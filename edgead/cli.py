@@ -425,6 +425,10 @@ def build(
     bias_correction: Annotated[bool, typer.Option(help="INT8: take each quantized conv's mean output error "
                                                        "(measured on calibration normals) off its bias when PTQ "
                                                        "fails the build split.")] = True,
+    learned_rounding: Annotated[bool, typer.Option(help="INT8: also try each quantized conv's weights rounded up "
+                                                        "or down (and its bias) to fit its FP32 output (AdaRound, "
+                                                        "on calibration images; ~5 min) when PTQ fails the build "
+                                                        "split.")] = False,
     force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the build report as JSON.")] = None,
 ) -> None:
@@ -435,7 +439,8 @@ def build(
                                   backend=backend, recipe=recipe, method=calib_method, count=calib_count,
                                   seed=calib_seed, synthetic_fraction=calib_synthetic, data=data,
                                   recipes_file=recipes, force=force, qad=qad, qad_steps=qad_steps,
-                                  fallback=fallback, gates_file=gates, bias_correction=bias_correction)
+                                  fallback=fallback, gates_file=gates, bias_correction=bias_correction,
+                                  learned_rounding=learned_rounding)
     key = precision_key(precision, recipe, backend)
     table = Table(title=f"{bundle}: {key} ({backend})")
     table.add_column("field")

@@ -33,6 +33,7 @@ VARIANTS = {  # name -> (BuildRequest fields, settings of the recipe changed)
     "+ synthetic anomalies": ({"method": "minmax", **PTQ}, {"equalize": False}),
     "+ depthwise equalisation": ({"method": "minmax", **PTQ}, {"equalize": True}),
     "+ bias correction": ({"method": "minmax", "qad": "never", "fallback": False}, {}),
+    "+ learned rounding": ({"method": "minmax", **PTQ, "learned_rounding": True}, {}),
     "+ QAD": ({"method": "minmax", "qad": "always", "fallback": False}, {}),
     "default build": ({}, {}),
 }

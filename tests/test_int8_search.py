@@ -231,13 +231,7 @@ def test_bias_correction_lowers_map_error_on_unseen_real_images(bundle, tiny_rea
     q(ptq, tmp_path / "ptq")
     info = run_bias_correction(q, ptq, tmp_path / "ptq", tmp_path / "bc", bc)
     assert info["convs"] > 10 and info["n_images"] == len(q.calib)
-    x = mvtec.load_images(mvtec.discover(tiny_real, b.categories, "test"), b.preprocess)  # never calibrated on
-    ref = _maps(b.onnx("fp32"), x)
-
-    def error(path):
-        return float(np.mean([np.linalg.norm(g - r) / np.linalg.norm(r) for g, r in zip(_maps(path, x), ref,
-                                                                                          strict=True)]))
-
+    error = _unseen_map_error(b, tiny_real)
     print(recipe, "map error PTQ", error(ptq), "bias-corrected", error(bc))
     assert error(bc) < 0.9 * error(ptq)
     if recipe == "tensorrt":
@@ -249,6 +243,44 @@ def test_bias_correction_lowers_map_error_on_unseen_real_images(bundle, tiny_rea
         _kept_conv_keeps_its_bias(q, tmp_path)
     else:
         _kept_nodes_run_fp16_only_inside_the_fp16_scopes(q, tmp_path)
+
+
+@pytest.mark.parametrize("recipe", ["cpu", "tensorrt"])
+def test_learned_rounding_moves_weights_one_step_and_lowers_map_error(bundle, tiny_real, tmp_path, recipe):
+    """AdaRound: each quantized conv's weights rounded up or down (bias beside) to fit its FP32 output; the graph keeps
+    PTQ's scales, moves integer weights by at most one level, and test images move less than with PTQ."""
+    from edgead.precision.readiness import report as readiness
+    from edgead.precision.rounding import RoundingSettings
+    from edgead.precision.search import run_learned_rounding
+
+    b = Bundle.load(_copy(bundle, tmp_path, "b"))
+    q = _quantizer(b, recipe, 16)
+    ptq, ar = tmp_path / "ptq.onnx", tmp_path / "ar.onnx"
+    q(ptq, tmp_path / "ptq")
+    info = run_learned_rounding(q, ptq, tmp_path / "ptq", tmp_path / "ar", ar, settings=RoundingSettings(steps=60))
+    assert info["convs"] > 10 and info["learned"] > 0 and info["flipped"] > 0
+    for layer in info["layers"].values():  # kept only where the whole calibration set fits better
+        assert layer["learned"] <= layer["nearest"] if layer["kept"] else layer["flipped"] == 0  # (5 decimals)
+    before, after = ({i.name: numpy_helper.to_array(i) for i in onnx.load(str(p)).graph.initializer} for p in (ptq, ar))
+    weights = [k for k, v in before.items() if v.dtype == np.int8 and v.ndim == 4]
+    assert weights and all(np.array_equal(before[k.replace("_quantized", "_scale")],
+                                          after[k.replace("_quantized", "_scale")]) for k in weights)
+    moved = [np.abs(after[k].astype(int) - before[k].astype(int)) for k in weights]
+    assert max(int(m.max()) for m in moved) == 1  # (a few more than flipped: ties ONNX Runtime rounds otherwise)
+    assert info["flipped"] <= sum(int(m.sum()) for m in moved) <= 1.01 * info["flipped"]
+    error = _unseen_map_error(b, tiny_real)
+    print(recipe, "map error PTQ", error(ptq), "learned rounding", error(ar))
+    assert error(ar) < error(ptq)
+    if recipe == "tensorrt":
+        assert readiness(ar)["ok"]
+
+
+def _unseen_map_error(b, tiny_real):
+    """A graph's mean relative map error against FP32 on the test images (never calibrated on)."""
+    x = mvtec.load_images(mvtec.discover(tiny_real, b.categories, "test"), b.preprocess)
+    ref = _maps(b.onnx("fp32"), x)
+    return lambda path: float(np.mean([np.linalg.norm(g - r) / np.linalg.norm(r)
+                                       for g, r in zip(_maps(path, x), ref, strict=True)]))
 
 
 def _quantizer(b, recipe, count):

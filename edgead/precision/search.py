@@ -1,8 +1,9 @@
-"""How ``edgead build --precision int8`` reaches the gates: PTQ, bias correction, QAD, then a float fallback.
+"""How ``edgead build --precision int8`` reaches the gates: PTQ, bias correction, learned rounding (when asked
+for), QAD, then a float fallback.
 
 Each candidate is judged on the build split (``precision.split``) with the default gates of its
 precision, the code ``edgead verify`` runs on test images. The search stops at the first candidate
-that passes; otherwise the best of PTQ, bias correction and QAD is kept (a fallback makes a graph
+that passes; otherwise the best of PTQ, bias correction, learned rounding and QAD is kept (a fallback makes a graph
 slower, so a fallback candidate is kept only when it passes) and the build says so. The fallback
 first leaves the model's sensitive trunk out of INT8 (the INT8-scope nodes its ``sensitive`` scope entries
 name, ``sensitive_nodes``: one float region at the input; when that fails but comes closer, QAD distils the
@@ -44,13 +45,16 @@ class SearchPlan:
     qad_steps: int = QADSettings.steps
     qad_feature_weight: float = QADSettings.feature_weight
     bias_correction: bool = True  # PTQ's conv biases corrected for the mean error of the INT8 graph
+    learned_rounding: bool = False  # conv weights rounded up or down to fit each layer's FP32 output (AdaRound;
+    # off by default: on the build split no better than bias correction and ~5 min longer, see precision.rounding)
     fallback: bool = True
     gates_file: Path | None = None
 
     def record(self) -> dict:
         """As meta.json holds it (and as a rebuild compares it)."""
         return {"qad": self.qad, "qad_steps": self.qad_steps, "qad_feature_weight": self.qad_feature_weight,
-                "bias_correction": self.bias_correction, "fallback": self.fallback,
+                "bias_correction": self.bias_correction, "learned_rounding": self.learned_rounding,
+                "fallback": self.fallback,
                 "gates_file": str(self.gates_file) if self.gates_file else None}
 
 
@@ -89,6 +93,12 @@ def search(q: Quantizer, key: str, dst: Path, work: Path, plan: SearchPlan, log=
         line = (row, bc, bc_work)
         if row["passed"] or row["badness"] < best[0]["badness"]:
             best = line
+    if plan.learned_rounding and not best[0]["passed"]:  # from PTQ: it fits each conv's bias beside its rounding
+        ar_work, ar = work / "ar", work / "ar.onnx"
+        info = run_learned_rounding(q, ptq, ptq_work, ar_work, ar, log)
+        row = record(f"ptq-{q.settings.method}+ar", ar, ar_work, {"learned_rounding": info})
+        if row["passed"] or row["badness"] < best[0]["badness"]:
+            best = (row, ar, ar_work)
     if plan.qad == "always" or (plan.qad == "auto" and not best[0]["passed"]):
         qad_work = work / "qad"
         graph = work / "qad.onnx"
@@ -173,22 +183,49 @@ def run_qad(q: Quantizer, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, 
             "best_step": out["best_step"], "history": out["history"]}
 
 
-def run_bias_correction(q: Quantizer, ptq: Path, ptq_work: Path, work: Path, dst: Path,
-                        keep_float: list[str] = ()) -> dict:
-    """Correct the PTQ graph's conv biases (``precision.biascorr``) on the calibration normals; quantize again
-    with the same ranges into ``dst`` (``work`` holds the corrected float graph)."""
+def student_of(ptq: Path, ptq_work: Path) -> tuple:
+    """The Q/DQ graph ``ptq`` as a ``QuantGraph`` at its own activation scales, and the float graph it was made from."""
     from onnx import numpy_helper
 
-    from edgead.precision import biascorr
     from edgead.precision.onnx_torch import QuantGraph
 
     float_graph = onnx.load(str(ptq_work / "preprocessed.onnx"))
     student = QuantGraph(onnx.load(str(ptq)), {i.name: numpy_helper.to_array(i) for i in float_graph.graph.initializer})
     for p in student.log_scales.values():
         p.requires_grad_(False)  # the graph's scales exactly
+    return student, float_graph
+
+
+def run_bias_correction(q: Quantizer, ptq: Path, ptq_work: Path, work: Path, dst: Path,
+                        keep_float: list[str] = ()) -> dict:
+    """Correct the PTQ graph's conv biases (``precision.biascorr``) on the calibration normals; quantize again
+    with the same ranges into ``dst`` (``work`` holds the corrected float graph)."""
+    from edgead.precision import biascorr
+
+    student, float_graph = student_of(ptq, ptq_work)
     info = biascorr.correct(student, q.calib, q.bundle.input_name)
     export_tuned(q, float_graph, student.float_weights(), read_ranges(ptq_work / q.ranges_file), work, dst,
                  keep_float=keep_float)
+    return info
+
+
+def run_learned_rounding(q: Quantizer, ptq: Path, ptq_work: Path, work: Path, dst: Path, log=None,
+                         settings=None) -> dict:
+    """Learn the rounding and biases of the PTQ graph's convs (``precision.rounding``) on the calibration images
+    (normals and their synthetic anomalies); quantize again with the same ranges into ``dst``."""
+    from edgead.precision import rounding
+    from edgead.progress import progress
+
+    student, float_graph = student_of(ptq, ptq_work)
+    with progress(disable=log is None) as prog:
+        task = prog.add_task("learned rounding (per conv vs FP32)", total=1, info="")
+
+        def tick(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total, info=f"{done}/{total} convs")
+
+        info = rounding.learn(student, q.images, q.bundle.input_name,
+                              settings or rounding.RoundingSettings(seed=q.settings.seed), tick)
+    export_tuned(q, float_graph, student.float_weights(), read_ranges(ptq_work / q.ranges_file), work, dst)
     return info
 
 
