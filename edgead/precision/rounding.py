@@ -73,7 +73,7 @@ def learn(student, images: np.ndarray, input_name: str, settings: RoundingSettin
     kept = [v for v in layers.values() if v["kept"]]
     return {"settings": asdict(settings), "convs": len(layers), "learned": len(kept), "n_images": int(len(images)),
             "flipped": int(sum(v["flipped"] for v in kept)),
-            "layers": {k: {f: v[f] for f in ("nearest", "learned", "kept", "flipped")} for k, v in layers.items()}}
+            "layers": layers}  # per conv: output error with nearest / learned rounding, kept, flips, bias shift
 
 
 def _conv_args(n) -> dict:
