@@ -15,8 +15,8 @@ from pathlib import Path
 
 from edgead.bundle import Bundle
 from edgead.precision.quantizer import Quantizer
-from edgead.precision.rounding import RoundingSettings, learn
-from edgead.precision.search import export_tuned, read_ranges, run_bias_correction, student_of
+from edgead.precision.rounding import RoundingSettings
+from edgead.precision.search import run_bias_correction, run_learned_rounding
 from edgead.precision.split import build_split, judge
 
 
@@ -35,18 +35,15 @@ def main() -> None:
     q(ptq, work / "ptq")
     run_bias_correction(q, ptq, work / "ptq", work / "bc", work / "bc.onnx")
     t = time.time()
-    student, float_graph = student_of(ptq, work / "ptq")
-    info = learn(student, q.images, b.input_name, RoundingSettings(steps=args.steps, seed=q.settings.seed),
-                 scopes=args.scope)
+    info = run_learned_rounding(q, ptq, work / "ptq", work / "ar", work / "ar.onnx",
+                                settings=RoundingSettings(steps=args.steps, seed=q.settings.seed), scopes=args.scope)
     seconds = time.time() - t
-    export_tuned(q, float_graph, student.float_weights(), read_ranges(work / "ptq" / q.ranges_file), work / "ar",
-                 work / "ar.onnx")
     run_bias_correction(q, work / "ar.onnx", work / "ar", work / "ar-bc", work / "ar-bc.onnx")
     for name, layer in info["layers"].items():
         print(f"{name:60s} output error nearest {layer['nearest']:.4f} learned {layer['learned']:.4f}"
               f"{'' if layer['kept'] else ' (not kept)'}")
     print(f"learned rounding: {info['learned']} of {info['convs']} convs, {info['flipped']} weights flipped, "
-          f"{seconds:.0f} s")
+          f"{seconds:.0f} s with the export")
     for name, graph in (("PTQ", ptq), ("+ bias correction", work / "bc.onnx"), ("+ learned rounding", work / "ar.onnx"),
                         ("learned rounding, then bias correction", work / "ar-bc.onnx")):
         r = judge(b, split, graph, f"int8-{args.recipe}")

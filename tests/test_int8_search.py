@@ -275,6 +275,33 @@ def test_learned_rounding_moves_weights_one_step_and_lowers_map_error(bundle, ti
         assert readiness(ar)["ok"]
 
 
+def test_learned_rounding_fits_a_non_square_strided_conv(tmp_path):
+    """Windows are cut per axis: a 1x3 kernel with strides (1, 2) (a plugin model's conv) is fitted, not a crash."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from edgead.precision.int8 import ArrayReader
+    from edgead.precision.onnx_torch import QuantGraph
+    from edgead.precision.rounding import RoundingSettings, learn
+
+    rng = np.random.default_rng(0)
+    w, bias = rng.normal(size=(6, 3, 1, 3)).astype(np.float32), np.zeros(6, np.float32)
+    g = helper.make_graph([helper.make_node("Conv", ["image", "w", "b"], ["y"], pads=[0, 1, 0, 1], strides=[1, 2],
+                                            name="/c/Conv")], "g",
+                          [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 20])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 16, 10])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "b")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "f.onnx"))
+    x = rng.normal(size=(16, 3, 16, 20)).astype(np.float32)
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), ArrayReader(x, "image", 1),
+                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    student = QuantGraph(onnx.load(str(tmp_path / "q.onnx")), {"w": w, "b": bias})
+    info = learn(student, x, "image", RoundingSettings(steps=30, crop=8))
+    layer = info["layers"]["/c/Conv"]
+    assert info["convs"] == 1 and 0 < layer["nearest"] < 0.05
+    assert layer["learned"] <= layer["nearest"] if layer["kept"] else layer["flipped"] == 0
+
+
 def _unseen_map_error(b, tiny_real):
     """A graph's mean relative map error against FP32 on the test images (never calibrated on)."""
     x = mvtec.load_images(mvtec.discover(tiny_real, b.categories, "test"), b.preprocess)

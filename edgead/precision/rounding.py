@@ -76,13 +76,14 @@ def learn(student, images: np.ndarray, input_name: str, settings: RoundingSettin
             "layers": layers}  # per conv: output error with nearest / learned rounding, kept, flips, bias shift
 
 
-def _conv_args(n) -> dict:
+def _geometry(n) -> dict:
+    """A Conv's padding (as ``F.pad`` takes it), strides, dilations (per axis) and groups."""
     from edgead.precision.onnx_torch import _attrs
 
     a = _attrs(n)
-    pads = list(a.get("pads", [0, 0, 0, 0]))
-    return {"pad": (pads[1], pads[3], pads[0], pads[2]), "stride": int(a.get("strides", [1, 1])[0]),
-            "dilation": int(a.get("dilations", [1, 1])[0]), "groups": int(a.get("group", 1))}
+    top, left, bottom, right = list(a.get("pads", [0, 0, 0, 0]))
+    return {"pad": (left, right, top, bottom), "stride": tuple(int(v) for v in a.get("strides", [1, 1])),
+            "dilation": tuple(int(v) for v in a.get("dilations", [1, 1])), "groups": int(a.get("group", 1))}
 
 
 def _fit(student, key: str, n, xq, yf, bias, rng: tuple[float, float], s: RoundingSettings, gen) -> dict:
@@ -91,12 +92,15 @@ def _fit(student, key: str, n, xq, yf, bias, rng: tuple[float, float], s: Roundi
     import torch
     import torch.nn.functional as F
 
+    from edgead.precision.onnx_torch import WEIGHT_QMAX, quantize_weight
+
     w0, step, movable = student.base[key]
     bias_key = student.bias_key(n.input[2]) if bias is not None else None
-    c = _conv_args(n)
+    c = _geometry(n)
     xp = F.pad(xq, c["pad"])
-    k = w0.shape[2]
-    span = lambda p: (p - 1) * c["stride"] + c["dilation"] * (k - 1) + 1  # noqa: E731 (input side of p outputs)
+
+    def span(p: int, axis: int) -> int:  # input rows (axis 0) or columns (1) that p outputs read
+        return (p - 1) * c["stride"][axis] + c["dilation"][axis] * (w0.shape[2 + axis] - 1) + 1
 
     def conv(x, w, b):
         return torch.clamp(F.conv2d(x, w, b, stride=c["stride"], dilation=c["dilation"], groups=c["groups"]), *rng)
@@ -108,21 +112,21 @@ def _fit(student, key: str, n, xq, yf, bias, rng: tuple[float, float], s: Roundi
 
     ratio = w0 / step
     floor = torch.floor(ratio)
-    nearest = torch.clamp(torch.round(ratio), -127, 127) * step
+    nearest = quantize_weight(w0, step)
     frac = (ratio - floor).clamp(1e-4, 1 - 1e-4)
     v = torch.nn.Parameter(-torch.log((ZETA - GAMMA) / (frac - GAMMA) - 1))  # h(v) starts at the float weight
     fixed = movable == 0
     unit = yf.std(dim=(0, 2, 3)).clamp_min(1e-6)  # the bias offset is learned in units of each channel's spread
     u = torch.nn.Parameter(torch.zeros_like(unit))
 
-    def offset() -> torch.Tensor | None:
-        return None if bias is None else bias + u * unit if bias_key is not None else bias
+    def offset() -> torch.Tensor | None:  # the bias with its learned offset (a bias the graph has no key for: as is)
+        return bias + u * unit if bias_key is not None else bias
 
     def soft() -> torch.Tensor:
         return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0, 1)
 
     def weight(h) -> torch.Tensor:
-        return torch.where(fixed, nearest, torch.clamp(floor + h, -127, 127) * step)
+        return torch.where(fixed, nearest, torch.clamp(floor + h, -WEIGHT_QMAX, WEIGHT_QMAX) * step)
 
     opt = torch.optim.Adam([{"params": [v], "lr": s.lr}, {"params": [u], "lr": s.lr_bias}])
     ho, wo = yf.shape[2], yf.shape[3]
@@ -132,8 +136,8 @@ def _fit(student, key: str, n, xq, yf, bias, rng: tuple[float, float], s: Roundi
         idx = torch.randint(len(xp), (min(s.batch, len(xp)),), generator=gen)
         oy = int(torch.randint(ho - ph + 1, (1,), generator=gen))
         ox = int(torch.randint(wo - pw + 1, (1,), generator=gen))
-        iy, ix = oy * c["stride"], ox * c["stride"]
-        x = xp[idx, :, iy:iy + span(ph), ix:ix + span(pw)]
+        iy, ix = oy * c["stride"][0], ox * c["stride"][1]
+        x = xp[idx, :, iy:iy + span(ph, 0), ix:ix + span(pw, 1)]
         y = yf[idx, :, oy:oy + ph, ox:ox + pw]
         h = soft()
         loss = (conv(x, weight(h), offset()) - y).pow(2).mean() / y.pow(2).mean().clamp_min(1e-30)

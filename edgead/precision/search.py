@@ -183,7 +183,7 @@ def run_qad(q: Quantizer, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, 
             "best_step": out["best_step"], "history": out["history"]}
 
 
-def student_of(ptq: Path, ptq_work: Path) -> tuple:
+def _student(ptq: Path, ptq_work: Path) -> tuple:
     """The Q/DQ graph ``ptq`` as a ``QuantGraph`` at its own activation scales, and the float graph it was made from."""
     from onnx import numpy_helper
 
@@ -202,7 +202,7 @@ def run_bias_correction(q: Quantizer, ptq: Path, ptq_work: Path, work: Path, dst
     with the same ranges into ``dst`` (``work`` holds the corrected float graph)."""
     from edgead.precision import biascorr
 
-    student, float_graph = student_of(ptq, ptq_work)
+    student, float_graph = _student(ptq, ptq_work)
     info = biascorr.correct(student, q.calib, q.bundle.input_name)
     export_tuned(q, float_graph, student.float_weights(), read_ranges(ptq_work / q.ranges_file), work, dst,
                  keep_float=keep_float)
@@ -210,13 +210,14 @@ def run_bias_correction(q: Quantizer, ptq: Path, ptq_work: Path, work: Path, dst
 
 
 def run_learned_rounding(q: Quantizer, ptq: Path, ptq_work: Path, work: Path, dst: Path, log=None,
-                         settings=None) -> dict:
-    """Learn the rounding and biases of the PTQ graph's convs (``precision.rounding``) on the calibration images
-    (normals and their synthetic anomalies); quantize again with the same ranges into ``dst``."""
+                         settings=None, scopes: list[str] | None = None) -> dict:
+    """Learn the rounding and biases of the PTQ graph's convs (``precision.rounding``; only those inside ``scopes``
+    when given) on the calibration images (normals and their synthetic anomalies); quantize again with the same
+    ranges into ``dst``."""
     from edgead.precision import rounding
     from edgead.progress import progress
 
-    student, float_graph = student_of(ptq, ptq_work)
+    student, float_graph = _student(ptq, ptq_work)
     with progress(disable=log is None) as prog:
         task = prog.add_task("learned rounding (per conv vs FP32)", total=1, info="")
 
@@ -224,7 +225,7 @@ def run_learned_rounding(q: Quantizer, ptq: Path, ptq_work: Path, work: Path, ds
             prog.update(task, completed=done, total=total, info=f"{done}/{total} convs")
 
         info = rounding.learn(student, q.images, q.bundle.input_name,
-                              settings or rounding.RoundingSettings(seed=q.settings.seed), tick)
+                              settings or rounding.RoundingSettings(seed=q.settings.seed), tick, scopes)
     export_tuned(q, float_graph, student.float_weights(), read_ranges(ptq_work / q.ranges_file), work, dst)
     return info
 
