@@ -553,3 +553,31 @@ def test_fresh_qad_batches_are_flipped_normals_or_new_synthetic_anomalies(tiny_r
     again = fresh_maker(normals, pre, 1.0)(idx, np.random.default_rng(0))
     np.testing.assert_array_equal(painted, again)
 
+
+
+def test_tensorrt_activations_fused_without_changing_a_value(bundle, tiny_real, tmp_path):
+    """The tensorrt recipe drops the Q/DQ pair ONNX Runtime puts between a conv and its ReLU6: that pair is on the
+    activation's own grid, so the maps stay the same, and TensorRT can fuse Conv + activation + Q."""
+    from dataclasses import replace
+
+    b = Bundle.load(bundle)
+    q = _quantizer(b, "tensorrt", 8)
+    assert q.recipe["fuse_activations"]
+    fused = q(tmp_path / "fused.onnx", tmp_path / "work")
+    plain_q = replace(q, recipe={**q.recipe, "fuse_activations": False})
+    plain = plain_q(tmp_path / "plain.onnx", tmp_path / "work")
+    assert fused["fused_activations"] >= 11 and plain["fused_activations"] == 0
+    assert plain["quantize_linear"] - fused["quantize_linear"] == fused["fused_activations"]
+    model = onnx.load(str(tmp_path / "fused.onnx"))
+    made = {o: n for n in model.graph.node for o in n.output}
+    direct = [n for n in model.graph.node if n.op_type in ("Relu", "Clip") and made[n.input[0]].op_type == "Conv"]
+    assert len(direct) == fused["fused_activations"]
+    x = mvtec.load_images(list(mvtec.discover(tiny_real, None, "test"))[:4], b.preprocess)
+    a, c = _maps(tmp_path / "fused.onnx", x), _maps(tmp_path / "plain.onnx", x)
+    # the same function: the pair rounds to the grid the activation's own Q rounds to again; what is left is
+    # ONNX Runtime's kernel choice (an integer QLinearConv where Q follows the conv, a float conv where Clip does)
+    assert np.abs(a - c).max() <= 0.02 * np.abs(c).max()
+    assert np.corrcoef(a.ravel(), c.ravel())[0, 1] > 0.9999
+    from edgead.precision.readiness import check
+
+    assert check(model) == []

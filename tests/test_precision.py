@@ -91,10 +91,17 @@ def test_int8_qdq_around_convs_and_none_in_head(bundle, real_batch, recipe):
             for src in sources:  # only an activation computed inside the INT8 region may arrive rounded
                 assert src not in inits and scope(prod[src].name) in int8_scopes, f"{n.name} quantized ({src})"
     zps = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    acts = [n for n in model.graph.node if n.op_type in ("Relu", "Clip") and scope(n.name) in int8_scopes]
     if recipe == "tensorrt":
         assert all(z.dtype == np.int8 and not z.any() for z in zps)  # signed, symmetric, zero point 0
-    else:
+        # no Q/DQ pair between a conv and its activation: TensorRT fuses Conv + ReLU6 + the next Q
+        assert not any(dq_source(a.input[0]) in prod and prod[dq_source(a.input[0])].op_type == "Conv" for a in acts)
+        fed = [a for a in acts if a.input[0] in prod and prod[a.input[0]].op_type == "Conv"]
+        assert len(fed) >= 11 and entry["report"]["fused_activations"] == len(fed)
+    else:  # ONNX Runtime folds every ReLU6 after a conv into the unsigned Q's range
         assert all(z.dtype == np.uint8 for z in zps)
+        assert entry["report"]["fused_activations"] == 0
+        assert not any(a.input[0] in prod and prod[a.input[0]].op_type == "Conv" for a in acts)
     ref, got = _scores(bundle, "fp32", real_batch), _scores(bundle, f"int8-{recipe}", real_batch)
     assert np.isfinite(got).all()
     assert np.corrcoef(ref, got)[0, 1] > 0.9

@@ -207,17 +207,24 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
                                    "WeightSymmetric": bool(recipe["weight_symmetric"]),
                                    "QuantizeBias": bool(recipe["quantize_bias"])})
     q = onnx.load(str(dst))
+    fused = []
+    if recipe.get("fuse_activations", False):
+        from edgead.precision.placement import fuse_activations
+
+        fused = fuse_activations(q)
     half = kept_half(keep_float, recipe, fp16_scopes)
     if half:
         from edgead.precision.fp16 import convert
 
         q = convert(q, nodes=set(half))
+    if fused or half:
         onnx.save(q, str(dst))
     ops = [n.op_type for n in q.graph.node]
     return {"recipe": recipe_name, "method": settings.method, "int8_nodes": len(inside), "fp32_nodes": len(outside),
             "quantize_linear": ops.count("QuantizeLinear"), "dequantize_linear": ops.count("DequantizeLinear"),
             "fp32_scopes": sorted({scope(n) for n in outside} - {""}) + ["(top level)"],
             "kept_float": list(keep_float), "kept_dtype": fallback_dtype(recipe), "kept_fp16": half,
+            "fused_activations": len(fused),
             "equalized": json.loads((work / EQUALIZED).read_text()) if (work / EQUALIZED).is_file() else {"pairs": 0},
             "rule": f"INT8 Q/DQ inside scopes {list(scopes)}; all other nodes FP32"}
 
