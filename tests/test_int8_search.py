@@ -554,11 +554,12 @@ def test_fresh_qad_batches_are_flipped_normals_or_new_synthetic_anomalies(tiny_r
     np.testing.assert_array_equal(painted, again)
 
 
-
-def test_tensorrt_activations_fused_without_changing_a_value(bundle, tiny_real, tmp_path):
+def test_tensorrt_activations_fused_keeping_the_maps(bundle, tiny_real, tmp_path):
     """The tensorrt recipe drops the Q/DQ pair ONNX Runtime puts between a conv and its ReLU6: that pair is on the
     activation's own grid, so the maps stay the same, and TensorRT can fuse Conv + activation + Q."""
     from dataclasses import replace
+
+    from edgead.precision.readiness import check
 
     b = Bundle.load(bundle)
     q = _quantizer(b, "tensorrt", 8)
@@ -578,6 +579,4 @@ def test_tensorrt_activations_fused_without_changing_a_value(bundle, tiny_real, 
     # ONNX Runtime's kernel choice (an integer QLinearConv where Q follows the conv, a float conv where Clip does)
     assert np.abs(a - c).max() <= 0.02 * np.abs(c).max()
     assert np.corrcoef(a.ravel(), c.ravel())[0, 1] > 0.9999
-    from edgead.precision.readiness import check
-
     assert check(model) == []

@@ -18,17 +18,15 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgead.precision.rules import links
+
 MAX_SCALE = 64.0  # a nearly silent channel is not blown up past this
 
 
 def depthwise_pairs(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.NodeProto, onnx.NodeProto]]:
     """(Conv, Clip(0, 6), depthwise Conv) chains where the Clip output feeds only the depthwise conv."""
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    producer, consumers = links(model)
     pairs = []
     for clip in model.graph.node:
         if clip.op_type != "Clip" or len(clip.input) < 3 or clip.input[1] not in inits or clip.input[2] not in inits:

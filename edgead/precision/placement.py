@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import onnx
 
+from edgead.precision.rules import links
+
 ACTIVATIONS = {"Relu", "Clip"}
 
 
 def fuse_activations(model: onnx.ModelProto) -> list[str]:
     """Remove Conv -> Q -> DQ -> Relu/Clip pairs in place (the Q and DQ feeding nothing else); returns the
     activations now fed by their conv directly."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    producer, consumers = links(model)
     outputs = {o.name for o in model.graph.output}
     drop: set[int] = set()
     fused = []

@@ -41,6 +41,16 @@ def split_nodes(model: onnx.ModelProto, scopes: list[str] | tuple[str, ...]) -> 
     return inside, outside
 
 
+def links(model: onnx.ModelProto) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
+    """(tensor -> the node writing it, tensor -> the nodes reading it) of a graph."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return producer, consumers
+
+
 def toposort(model: onnx.ModelProto, what: str = "graph") -> onnx.ModelProto:
     """Put the nodes in topological order (after passes that append or rewire nodes)."""
     g = model.graph
