@@ -186,8 +186,9 @@ def train(
                                       "auto, chosen on the held-out normals + synthetic anomalies when it beats the "
                                       "configured one beyond their noise (CRAD, CCAD).")
                     ] = "auto",
-    amp: Annotated[str, typer.Option(help="Mixed precision of the training steps: off, or bf16 (autocast; "
-                                      "weights and thresholds stay FP32).")] = "off",
+    amp: Annotated[str, typer.Option(help="Precision of the training steps: auto, bf16 autocast where the device runs "
+                                      "it natively (AVX512-BF16 or AMX CPUs, GPUs from Ampere) and FP32 elsewhere; "
+                                      "bf16; off (FP32). Weights, validation and thresholds stay FP32.")] = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite an existing run folder.")] = False,
     nproc: Annotated[int, typer.Option(min=1, help="Train in N processes (torchrun, DistributedDataParallel; "
                                        "--batch-size stays the global batch).")] = 1,

@@ -48,3 +48,20 @@ def jetson_facts() -> dict | None:
     return {"model": jetson_model(), "l4t": release.splitlines()[0] if release else None,
             "power_mode": run_cmd(["nvpmodel", "-q"]), "jetson_clocks": run_cmd(["jetson_clocks", "--show"]),
             "gpu_cur_freq_hz": gpu_freq, "temperatures_c": temps}
+
+
+def native_bf16(device) -> str | None:
+    """Why ``device`` (a torch.device or its name) runs bfloat16 matmuls and convolutions in hardware, or None
+    when it would emulate them (slower than FP32): CUDA from compute capability 8.0 (Ampere, Jetson Orin), x86
+    CPUs with AVX512-BF16 or AMX-BF16 (through oneDNN)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"GPU compute capability {major}.{minor}" if major >= 8 else None
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return None
+    caps = getattr(torch.cpu, "get_capabilities", dict)()  # private in torch 2.x: absent means "not known"
+    found = [name for key, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")) if caps.get(key)]
+    return f"CPU with {' and '.join(found)}" if found else None

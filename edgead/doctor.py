@@ -61,6 +61,12 @@ def doctor(platform: str = "auto") -> dict:
     rows.append(_row("device", "Jetson", jetson if jet_facts else None,
                      f"{jet_facts['model']} ({jet_facts['l4t']}), power mode: {jet_facts['power_mode']}"
                      if jet_facts else "not a Jetson (desktop pipelines)"))
+    if _version("torch"):
+        from edgead.device import native_bf16
+
+        why = native_bf16("cpu")
+        rows.append(_row("device", "training precision (--amp auto, CPU)", None,
+                         f"bf16 autocast: {why}" if why else "FP32: no AVX512-BF16 or AMX-BF16 (bf16 emulated)"))
     trt = _version("tensorrt")
     cuda = _version("cuda") or _version("cuda.bindings")
     gpu = run_cmd(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])

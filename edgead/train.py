@@ -45,7 +45,9 @@ PIXEL_QUANTILE = 0.999
 HOLDOUT_MAX = 64  # default cap on held-out normals per category (a 1 % false-reject budget needs ~300)
 SELECT = ("last", "best")
 POST = ("auto", "fixed")  # post-processing chosen on validation (models with post_choices), or as configured
-AMP = ("off", "bf16")  # mixed precision of the training steps (weights, features, validation and thresholds stay FP32)
+# mixed precision of the training steps (weights, features, validation and thresholds stay FP32); auto: bf16 where
+# the device runs it natively (edgead.device.native_bf16), FP32 elsewhere, and a resumed run keeps its own
+AMP = ("auto", "off", "bf16")
 BEST = "best.safetensors"  # the best epoch's weights so far (--select best), kept across a resume
 
 
@@ -73,7 +75,7 @@ class TrainRequest:
     select: str = "last"  # the weights kept: 'last' epoch, or the 'best' epoch on validation
     patience: int | None = None  # with 'best': stop after this many epochs without a better validation score
     post: str = "auto"  # 'auto': post-processing chosen on the validation split (edgead.post_select); 'fixed'
-    amp: str = "off"  # 'bf16': the training steps under bfloat16 autocast (AMX on recent Xeons, tensor cores on GPUs)
+    amp: str = "auto"  # 'bf16': the training steps under bfloat16 autocast; 'off': FP32; 'auto': see AMP
     device: str = "auto"  # auto: this process's GPU (by local rank) when CUDA is there, else the CPU; cpu; cuda
     # called after every epoch with (epoch, model); may return a dict stored in that epoch's curve row
     # (e.g. a convergence probe); not part of the run's identity
@@ -96,6 +98,19 @@ def _fingerprint(req: TrainRequest, train_cfg: dict, model_cfg: dict, categories
     # --post is not part of it: the choice is made after training and does not change the weights (a run's
     # post_selection records it).
     return json.loads(json.dumps(fp))
+
+
+def resolve_amp(requested: str, device: str | torch.device, resumed: dict | None) -> tuple[str, str]:
+    """(the training steps' precision, why): what was asked for; for ``auto``, the run's own when its folder holds
+    one already (its fingerprint ``resumed``), else bf16 where the device runs it natively."""
+    if requested != "auto":
+        return requested, "--amp " + requested
+    if resumed is not None:
+        return resumed.get("amp", "off"), "as the run in its folder was started"
+    from edgead.device import native_bf16
+
+    why = native_bf16(device)
+    return ("bf16", why) if why else ("off", f"no native bf16 on {device}")
 
 
 def same_run(stored: dict | None, fp: dict) -> bool:
@@ -215,6 +230,12 @@ def _train(req: TrainRequest, world) -> dict:
     model_cfg = {**req.model_config, **cls.data_config(categories, len(fit))}
     model = build_model(req.model, req.image_size, model_cfg)
     pre = Preprocess(req.image_size[0], req.image_size[1], mean=model.backbone.mean, std=model.backbone.std)
+    resumed = read_run(out).get("fingerprint") if (out / RUN_JSON).exists() and not req.force else None
+    amp, amp_why = resolve_amp(req.amp, world.device, resumed)
+    if req.amp == "auto":
+        say(f"training steps in {'bf16 autocast' if amp == 'bf16' else 'FP32'} ({amp_why}; --amp off or bf16 "
+            f"to choose)")
+    req = replace(req, amp=amp)
     fp = _fingerprint(req, train_cfg, model_config_dict(model), categories)
 
     start_epoch, curve, ckpt = 0, [], None
@@ -250,7 +271,8 @@ def _train(req: TrainRequest, world) -> dict:
             "data": {"root": str(Path(req.data).resolve()), "categories": categories,
                      "n_train": len(fit), "n_holdout": len(held), "holdout_fraction": req.holdout,
                      "holdout_files": [str(s.path.resolve()) for s in held]},
-            "fingerprint": fp, "curve": curve, "versions": versions()}
+            "fingerprint": fp, "curve": curve, "versions": versions(),
+            "amp": {"used": amp, "why": amp_why}}
     if shots_note:
         info["data"]["few_shot"] = shots_note
     if sizing:

@@ -25,3 +25,20 @@ def test_bf16_training_lowers_the_loss_like_fp32(tiny_real, tmp_path, model):
     assert b16["fingerprint"]["amp"] == "bf16" and "amp" not in f32["fingerprint"]
     with pytest.raises(EdgeadError, match="--amp"):
         train(TrainRequest(model="crad", data=tiny_real, out=tmp_path / "x", amp="fp8"))
+
+
+def test_auto_uses_bf16_where_native_and_a_resumed_run_keeps_its_own(tiny_real, tmp_path):
+    from edgead.device import native_bf16
+
+    auto = _run(tiny_real, tmp_path / "auto", "auto")
+    native = native_bf16(torch.device("cpu"))
+    assert auto["amp"]["used"] == ("bf16" if native else "off")
+    assert auto["fingerprint"].get("amp", "off") == auto["amp"]["used"]
+    # A run trained in FP32 (before auto was the default, or with --amp off) is the same run to auto: no
+    # "different run" error, and it stays FP32.
+    f32 = _run(tiny_real, tmp_path / "f32", "off")
+    again = _run(tiny_real, tmp_path / "f32", "auto")
+    assert again["fingerprint"] == f32["fingerprint"] and "amp" not in again["fingerprint"]
+    if native:  # asking for the other precision explicitly is another run
+        with pytest.raises(EdgeadError, match="different run"):
+            _run(tiny_real, tmp_path / "f32", "bf16")
