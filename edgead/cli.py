@@ -129,6 +129,11 @@ def _write_json(path: Path | None, obj: dict) -> None:
             console.print(f"wrote {path}")
 
 
+def _example(w: dict) -> str:
+    """What a failed gate's worst case names: a reference file, or a live run's part number."""
+    return w.get("file") or (f"part {w['part']}" if "part" in w else "")
+
+
 def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
@@ -534,7 +539,7 @@ def verify(
     stdout.print(table)
     for r in res["failed"]:
         w = r.get("worst") or {}
-        where = w.get("file") or ", ".join(f["file"] for f in w.get("flipped", [])[:3])
+        where = _example(w) or ", ".join(filter(None, (_example(f) for f in w.get("flipped", [])[:3])))
         console.print(f"[red]failed[/] {r['level']} {r['gate']} [{r['category']}]: {_fmt(r['value'])} vs limit "
                       f"{_fmt(r['limit'])}" + (f"; worst: {where}" if where else ""), highlight=False, soft_wrap=True)
     c = res.get("culprits", {})

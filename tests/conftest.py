@@ -108,3 +108,21 @@ def built(code: int, output: str, bundle: Path, key: str) -> bool:
     if not ok:
         assert "fails the default gates on the build split" in " ".join(output.split()), output[-2000:]
     return ok
+
+
+def threshold_at_median(bundle: Path, category: str, raw) -> dict:
+    """Set ``category``'s threshold in the bundle to the median of these raw image scores, so both decisions occur,
+    and its centre to their lowest, so the scale is their spread (a 2-epoch model's test scores may sit below
+    its held-out normals' centre, which would leave no scale at all). Returns the new normalisation."""
+    import numpy as np
+
+    from edgead.fileio import atomic_write_json, read_json
+
+    raw = np.asarray(raw, dtype=float)
+    meta = read_json(Path(bundle) / "meta.json")
+    n = meta["normalization"][category]
+    n["threshold"], n["center"] = float(np.median(raw)), float(raw.min())
+    n["scale"] = n["threshold"] - n["center"]
+    assert n["scale"] > 0, f"the scores do not spread: {raw}"
+    atomic_write_json(Path(bundle) / "meta.json", meta)
+    return n

@@ -26,11 +26,11 @@ from edgead.bundle import Bundle
 from edgead.cli import app
 from edgead.data.image import read_image
 from edgead.errors import EdgeadError
-from edgead.fileio import atomic_write_json, read_json
 from edgead.live.alerts import EventLog, read_events
 from edgead.notify import configure, open_relays
 from edgead.notify.relay import Cursor
 from edgead.notify.targets import credentials, exposed, parse
+from tests.conftest import threshold_at_median
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 needs_broker = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed (make test installs it: "
@@ -126,11 +126,7 @@ def stills(bundle, tiny_real, tmp_path_factory):
     b = Bundle.load(bundle)
     x = np.stack([b.preprocess(read_image(p)) for p in sorted(folder.iterdir())])
     raw = open_engine(bundle, "fp32").run_batched(x)["score"].astype(float)
-    meta = read_json(bundle / "meta.json")
-    n = meta["normalization"]["magnetic_tile"]
-    n["threshold"] = float(np.median(raw))
-    n["scale"] = max(n["threshold"] - n["center"], 1e-6)
-    atomic_write_json(bundle / "meta.json", meta)
+    threshold_at_median(bundle, "magnetic_tile", raw)
     return folder
 
 
