@@ -230,8 +230,8 @@ def _train(req: TrainRequest, world) -> dict:
     model_cfg = {**req.model_config, **cls.data_config(categories, len(fit))}
     model = build_model(req.model, req.image_size, model_cfg)
     pre = Preprocess(req.image_size[0], req.image_size[1], mean=model.backbone.mean, std=model.backbone.std)
-    resumed = read_run(out).get("fingerprint") if (out / RUN_JSON).exists() and not req.force else None
-    amp, amp_why = resolve_amp(req.amp, world.device, resumed)
+    prior = read_run(out) if (out / RUN_JSON).exists() else None  # the run its folder holds already
+    amp, amp_why = resolve_amp(req.amp, world.device, prior.get("fingerprint") if prior and not req.force else None)
     if req.amp == "auto":
         say(f"training steps in {'bf16 autocast' if amp == 'bf16' else 'FP32'} ({amp_why}; --amp off or bf16 "
             f"to choose)")
@@ -239,8 +239,8 @@ def _train(req: TrainRequest, world) -> dict:
     fp = _fingerprint(req, train_cfg, model_config_dict(model), categories)
 
     start_epoch, curve, ckpt = 0, [], None
-    if (out / RUN_JSON).exists():
-        info = read_run(out)
+    if prior is not None:
+        info = prior
         distributed.barrier(world)  # every process has read the folder before rank 0 changes it
         if req.force:
             if world.main:
