@@ -462,6 +462,12 @@ def build(
         elif k in ("kept_float", "fp32_scopes") and isinstance(v, list) and len(v) > 6:
             v = f"{len(v)}: {', '.join(v[:6])}, ..."
         table.add_row(k, str(v))
+    rep = entry.get("report", {})
+    chosen = next((s for s in rep.get("search", []) if s["step"] == rep.get("chosen")), None)
+    if chosen and chosen.get("by_kind"):
+        table.add_row("score error by split image (engine - FP32, threshold units: mean ± spread, largest)",
+                      "; ".join(f"{k} {v['mean']:+.3f} ± {v['std']:.3f} ({v['max_abs']:.3f})"
+                                for k, v in chosen["by_kind"].items()))
     ready = entry.get("tensorrt_readiness", {})
     if ready:
         table.add_row("TensorRT 10.3 ready", "yes" if ready["ok"] else f"no: {ready['n_findings']} findings, "
@@ -540,8 +546,14 @@ def verify(
     for r in res["failed"]:
         w = r.get("worst") or {}
         where = _example(w) or ", ".join(filter(None, (_example(f) for f in w.get("flipped", [])[:3])))
-        console.print(f"[red]failed[/] {r['level']} {r['gate']} [{r['category']}]: {_fmt(r['value'])} vs limit "
+        console.print(f"[red]failed[/] {r['level']} {r['gate']} \\[{r['category']}]: {_fmt(r['value'])} vs limit "
                       f"{_fmt(r['limit'])}" + (f"; worst: {where}" if where else ""), highlight=False, soft_wrap=True)
+    for cat, m in res["per_category"].items():
+        e = m.get("score_error")
+        if e and res["precision"] != "fp32":
+            console.print(f"score error \\[{cat}] (engine - reference, threshold units: mean ± spread, largest): "
+                          + "; ".join(f"{k} {v['mean']:+.3f} ± {v['std']:.3f} ({v['max_abs']:.3f})"
+                                      for k, v in e.items()), highlight=False, soft_wrap=True)
     c = res.get("culprits", {})
     for row in c.get("top", [])[:3]:
         console.print(f"culprit: {row['tensor']} (from {row['producer']}): left in float it removes "

@@ -141,11 +141,18 @@ def test_planted_miscalibration_is_caught_and_located(bundle, tmp_path):
     producers = {o: n for n in model.graph.node for o in n.output}
     target = producers[producers[next(n for n in model.graph.node if n.name == node).input[0]].input[0]].input[0]
     misscale_activations(saved, good, 0.02, node=node)
-    js = tmp_path / "v.json"
-    r = CliRunner().invoke(app, ["verify", str(bundle), "--precision", "int8-tensorrt", "--json", str(js)])
+    js, page = tmp_path / "v.json", tmp_path / "v.html"
+    r = CliRunner().invoke(app, ["verify", str(bundle), "--precision", "int8-tensorrt", "--json", str(js),
+                                 "--html", str(page)])
     res = json.loads(js.read_text())
     assert r.exit_code == 1 and not res["passed"]
+    assert "Score error by label" in page.read_text()
     assert res["levels"]["L0"] == "pass" and res["levels"]["L2"] == "fail"
+    for cat, m in res["per_category"].items():  # the error by label: its largest is the L2 gate's value
+        l2 = next(g for g in res["gates"] if g["gate"] == "score_abs_max" and g["category"] == cat)
+        assert max(v["max_abs"] for v in m["score_error"].values()) == pytest.approx(l2["value"])
+        assert sum(v["n"] for v in m["score_error"].values()) == m["n_good"] + m["n_defect"]
+    assert f"score error [{cat}]" in r.output and f"score_abs_max [{cat}]" in r.output  # categories named
     assert res["culprits"]["top"][0]["tensor"] == target, res["culprits"]["top"][:3]
     # a line must not run it unknowingly: inspect warns, and refuses under --require-verified (before any camera)
     v = verification(Bundle.load(bundle), "int8-tensorrt", "tensorrt")  # the ORT report stands in for the device's

@@ -23,6 +23,7 @@ class OrtBackend(Backend):
         except ImportError:
             raise EdgeadError("onnxruntime missing: pip install 'edgead[runtime]'") from None
         opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: graph-cleanup warnings (an unused initializer) are not the user's
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1

@@ -164,8 +164,10 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
     (``ranges.exact_input``) instead of being calibrated. With the recipe's ``equalize`` the per-channel
     ranges in front of depthwise convolutions are equalised first (``precision.equalize``), with its
     ``equalize_streams`` the linear residual streams (``precision.streams``)."""
+    import onnxruntime as ort
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    ort.set_default_logger_severity(3)  # its sessions' graph-cleanup warnings (unused initializers) are noise here
     if len(data) < batch:
         raise EdgeadError(f"{len(data)} calibration images < batch {batch}; raise --calib-count")
     work.mkdir(parents=True, exist_ok=True)

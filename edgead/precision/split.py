@@ -103,7 +103,8 @@ def judge(b: Bundle, split: Reference, graph: Path, key: str, gates_file: Path |
 
     eng = OrtBackend(graph).run_batched(split.inputs(b))
     rows, _ = evaluate_gates(b, split, eng, load_gates(key, gates_file))
-    err = _errors(b, split, eng["score"])
+    signed = _errors(b, split, eng["score"], signed=True)
+    err = np.abs(signed)
     gated = [r for r in rows if r.get("passed") is not None and r["level"] in ("L2", "L3", "L4")]
 
     def worst(gate: str) -> float | None:
@@ -118,7 +119,20 @@ def judge(b: Bundle, split: Reference, graph: Path, key: str, gates_file: Path |
             "score_abs_max": worst("score_abs_max"), "spearman_min": worst("spearman_min"),
             "decision_agreement_min": worst("decision_agreement_min"), "mask_iou_min": worst("mask_iou_min"),
             "image_auroc_drop_max": worst("image_auroc_drop_max"),
-            "score_rms": float(np.sqrt(np.mean(err ** 2))) if len(err) else None}  # reported: the max is one image
+            "score_rms": float(np.sqrt(np.mean(err ** 2))) if len(err) else None,  # reported: the max is one image
+            "by_kind": by_kind(split, signed)}
+
+
+def by_kind(split: Reference, signed: np.ndarray) -> dict[str, dict]:
+    """Signed score error (engine - FP32, threshold units) per kind of split image (good, relit, boundary, synthetic):
+    mean (a bias that moves every part), spread and the largest, so a report says whether a graph is off by a
+    shift or by noise, and on which images."""
+    out = {}
+    for kind in np.unique(split.defects):
+        e = signed[split.defects == kind]
+        out[str(kind)] = {"n": int(len(e)), "mean": float(e.mean()), "std": float(e.std()),
+                          "max_abs": float(np.abs(e).max())}
+    return out
 
 
 def score_errors(b: Bundle, split: Reference, graph: Path) -> np.ndarray:
@@ -127,13 +141,13 @@ def score_errors(b: Bundle, split: Reference, graph: Path) -> np.ndarray:
     return _errors(b, split, OrtBackend(graph).run_batched(split.inputs(b))["score"])
 
 
-def _errors(b: Bundle, split: Reference, scores: np.ndarray) -> np.ndarray:
+def _errors(b: Bundle, split: Reference, scores: np.ndarray, signed: bool = False) -> np.ndarray:
     scores = np.asarray(scores, np.float64).reshape(-1)
     err = np.zeros(len(split))
     for c in np.unique(split.categories):
         norm, m = b.category_norm(str(c)), split.categories == c
-        err[m] = np.abs(norm.score(scores[m]) - norm.score(split.scores[m].astype(np.float64)))
-    return err
+        err[m] = norm.score(scores[m]) - norm.score(split.scores[m].astype(np.float64))
+    return err if signed else np.abs(err)
 
 
 def badness(rows: list[dict]) -> float:

@@ -117,6 +117,15 @@ def build_html(result: dict, ref: Reference, eng: dict, bundle: Bundle, bench: d
                    f"<td>{_fmt(r['value'])}</td><td>{lim}</td><td>{_status(r['passed'])}</td>"
                    f"<td>{html.escape(json.dumps(worst, default=str))[:300] if worst else ''}</td></tr>")
     out.append("</table>")
+    errs = [(c, k, v) for c, m in result["per_category"].items() for k, v in m.get("score_error", {}).items()]
+    if errs and result["precision"] != "fp32":
+        out.append("<h2>Score error by label</h2><p>Engine minus reference, normalised score (threshold units): a mean "
+                   "far from 0 is a shift, a spread is noise.</p><table><tr><th>category</th><th>label</th>"
+                   "<th>images</th><th>mean</th><th>spread (SD)</th><th>largest |error|</th></tr>")
+        for c, k, v in errs:
+            out.append(f"<tr><td>{html.escape(c)}</td><td>{k}</td><td>{v['n']}</td><td>{v['mean']:+.4f}</td>"
+                       f"<td>{v['std']:.4f}</td><td>{v['max_abs']:.4f}</td></tr>")
+        out.append("</table>")
     if "culprits" in result and "top" in result["culprits"]:
         c = result["culprits"]
         out.append(f"<h2>Likely culprit layers</h2><p>{html.escape(c['method'])}; images: "
