@@ -466,8 +466,7 @@ def build(
     chosen = next((s for s in rep.get("search", []) if s["step"] == rep.get("chosen")), None)
     if chosen and chosen.get("by_kind"):
         table.add_row("score error by split image (engine - FP32, threshold units: mean ± spread, largest)",
-                      "; ".join(f"{k} {v['mean']:+.3f} ± {v['std']:.3f} ({v['max_abs']:.3f})"
-                                for k, v in chosen["by_kind"].items()))
+                      _error_groups(chosen["by_kind"]))
     ready = entry.get("tensorrt_readiness", {})
     if ready:
         table.add_row("TensorRT 10.3 ready", "yes" if ready["ok"] else f"no: {ready['n_findings']} findings, "
@@ -552,8 +551,7 @@ def verify(
         e = m.get("score_error")
         if e and res["precision"] != "fp32":
             console.print(f"score error \\[{cat}] (engine - reference, threshold units: mean ± spread, largest): "
-                          + "; ".join(f"{k} {v['mean']:+.3f} ± {v['std']:.3f} ({v['max_abs']:.3f})"
-                                      for k, v in e.items()), highlight=False, soft_wrap=True)
+                          + _error_groups(e), highlight=False, soft_wrap=True)
     c = res.get("culprits", {})
     for row in c.get("top", [])[:3]:
         console.print(f"culprit: {row['tensor']} (from {row['producer']}): left in float it removes "
@@ -562,6 +560,11 @@ def verify(
                   + (f", {html_out}" if html_out else ""))
     if not res["passed"]:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _error_groups(groups: dict) -> str:
+    """``compare.error_groups`` as one line: 'good +0.035 ± 0.028 (0.109); ...'."""
+    return "; ".join(f"{k} {v['mean']:+.3f} ± {v['std']:.3f} ({v['max_abs']:.3f})" for k, v in groups.items())
 
 
 @app.command("bench")

@@ -165,7 +165,7 @@ class QuantGraph(nn.Module):
     def float_range(self, key: str) -> tuple[float, float]:
         """The float values an activation quantizer keeps: ((qmin - zp) s, (qmax - zp) s)."""
         _, zp, lo, hi = self.act_q[self.q_output[key]]
-        s = float(self.scale(key))
+        s = float(self.scale(key).detach())
         return (lo - zp) * s, (hi - zp) * s
 
     def bias_key(self, tensor: str) -> str | None:

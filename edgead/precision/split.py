@@ -21,6 +21,7 @@ import numpy as np
 from edgead.backends.onnxruntime import OrtBackend
 from edgead.bundle import Bundle
 from edgead.errors import EdgeadError
+from edgead.verify.compare import error_groups
 from edgead.verify.reference import Reference, tensor_sha256
 
 SPLIT_SEED = 1  # synthetic anomalies and lighting of the build split (QAD's anomalies use the recipe's seed)
@@ -120,19 +121,7 @@ def judge(b: Bundle, split: Reference, graph: Path, key: str, gates_file: Path |
             "decision_agreement_min": worst("decision_agreement_min"), "mask_iou_min": worst("mask_iou_min"),
             "image_auroc_drop_max": worst("image_auroc_drop_max"),
             "score_rms": float(np.sqrt(np.mean(err ** 2))) if len(err) else None,  # reported: the max is one image
-            "by_kind": by_kind(split, signed)}
-
-
-def by_kind(split: Reference, signed: np.ndarray) -> dict[str, dict]:
-    """Signed score error (engine - FP32, threshold units) per kind of split image (good, relit, boundary, synthetic):
-    mean (a bias that moves every part), spread and the largest, so a report says whether a graph is off by a
-    shift or by noise, and on which images."""
-    out = {}
-    for kind in np.unique(split.defects):
-        e = signed[split.defects == kind]
-        out[str(kind)] = {"n": int(len(e)), "mean": float(e.mean()), "std": float(e.std()),
-                          "max_abs": float(np.abs(e).max())}
-    return out
+            "by_kind": error_groups(signed, split.defects)}  # shift or noise, and on which images
 
 
 def score_errors(b: Bundle, split: Reference, graph: Path) -> np.ndarray:

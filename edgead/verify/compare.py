@@ -83,3 +83,14 @@ def pooled_iou(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
     per = np.where(union == 0, 1.0, inter / np.maximum(union, 1))
     total = float(inter.sum() / union.sum()) if union.sum() else 1.0
     return total, per
+
+
+def error_groups(err: np.ndarray, groups: np.ndarray) -> dict[str, dict]:
+    """Signed errors (engine - reference) summarised per group (an image kind or label): n, mean (a shift that
+    moves every part), SD (noise) and the largest |error|, so a report says which of the two a graph has."""
+    out = {}
+    for g in dict.fromkeys(groups.tolist()):
+        e = err[groups == g]
+        out[str(g)] = {"n": int(len(e)), "mean": float(e.mean()), "std": float(e.std()),
+                       "max_abs": float(np.abs(e).max())}
+    return out

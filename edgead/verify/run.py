@@ -107,10 +107,8 @@ def _gates_for_category(c: str, idx: np.ndarray, ref: Reference, eng: dict, norm
         else:  # one class only in this category's verification set
             rows.append({"level": "L4", "gate": f"{k}_drop_max", "category": c, "value": None, "limit": None,
                          "passed": None, "note": "needs good and defective images"})
-    signed = en - rn
-    by_label = {name: signed[labels == v] for name, v in (("good", 0), ("defective", 1))}
-    metrics = {"score_error": {k: {"n": int(len(e)), "mean": float(e.mean()), "std": float(e.std()),
-                                   "max_abs": float(np.abs(e).max())} for k, e in by_label.items() if len(e)},
+    named = np.where(labels == 1, "defective", "good")
+    metrics = {"score_error": compare.error_groups(en - rn, named),
                "reference": mr, "engine": me, "n_good": int((labels == 0).sum()), "n_defect": int(labels.sum()),
                "tensor": te, "decision_flips": len(flips), "threshold": norm.threshold,
                "reference_flagged": int(rd.sum()), "engine_flagged": int(ed.sum())}
