@@ -453,7 +453,8 @@ def build(
     table.add_column("value")
     table.add_row("file", entry["path"])
     table.add_row("size MB", f"{(bundle / entry['path']).stat().st_size / 1e6:.2f}")
-    for k, v in entry.get("report", {}).items():
+    rep = entry.get("report", {})
+    for k, v in rep.items():
         if k == "search":
             v = "; ".join(f"{s['step']}: {'PASS' if s['passed'] else 'fail'} (score error {s['score_abs_max']:.3f}, "
                           f"{100 * s['int8_share']:.0f} % MACs INT8)" for s in v)
@@ -462,7 +463,6 @@ def build(
         elif k in ("kept_float", "fp32_scopes") and isinstance(v, list) and len(v) > 6:
             v = f"{len(v)}: {', '.join(v[:6])}, ..."
         table.add_row(k, str(v))
-    rep = entry.get("report", {})
     chosen = next((s for s in rep.get("search", []) if s["step"] == rep.get("chosen")), None)
     if chosen and chosen.get("by_kind"):
         table.add_row("score error by split image (engine - FP32, threshold units: mean ± spread, largest)",

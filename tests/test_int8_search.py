@@ -194,14 +194,15 @@ def test_qad_lowers_map_error_exports_for_tensorrt_and_is_reproducible(bundle, t
     entry = build(BuildRequest(bundle=qad, qad="always", qad_steps=80, **common))
     steps = [s["step"] for s in entry["report"]["search"]]
     assert steps == ["ptq-minmax", "qad"]
-    kinds = set(np.unique(build_split(Bundle.load(qad)).defects).tolist())
+    split = build_split(Bundle.load(qad))
+    kinds = set(np.unique(split.defects).tolist())
     for row in entry["report"]["search"]:  # the RMS beside the max the gate takes, from the same per-image errors
         assert 0 < row["score_rms"] <= row["score_abs_max"]
         # and per kind of split image: the largest of them is the gate's, each spread within its largest
         by = row["by_kind"]
         assert set(by) == kinds and max(v["max_abs"] for v in by.values()) == pytest.approx(row["score_abs_max"])
         assert all(abs(v["mean"]) <= v["max_abs"] and v["std"] <= v["max_abs"] for v in by.values())
-    err = score_errors(Bundle.load(qad), build_split(Bundle.load(qad)), qad / onnx_name("int8-tensorrt"))
+    err = score_errors(Bundle.load(qad), split, qad / onnx_name("int8-tensorrt"))
     assert entry["report"]["search"][-1]["score_rms"] == pytest.approx(float(np.sqrt(np.mean(err ** 2))))
     info = entry["report"]["search"][1]["qad"]
     print("QAD", info["best_step"], info["history"])

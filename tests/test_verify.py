@@ -152,7 +152,7 @@ def test_planted_miscalibration_is_caught_and_located(bundle, tmp_path):
         l2 = next(g for g in res["gates"] if g["gate"] == "score_abs_max" and g["category"] == cat)
         assert max(v["max_abs"] for v in m["score_error"].values()) == pytest.approx(l2["value"])
         assert sum(v["n"] for v in m["score_error"].values()) == m["n_good"] + m["n_defect"]
-    assert f"score error [{cat}]" in r.output and f"score_abs_max [{cat}]" in r.output  # categories named
+        assert f"score error [{cat}]" in r.output and f"score_abs_max [{cat}]" in r.output  # categories named
     assert res["culprits"]["top"][0]["tensor"] == target, res["culprits"]["top"][:3]
     # a line must not run it unknowingly: inspect warns, and refuses under --require-verified (before any camera)
     v = verification(Bundle.load(bundle), "int8-tensorrt", "tensorrt")  # the ORT report stands in for the device's
