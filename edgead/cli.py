@@ -191,6 +191,10 @@ def train(
                                       "auto, chosen on the held-out normals + synthetic anomalies when it beats the "
                                       "configured one beyond their noise (CRAD, CCAD).")
                     ] = "auto",
+    variant: Annotated[str, typer.Option(help="Model variant (CCAD: shortcut or bottleneck): fixed, as configured; a "
+                                         "name; auto, each trained briefly and the better on the held-out normals + "
+                                         "synthetic anomalies kept when it wins beyond their noise (opt-in: see "
+                                         "README, CCAD).")] = "fixed",
     amp: Annotated[str, typer.Option(help="Precision of the training steps: auto, bf16 autocast where the device runs "
                                       "it natively (AVX512-BF16 or AMX CPUs, GPUs from Ampere) and FP32 elsewhere; "
                                       "bf16; off (FP32). Weights, validation and thresholds stay FP32.")] = "auto",
@@ -237,7 +241,7 @@ def train(
                                   shots=shots, false_reject=false_reject,
                                   train_overrides={"lr_step": lr_step} if lr_step else {}, force=force,
                                   validate=validate, select=select, patience=patience, amp=amp, post=post,
-                                  device=device))
+                                  variant=variant, device=device))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports and writes
     for w in info.get("warnings", []):
@@ -253,6 +257,13 @@ def train(
     stdout.print(f"epochs {len(curve)}  final loss {curve[-1]['loss']:.4f}  train {info['timing']['train_seconds']} s  "
                       f"head params {prof.get('params_head', 0) / 1e6:.3f} M  "
                       f"total {prof.get('gmacs_total', 0):.3f} GMACs")
+    vs = info.get("variant_selection")
+    if vs and vs["by"] == "validation":
+        boot = vs["bootstrap"]
+        why = "" if boot is None else f", better in {boot['p_better']:.0%} of {boot['resamples']} resamples"
+        scores = ", ".join(f"{n} {v:.4f}" for n, v in vs["val_score"].items())
+        stdout.print(f"variant (validation after {vs['probe_epochs']} epochs each): {vs['chosen']} ({scores}; "
+                     f"best {vs['candidate']}{why})", highlight=False)
     ps = info.get("post_selection")
     if ps:
         def named(setting: dict) -> str:

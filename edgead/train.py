@@ -75,6 +75,7 @@ class TrainRequest:
     select: str = "last"  # the weights kept: 'last' epoch, or the 'best' epoch on validation
     patience: int | None = None  # with 'best': stop after this many epochs without a better validation score
     post: str = "auto"  # 'auto': post-processing chosen on the validation split (edgead.post_select); 'fixed'
+    variant: str = "fixed"  # 'auto': the model's variant chosen on validation (edgead.variant_select); 'fixed'; a name
     amp: str = "auto"  # 'bf16': the training steps under bfloat16 autocast; 'off': FP32; 'auto': see AMP
     device: str = "auto"  # auto: this process's GPU (by local rank) when CUDA is there, else the CPU; cpu; cuda
     # called after every epoch with (epoch, model); may return a dict stored in that epoch's curve row
@@ -152,11 +153,16 @@ def normalization(maps: np.ndarray, scores: np.ndarray, false_reject: float | No
 def train(req: TrainRequest) -> dict:
     """Train (or resume) a run; returns the run info written to ``RUN/run.json``. Under ``torchrun`` every
     process calls this; they train together (``edgead.distributed``) and rank 0 writes the run."""
-    from edgead import distributed
+    from edgead import distributed, variant_select
 
     world = distributed.join(req.device)
     try:
-        return _train(req, world)
+        req, variant = variant_select.resolve(req, model_class(req.model), world, _train)
+        info = _train(req, world)
+        if variant is not None and world.main and info.get("status") == "trained":
+            info["variant_selection"] = variant
+            write_run_json(Path(req.out), info)
+        return info
     finally:
         distributed.leave(world)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edgead.export import export_onnx
-from edgead.models import build_model
+from edgead.models import build_model, model_class
 from edgead.runs import load_model
 from edgead.train import TrainRequest, train
 from tests.conftest import built
@@ -33,9 +33,11 @@ def test_compression_yields_k_tokens_per_category(bank):
         assert own.shape == (m.channels,)
 
 
-def test_exported_graph_is_deterministic(tmp_path):
+@pytest.mark.parametrize("variant", ["shortcut", "bottleneck"])
+def test_exported_graph_is_deterministic(tmp_path, variant):
     torch.manual_seed(0)
-    m = build_model("ccad", (64, 96), {"categories": ["a"], "bank_rows": 6, "steps": 3})
+    m = build_model("ccad", (64, 96), {"categories": ["a"], "bank_rows": 6, "steps": 3,
+                                       **model_class("ccad").variants[variant]})
     m.prepare(torch.randn(6, m.channels, 8, 12), ["a"] * 6)
     m.eval()
     export_onnx(m, tmp_path / "m.onnx", (1, 3, 64, 96))

@@ -37,6 +37,9 @@ class AnomalyModel(nn.Module):
     # Post-processing attributes (of ``self.post`` and the config) chosen after training on the validation
     # split, with their candidates (edgead.post_select); empty: the configured post-processing is kept.
     post_choices: ClassVar[dict[str, tuple]] = {}
+    # Named config overrides trained briefly and chosen between on the validation split before the full training
+    # (edgead.variant_select); the first is the configured form. Empty: no choice.
+    variants: ClassVar[dict[str, dict]] = {}
     # Top-level submodules whose nodes may run in reduced precision; everything else stays FP32
     # (distance heads, normalisations, smoothing, score). Read by edgead.precision via the bundle. Optional
     # "sensitive": '-prefix' entries (``TRUNK``) naming the region the INT8 fallback leaves in float first.
