@@ -10,7 +10,9 @@ of their own, so running the command again reuses them (the same choice, no retr
 
 Why it exists: CCAD copies anomalies through its stride-8 shortcut on some sets (the validation score
 falls epoch after epoch) and needs that shortcut for defects of a few pixels on others; which one a
-line's parts are is a property of the data, so it is measured on the data.
+line's parts are is a property of the data, so it is measured on the data. It is opt-in (``--variant
+auto``): on magnetic_tile the validation set chose CCAD's bottleneck and the real defects preferred the
+shortcut, so the choice waits for a validation set that tracks real defects (README, CCAD).
 """
 
 from __future__ import annotations
