@@ -72,13 +72,17 @@ class ValidationSet:
                 yield model(torch.from_numpy(x).to(device))
 
     @torch.no_grad()
-    def evaluate(self, model, pre: Preprocess, batch: int = 16) -> dict[str, float]:
-        """Image and pixel AUROC per category, averaged; ``val_score`` (their mean) ranks epochs."""
+    def predict(self, model, pre: Preprocess, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """The model's maps (N, H, W) and scores (N,) on the set, on the host."""
         maps, scores = [], []
         for m, s in self.outputs(model, pre, batch):
             maps.append(m[:, 0].cpu().numpy())
             scores.append(s.cpu().numpy())
-        return self.metrics(np.concatenate(maps), np.concatenate(scores))
+        return np.concatenate(maps), np.concatenate(scores)
+
+    def evaluate(self, model, pre: Preprocess, batch: int = 16) -> dict[str, float]:
+        """Image and pixel AUROC per category, averaged; ``val_score`` (their mean) ranks epochs."""
+        return self.metrics(*self.predict(model, pre, batch))
 
     def metrics(self, maps: np.ndarray, scores: np.ndarray, pixel_cache: dict | None = None) -> dict[str, float]:
         """The numbers of ``evaluate`` for given maps (N, H, W) and scores (N,); ``pixel_cache`` reuses the

@@ -21,8 +21,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from edgead.data.preprocess import Preprocess
 from edgead.errors import EdgeadError
 
@@ -70,6 +68,7 @@ def _with(req, overrides: dict):
 def decide(req, names: list[str], runs: dict[str, dict], cls) -> dict:
     """The probes' validation numbers, the best one and whether it beats the configured variant beyond noise."""
     from edgead.post_select import BOOTSTRAP, CONFIDENCE, paired_bootstrap
+    from edgead.runs import load_model
     from edgead.validation import ValidationSet
 
     first = runs[names[0]]
@@ -77,7 +76,7 @@ def decide(req, names: list[str], runs: dict[str, dict], cls) -> dict:
     val = ValidationSet.from_holdout(first["data"]["holdout_files"], first["data"]["categories"], pre)
     if val is None:
         raise EdgeadError(f"{req.out}: no validation set from its held-out normals; use --variant fixed")
-    outputs = {n: probe_outputs(Path(req.out) / PROBES / n, val, pre) for n in names}
+    outputs = {n: val.predict(load_model(Path(req.out) / PROBES / n)[0], pre) for n in names}
     scores = {n: val.metrics(*outputs[n])["val_score"] for n in names}
     default = names[0]
     best = max(names, key=lambda n: (scores[n], n == default))  # a tie keeps the configured variant
@@ -91,17 +90,3 @@ def decide(req, names: list[str], runs: dict[str, dict], cls) -> dict:
                     f"replaces the configured one only when it beats it in >= {CONFIDENCE:.0%} of {BOOTSTRAP} "
                     f"paired bootstrap resamples of the validation images"}
 
-
-def probe_outputs(run: Path, val, pre: Preprocess) -> tuple[np.ndarray, np.ndarray]:
-    """(maps (N, H, W), scores (N,)) of a trained probe on the validation set."""
-    import torch
-
-    from edgead.runs import load_model
-
-    model, _ = load_model(run)
-    maps, scores = [], []
-    with torch.no_grad():
-        for m, s in val.outputs(model, pre):
-            maps.append(m[:, 0].numpy())
-            scores.append(s.numpy())
-    return np.concatenate(maps), np.concatenate(scores)
