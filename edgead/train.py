@@ -244,6 +244,10 @@ def _train(req: TrainRequest, world) -> dict:
     req = replace(req, amp=amp)
     fp = _fingerprint(req, train_cfg, model_config_dict(model), categories)
 
+    from edgead.validation import PER_CATEGORY, VAL_SEED, strengths_of
+
+    # a run keeps the validation set its curve was scored on (a run made before graded anomalies: full strength)
+    strengths = strengths_of(prior if prior is not None and not req.force else None)
     start_epoch, curve, ckpt = 0, [], None
     if prior is not None:
         info = prior
@@ -278,7 +282,8 @@ def _train(req: TrainRequest, world) -> dict:
                      "n_train": len(fit), "n_holdout": len(held), "holdout_fraction": req.holdout,
                      "holdout_files": [str(s.path.resolve()) for s in held]},
             "fingerprint": fp, "curve": curve, "versions": versions(),
-            "amp": {"used": amp, "why": amp_why}}
+            "amp": {"used": amp, "why": amp_why},
+            "validation": {"strengths": strengths, "per_category": PER_CATEGORY, "seed": VAL_SEED}}
     if shots_note:
         info["data"]["few_shot"] = shots_note
     if sizing:
@@ -317,7 +322,7 @@ def _train(req: TrainRequest, world) -> dict:
             from edgead.validation import ValidationSet
 
             task = prog.add_task("validation set", total=1, info="held-out normals + synthetic anomalies")
-            val = ValidationSet.from_holdout([str(s.path) for s in held], categories, pre)
+            val = ValidationSet.from_holdout([str(s.path) for s in held], categories, pre, strengths=strengths)
             if val is not None and cls.cache_features and cls.from_features is not AnomalyModel.from_features:
                 val = val.with_features(model, pre)  # the frozen backbone runs on it once, not every epoch
             prog.update(task, completed=1)
@@ -397,7 +402,8 @@ def _train(req: TrainRequest, world) -> dict:
             from edgead.validation import ValidationSet
 
             task = prog.add_task("post-processing", total=1, info="chosen on held-out normals + synthetic anomalies")
-            val = val or ValidationSet.from_holdout([str(s.path) for s in held], categories, pre)
+            val = val or ValidationSet.from_holdout([str(s.path) for s in held], categories, pre,
+                                                    strengths=strengths)
             if val is not None:
                 info["post_selection"] = post_select.choose(model, val, pre)
                 post_select.apply(model, info, info["post_selection"]["chosen"])

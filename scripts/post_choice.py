@@ -2,7 +2,7 @@
 and the best setting on validation (the choice never sees a test image; this script only reports; the run
 itself is not changed: a run trained with --post auto is scored from its configured setting again).
 
-    .venv/bin/python scripts/post_choice.py RUN --data ROOT [--json out.json]
+    .venv/bin/python scripts/post_choice.py RUN --data ROOT [--json out.json] [--strengths full|graded]
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--strengths", choices=("full", "graded"),
+                    help="the validation anomalies' strengths (default: the ones the run was validated with)")
     a = ap.parse_args()
     model, info = load_model(a.run)
     if not model.post_choices:
@@ -37,7 +39,7 @@ def main() -> None:
         setattr(model.post, k, v)  # holds its choice: choose again from the configured setting
     pre = Preprocess.from_dict(info["preprocess"])
     cats = info["data"]["categories"]
-    val = ValidationSet.from_holdout(info["data"]["holdout_files"], cats, pre)
+    val = ValidationSet.of_run({**info, "validation": {"strengths": a.strengths}} if a.strengths else info, pre)
     t0 = time.time()
     sel = post_select.choose(model, val, pre)
     print(f"validation: configured {sel['default']} {sel['val_score_default']:.4f}, best {sel['candidate']} "

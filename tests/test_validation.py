@@ -40,6 +40,42 @@ def test_validation_set_never_holds_a_test_image(trained_run, tiny_real):
     assert val.masks[val.labels == 1].any() and not val.masks[val.labels == 0].any()
 
 
+def test_validation_anomalies_are_faded_to_graded_strengths(trained_run):
+    """A new run validates on synthetic anomalies faded to strengths spread evenly over (0, 1] (full strength
+    saturates image AUROC): the run records it, each anomaly is its full-strength twin faded by its strength
+    (same mask, same normal), the strengths per category are 1/n, ..., 1; the full set stays available."""
+    from edgead.data.heldout import fade
+
+    info = read_run(trained_run)
+    assert info["validation"]["strengths"] == "graded"
+    pre = Preprocess.from_dict(info["preprocess"])
+    val = ValidationSet.of_run(info, pre)
+    full = ValidationSet.from_holdout(info["data"]["holdout_files"], info["data"]["categories"], pre,
+                                      strengths="full")
+    good, bad = val.labels == 0, val.labels == 1
+    assert np.array_equal(val.images[good], full.images[good]) and np.array_equal(val.masks, full.masks)
+    assert np.array_equal(val.files, full.files) and (val.strengths[good] == 0).all()
+    assert (full.strengths[bad] == 1).all() and not np.array_equal(val.images[bad], full.images[bad])
+    for c in np.unique(val.categories):
+        t = val.strengths[bad & (val.categories == c)]
+        assert np.allclose(np.sort(t), np.arange(1, len(t) + 1) / len(t))
+    normals = val.images[good]  # per category the anomalies follow their normals in the same order
+    assert np.array_equal(val.images[bad], fade(normals, full.images[bad], val.strengths[bad]))
+    model, _ = load_model(trained_run)  # the post-processing was chosen on this set
+    assert val.evaluate(model, pre)["val_score"] == info["post_selection"]["val_score_chosen"]
+
+
+def test_a_run_keeps_the_validation_set_it_was_scored_on():
+    """Runs that validated before the record existed were scored at full strength and keep it (resume, --select
+    best, post choice); a run's record wins; a new run, or one with no scored epoch yet, gets graded."""
+    from edgead.validation import STRENGTHS, strengths_of
+
+    assert STRENGTHS == "graded" and strengths_of(None) == strengths_of({}) == "graded"
+    assert strengths_of({"curve": [{"epoch": 1, "loss": 1.0}]}) == "graded"
+    assert strengths_of({"curve": [{"epoch": 1, "loss": 1.0, "val_score": 0.9}]}) == "full"
+    assert strengths_of({"curve": [{"val_score": 0.9}], "validation": {"strengths": "graded"}}) == "graded"
+
+
 def test_select_best_keeps_the_epoch_validation_ranked_first(tiny_real, tmp_path):
     out = tmp_path / "run"
     r = edgead("train", "--model", "crad", "--data", tiny_real, "--category", "magnetic_tile", "--out", out,

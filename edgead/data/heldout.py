@@ -1,7 +1,8 @@
 """Labelled images made from a run's held-out normals, never from test images: the normals, the same
-normals with synthetic anomalies drawn by ``anomaly_synth.Synthesizer`` (masks known) and, on request,
-the same normals under another light (``lighting.relight``). Training validates on it (``validation``)
-and the INT8 build judges on it (``precision.split``)."""
+normals with synthetic anomalies drawn by ``anomaly_synth.Synthesizer`` (masks known), at full strength
+or (``graded``) faded to strengths spread evenly over (0, 1], and, on request, the same normals under
+another light (``lighting.relight``). Training validates on it (``validation``, graded) and the INT8 build
+judges on it (``precision.split``, full strength, then faded to the threshold by the FP32 graph)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,38 @@ import numpy as np
 from edgead.data import mvtec
 from edgead.data.preprocess import Preprocess
 
+STRENGTHS = ("full", "graded")  # how strong the synthetic anomalies are: all at full strength, or spread evenly
+
+
+def fade(normal: np.ndarray, anomaly: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``normal + t (anomaly - normal)`` per image, as uint8 (t = 0: the normal, 1: the full anomaly)."""
+    a, n = anomaly.astype(np.float32), normal.astype(np.float32)
+    return np.clip(n + t.reshape(-1, 1, 1, 1) * (a - n) + 0.5, 0, 255).astype(np.uint8)
+
+
+def graded(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` strengths spread evenly over (0, 1] (1/n, 2/n, ..., 1), in a random order."""
+    return ((rng.permutation(n) + 1) / n).astype(np.float32)
+
 
 def labelled_set(holdout_files: list[str], categories: list[str], pre: Preprocess, seed: int, per_category: int,
-                 relit: bool = False) -> dict[str, np.ndarray] | None:
+                 relit: bool = False, strengths: str = "full") -> dict[str, np.ndarray] | None:
     """Arrays ``images`` (N, H, W, 3) uint8 at model size, ``masks`` (N, H, W) uint8, ``labels`` (0 good, 1
-    anomalous), ``categories``, ``defects`` ('good', 'relit', 'synthetic') and ``files``; None without
-    held-out normals. Per category: its first ``per_category`` held-out normals, then (relit) the same
-    relit, then the same with a synthetic anomaly each; one generator seeded with ``seed`` draws all."""
+    anomalous), ``categories``, ``defects`` ('good', 'relit', 'synthetic'), ``files`` and ``strengths`` (each
+    anomaly's blend with its normal, 1 = full; 0 for normals); None without held-out normals. Per category:
+    its first ``per_category`` held-out normals, then (relit) the same relit, then the same with a synthetic
+    anomaly each, at full strength or (``graded``) faded to strengths spread evenly over (0, 1]; one generator
+    seeded with ``seed`` draws the anomalies and the light, another (from the same seed) the strengths, so a
+    graded set holds the full set's anomalies, faded."""
     from edgead.data.anomaly_synth import Synthesizer
     from edgead.data.lighting import relight
 
-    rng = np.random.default_rng(seed)
+    if strengths not in STRENGTHS:
+        raise ValueError(f"strengths {strengths!r}: one of {STRENGTHS}")
+    rng, strength_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     synth = Synthesizer()
-    parts: dict[str, list] = {k: [] for k in ("images", "masks", "labels", "categories", "defects", "files")}
+    parts: dict[str, list] = {k: [] for k in ("images", "masks", "labels", "categories", "defects", "files",
+                                              "strengths")}
     for cat in categories:
         samples = mvtec.holdout_samples(holdout_files, cat)[:per_category]
         if not samples:
@@ -33,10 +53,13 @@ def labelled_set(holdout_files: list[str], categories: list[str], pre: Preproces
         if relit:
             groups.append(("relit", np.stack([relight(x, rng) for x in rgb]), np.zeros(rgb.shape[:3], np.uint8), 0,
                            "relit"))
-        groups.append(("synthetic", np.stack([m[0] for m in made]),
+        t = graded(len(rgb), strength_rng) if strengths == "graded" else np.ones(len(rgb), np.float32)
+        anomalies = np.stack([m[0] for m in made])
+        groups.append(("synthetic", anomalies if strengths == "full" else fade(rgb, anomalies, t),
                        (np.stack([m[1] for m in made]) > 0.5).astype(np.uint8), 1, "synthetic"))
         names = [s.path.name for s in samples]
         for defect, images, masks, label, kind in groups:
+            parts["strengths"].append(t if label else np.zeros(len(images), np.float32))
             parts["images"].append(images)
             parts["masks"].append(masks)
             parts["labels"].append(np.full(len(images), label, np.int8))

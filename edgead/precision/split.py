@@ -20,6 +20,7 @@ import numpy as np
 
 from edgead.backends.onnxruntime import OrtBackend
 from edgead.bundle import Bundle
+from edgead.data.heldout import fade
 from edgead.errors import EdgeadError
 from edgead.verify.compare import error_groups
 from edgead.verify.reference import Reference, tensor_sha256
@@ -47,12 +48,6 @@ def build_split(b: Bundle, per_category: int = 32, seed: int = SPLIT_SEED) -> Re
                      defects=arr["defects"], files=arr["files"], file_sha256=np.array([""] * len(x)),
                      input_sha256=np.array([tensor_sha256(t) for t in x]), maps=out["anomaly_map"][:, 0],
                      scores=out["score"])
-
-
-def fade(normal: np.ndarray, anomaly: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """``normal + t (anomaly - normal)`` per image, as uint8 (t = 0: the normal, 1: the full anomaly)."""
-    a, n = anomaly.astype(np.float32), normal.astype(np.float32)
-    return np.clip(n + t.reshape(-1, 1, 1, 1) * (a - n) + 0.5, 0, 255).astype(np.uint8)
 
 
 def fade_to(normal: np.ndarray, anomaly: np.ndarray, target: np.ndarray, norm, pre, fp32) -> tuple:
@@ -94,6 +89,7 @@ def with_boundary(b: Bundle, arr: dict, fp32, rng: np.random.Generator) -> dict:
         parts["categories"].append(arr["categories"][syn][keep])
         parts["defects"].append(np.array(["boundary"] * len(keep)))
         parts["files"].append(np.array([f.replace("/synthetic/", "/boundary/") for f in arr["files"][syn][keep]]))
+        parts["strengths"].append(t[keep].astype(np.float32))
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
