@@ -78,11 +78,23 @@ def test_training_resumes_after_interrupt(tiny_real, tmp_path, monkeypatch):
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "training" and [c["epoch"] for c in info["curve"]] == [1, 2]
     first_two = info["curve"]
+    assert info["validation"]["strengths"] == "graded"
+    del info["validation"]  # as a run interrupted before the record existed (scored at full strength) leaves it
+    (out / "run.json").write_text(json.dumps(info))
     monkeypatch.setattr(CRAD, "on_epoch_start", real_start)
     r = edgead(*args)
     assert r.exit_code == 0, r.output
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "trained" and info["curve"][:2] == first_two and len(info["curve"]) == 3
+    assert info["validation"]["strengths"] == "full"  # it kept the set its curve was scored on, to the end
+    from edgead.data.preprocess import Preprocess
+    from edgead.runs import load_model
+    from edgead.validation import ValidationSet
+
+    model, run = load_model(out)
+    pre = Preprocess.from_dict(run["preprocess"])
+    full = ValidationSet.from_holdout(run["data"]["holdout_files"], run["data"]["categories"], pre, strengths="full")
+    assert full.evaluate(model, pre)["val_score"] == info["post_selection"]["val_score_chosen"]
 
 
 def test_corrupt_image_is_one_line_error(tiny_copy, tmp_path):
