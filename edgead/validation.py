@@ -26,16 +26,16 @@ from edgead.metrics import auroc
 VAL_SEED = 2  # synthetic anomalies of the validation set (the INT8 build split uses its own seed)
 PER_CATEGORY = 32  # held-out normals per category (each also gets a synthetic twin)
 CRITERION = "mean of validation image AUROC and pixel AUROC (held-out normals + synthetic anomalies)"
-STRENGTHS = "graded"  # synthetic anomalies of a new run's validation set (``heldout.STRENGTHS``)
+DEFAULT_STRENGTHS = "graded"  # synthetic anomalies of a new run's validation set (one of ``heldout.STRENGTHS``)
 
 
 def strengths_of(info: dict | None) -> str:
     """The strengths a run's validation set has: its record, else 'full' for a run that validated epochs before
-    the record existed, else the current ``STRENGTHS`` (a new run, or one interrupted before any was scored)."""
+    the record existed, else ``DEFAULT_STRENGTHS`` (a new run, or one interrupted before any was scored)."""
     info = info or {}
     if "validation" in info:
         return info["validation"]["strengths"]
-    return "full" if any("val_score" in r for r in info.get("curve", [])) else STRENGTHS
+    return "full" if any("val_score" in r for r in info.get("curve", [])) else DEFAULT_STRENGTHS
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class ValidationSet:
 
     @classmethod
     def from_holdout(cls, holdout_files: list[str], categories: list[str], pre: Preprocess,
-                     per_category: int = PER_CATEGORY, seed: int = VAL_SEED, strengths: str = STRENGTHS
+                     per_category: int = PER_CATEGORY, seed: int = VAL_SEED, strengths: str = DEFAULT_STRENGTHS
                      ) -> ValidationSet | None:
         from edgead.data.heldout import labelled_set
 
@@ -60,11 +60,12 @@ class ValidationSet:
         return cls(arr["images"], arr["masks"], arr["labels"], arr["categories"], arr["files"], arr["strengths"])
 
     @classmethod
-    def of_run(cls, info: dict, pre: Preprocess | None = None) -> ValidationSet | None:
-        """The validation set a run (``run.json``) was scored on: its held-out normals, categories and strengths."""
+    def of_run(cls, info: dict, pre: Preprocess | None = None, strengths: str | None = None) -> ValidationSet | None:
+        """The validation set a run (``run.json``) was scored on: its held-out normals, categories and strengths
+        (``strengths``: other ones, to compare)."""
         pre = pre or Preprocess.from_dict(info["preprocess"])
         return cls.from_holdout(info["data"]["holdout_files"], info["data"]["categories"], pre,
-                                strengths=strengths_of(info))
+                                strengths=strengths or strengths_of(info))
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -17,6 +17,7 @@ import torch
 
 from edgead import post_select
 from edgead.data import mvtec
+from edgead.data.heldout import STRENGTHS
 from edgead.data.preprocess import Preprocess
 from edgead.metrics import category_metrics
 from edgead.runs import load_model
@@ -29,7 +30,7 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--strengths", choices=("full", "graded"),
+    ap.add_argument("--strengths", choices=STRENGTHS,
                     help="the validation anomalies' strengths (default: the ones the run was validated with)")
     a = ap.parse_args()
     model, info = load_model(a.run)
@@ -39,7 +40,7 @@ def main() -> None:
         setattr(model.post, k, v)  # holds its choice: choose again from the configured setting
     pre = Preprocess.from_dict(info["preprocess"])
     cats = info["data"]["categories"]
-    val = ValidationSet.of_run({**info, "validation": {"strengths": a.strengths}} if a.strengths else info, pre)
+    val = ValidationSet.of_run(info, pre, a.strengths)
     t0 = time.time()
     sel = post_select.choose(model, val, pre)
     print(f"validation: configured {sel['default']} {sel['val_score_default']:.4f}, best {sel['candidate']} "

@@ -24,9 +24,7 @@ def main() -> None:
         pre = Preprocess.from_dict(info["preprocess"])
         row = {"run": str(run), "model": info["model"], "categories": info["data"]["categories"]}
         for strengths in STRENGTHS:
-            val = ValidationSet.from_holdout(info["data"]["holdout_files"], info["data"]["categories"], pre,
-                                             strengths=strengths)
-            r = val.evaluate(model, pre)
+            r = ValidationSet.of_run(info, pre, strengths).evaluate(model, pre)
             row[strengths] = {"image_auroc": r["val_image_auroc"], "pixel_auroc": r["val_pixel_auroc"]}
         print(json.dumps(row), flush=True)
 

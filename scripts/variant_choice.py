@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+from edgead.data.heldout import STRENGTHS
 from edgead.models import model_class
 from edgead.runs import read_run
 from edgead.variant_select import PROBES, decide
@@ -20,7 +21,7 @@ from edgead.variant_select import PROBES, decide
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
-    ap.add_argument("--strengths", choices=("full", "graded"),
+    ap.add_argument("--strengths", choices=STRENGTHS,
                     help="the validation anomalies' strengths (default: the ones the probes were validated with)")
     a = ap.parse_args()
     first = read_run(a.run)

@@ -68,9 +68,9 @@ def test_validation_anomalies_are_faded_to_graded_strengths(trained_run):
 def test_a_run_keeps_the_validation_set_it_was_scored_on():
     """Runs that validated before the record existed were scored at full strength and keep it (resume, --select
     best, post choice); a run's record wins; a new run, or one with no scored epoch yet, gets graded."""
-    from edgead.validation import STRENGTHS, strengths_of
+    from edgead.validation import DEFAULT_STRENGTHS, strengths_of
 
-    assert STRENGTHS == "graded" and strengths_of(None) == strengths_of({}) == "graded"
+    assert DEFAULT_STRENGTHS == "graded" and strengths_of(None) == strengths_of({}) == "graded"
     assert strengths_of({"curve": [{"epoch": 1, "loss": 1.0}]}) == "graded"
     assert strengths_of({"curve": [{"epoch": 1, "loss": 1.0, "val_score": 0.9}]}) == "full"
     assert strengths_of({"curve": [{"val_score": 0.9}], "validation": {"strengths": "graded"}}) == "graded"
