@@ -35,6 +35,7 @@ class BuildRequest:
     recipe: str | None = None  # int8: tensorrt | cpu (default: cpu on onnxruntime, tensorrt on tensorrt)
     method: str | None = None
     synthetic_fraction: float | None = None
+    relit_fraction: float | None = None
     count: int | None = None
     seed: int | None = None
     data: Path | None = None
@@ -119,7 +120,8 @@ def _same_settings(entry: dict, req: BuildRequest) -> bool:
     if req.precision != "int8":
         return True
     have = entry.get("calibration", {}).get("settings", {})
-    want = {"method": req.method, "count": req.count, "seed": req.seed, "synthetic_fraction": req.synthetic_fraction}
+    want = {"method": req.method, "count": req.count, "seed": req.seed, "synthetic_fraction": req.synthetic_fraction,
+            "relit_fraction": req.relit_fraction}
     plan = entry.get("report", {}).get("plan", {})
     named = {"qad": req.qad, "qad_steps": req.qad_steps, "fallback": req.fallback,  # None = not named: any
              "gates_file": str(req.gates_file) if req.gates_file else None, "bias_correction": req.bias_correction,
@@ -155,7 +157,8 @@ def _make(b: Bundle, req: BuildRequest, key: str, src: Path, dst: Path) -> dict:
             recipe_name = PrecisionKey.parse(key).recipe
             recipe = pick_recipe(recipes, recipe_name, req.recipes_file)
             settings = CalibSettings.from_recipes(recipes, method=req.method, count=req.count, seed=req.seed,
-                                                 synthetic_fraction=req.synthetic_fraction)
+                                                 synthetic_fraction=req.synthetic_fraction,
+                                                 relit_fraction=req.relit_fraction)
             data, man = calibration_set(b, settings, req.data)
             plan = _plan(req)
             quantizer = Quantizer.make(b, recipe_name, recipe, settings, data)

@@ -58,12 +58,14 @@ class CalibSettings:
     num_bins: int = 2048
     num_quantized_bins: int = 128
     synthetic_fraction: float = 0.5  # share of the normals also used with a synthetic anomaly (added, not replaced)
+    relit_fraction: float = 0.0  # share of the normals also used under another light (data.lighting; added)
 
     @classmethod
     def from_recipes(cls, recipes: dict, **overrides) -> CalibSettings:
         d = {**recipes.get("defaults", {}), **{k: v for k, v in overrides.items() if v is not None}}
-        if not 0.0 <= float(d.get("synthetic_fraction", 0.0)) <= 1.0:
-            raise EdgeadError(f"synthetic_fraction {d['synthetic_fraction']}: expected a share between 0 and 1")
+        for share in ("synthetic_fraction", "relit_fraction"):
+            if not 0.0 <= float(d.get(share, 0.0)) <= 1.0:
+                raise EdgeadError(f"{share} {d[share]}: expected a share between 0 and 1")
         if d.get("method") not in METHODS:
             raise EdgeadError(f"calibration method {d.get('method')!r}: choose {', '.join(METHODS)}")
         return cls(**d)
@@ -105,17 +107,28 @@ def painted(x: np.ndarray, pre: Preprocess, synth, rng: np.random.Generator) -> 
     return pre.normalize(synth(pre.denormalize(x), rng)[0])
 
 
-def with_anomalies(normals: np.ndarray, pre: Preprocess, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The normals plus a seeded ``share`` of them again with a synthetic anomaly; returns (images, index of
-    the normal each image was made from)."""
+def relit(x: np.ndarray, pre: Preprocess, rng: np.random.Generator) -> np.ndarray:
+    """One preprocessed image under another light (``data.lighting.relight``, on its 8-bit pixels)."""
+    from edgead.data.lighting import relight
+
+    return pre.normalize(relight(pre.denormalize(x), rng))
+
+
+def with_anomalies(normals: np.ndarray, pre: Preprocess, share: float, seed: int, relit_share: float = 0.0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The normals, a seeded ``share`` of them again with a synthetic anomaly and a seeded ``relit_share`` again
+    under another light; returns (images, index of the normal each image was made from)."""
     from edgead.data.anomaly_synth import Synthesizer
 
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(normals))[: round(share * len(normals))]
     synth = Synthesizer()
     made = [painted(normals[i], pre, synth, rng) for i in idx]
+    light = np.random.default_rng([seed, 1])  # its own stream: the anomalies above stay what they were
+    lit = light.permutation(len(normals))[: round(relit_share * len(normals))]
+    made += [relit(normals[i], pre, light) for i in lit]
     images = np.concatenate([normals, np.stack(made)]) if made else normals
-    return images.astype(np.float32), np.concatenate([np.arange(len(normals)), idx]).astype(int)
+    return images.astype(np.float32), np.concatenate([np.arange(len(normals)), idx, lit]).astype(int)
 
 
 def load_cache(path: Path, input_name: str) -> np.ndarray:

@@ -426,6 +426,9 @@ def build(
     calib_seed: Annotated[int | None, typer.Option(help="Seed of the calibration choice.")] = None,
     calib_synthetic: Annotated[float | None, typer.Option(help="Share of calibration normals also used with a "
                                                           "synthetic anomaly (0-1, default 0.5).")] = None,
+    calib_relit: Annotated[float | None, typer.Option(help="Share of calibration normals also used under "
+                                                      "another light: gain, gradient, gamma (0-1, default 0.5).")
+                           ] = None,
     data: Annotated[Path | None, typer.Option(help="Data root (default: the run's).")] = None,
     recipes: Annotated[Path | None, typer.Option(help="Calibration recipes YAML (default: the packaged "
                                                  "edgead/precision/recipes.yaml).")
@@ -454,7 +457,8 @@ def build(
 
     bundle, entry = build_command(target, model, workspace, out, log=console.print, precision=precision,
                                   backend=backend, recipe=recipe, method=calib_method, count=calib_count,
-                                  seed=calib_seed, synthetic_fraction=calib_synthetic, data=data,
+                                  seed=calib_seed, synthetic_fraction=calib_synthetic, relit_fraction=calib_relit,
+                                  data=data,
                                   recipes_file=recipes, force=force, qad=qad, qad_steps=qad_steps,
                                   fallback=fallback, gates_file=gates, bias_correction=bias_correction,
                                   learned_rounding=learned_rounding)

@@ -103,6 +103,57 @@ def test_equalisation_keeps_the_function_and_gives_each_depthwise_input_one_rang
         assert after_max[t].max() == pytest.approx(before_max[t].max(), rel=1e-3)  # the tensor's range stays
 
 
+def test_equalisation_headroom_keeps_brighter_images_unclipped(bundle, tiny_real, tmp_path):
+    """With headroom 2 a scaled channel reaches at most half the tensor's range on the calibration images, so on
+    the same parts under 1.2x the light the float graph stays close to the original; with none (1) the ReLU6
+    clips the scaled channels where they pass their calibrated largest value."""
+    from edgead.data.mvtec import discover
+    from edgead.precision.equalize import channel_max, depthwise_pairs, equalize
+    from edgead.precision.int8 import prepare
+
+    b = Bundle.load(bundle)
+    samples = discover(tiny_real, b.categories, "train")
+    x = mvtec.load_images(samples, b.preprocess)[:8]
+    rgb = np.stack([b.preprocess.denormalize(v) for v in x])
+    bright = np.stack([b.preprocess.normalize(np.clip(v * 1.2, 0, 255).astype(np.uint8)) for v in rgb])
+    prepare(b.onnx("fp32"), tmp_path / "pre.onnx")
+    ref = _maps(tmp_path / "pre.onnx", bright)
+    err = {}
+    for room in (1.0, 2.0):
+        model = onnx.load(str(tmp_path / "pre.onnx"))
+        tensors = [clip.output[0] for _, clip, _ in depthwise_pairs(model)]
+        before = channel_max(model, tensors, x, "image", 1)
+        equalize(model, x, "image", 1, headroom=room)
+        onnx.save(model, str(tmp_path / f"eq{room}.onnx"))
+        after = channel_max(model, tensors, x, "image", 1)
+        for t in tensors:
+            scaled = after[t] > before[t] * (1 + 1e-3)
+            assert (after[t][scaled] <= before[t].max() / room * (1 + 1e-3)).all()
+        err[room] = np.abs(_maps(tmp_path / f"eq{room}.onnx", bright) - ref).max() / np.abs(ref).max()
+    assert err[1.0] > 1e-3 and err[2.0] < err[1.0] / 4  # measured: 0.011 and 0.0012
+
+
+def test_relit_calibration_share_adds_relit_normals_and_leaves_the_anomalies(tiny_real):
+    """The calibration images: the normals, the synthetic share as before (its own random stream), then a
+    relit share: each a calibration normal under another light, on the 8-bit input grid."""
+    from edgead.calibration import with_anomalies
+    from edgead.data.preprocess import Preprocess
+
+    pre = Preprocess(height=64, width=64)
+    normals = mvtec.load_images(mvtec.discover(tiny_real, ["magnetic_tile"], "train"), pre)[:8]
+    plain, src0 = with_anomalies(normals, pre, 0.5, 3)
+    lit, src = with_anomalies(normals, pre, 0.5, 3, relit_share=0.5)
+    assert len(plain) == 12 and len(lit) == 16
+    np.testing.assert_array_equal(lit[:12], plain)  # normals and anomalies unchanged
+    np.testing.assert_array_equal(src[:12], src0)
+    assert len(set(src[12:])) == 4 and set(src[12:]) <= set(range(8))
+    for img, i in zip(lit[12:], src[12:], strict=True):
+        assert np.abs(img - normals[i]).mean() > 0.01  # another light
+        np.testing.assert_allclose(pre.normalize(pre.denormalize(img)), img, atol=1e-6)  # on the input grid
+    again, _ = with_anomalies(normals, pre, 0.5, 3, relit_share=0.5)
+    np.testing.assert_array_equal(again, lit)
+
+
 def test_stream_equalisation_keeps_the_function_and_gives_each_stream_one_range(bundle, tiny_real, tmp_path):
     from edgead.precision.equalize import channel_max
     from edgead.precision.int8 import prepare
@@ -558,6 +609,9 @@ def test_fresh_qad_batches_are_flipped_normals_or_new_synthetic_anomalies(tiny_r
     assert not np.array_equal(painted[0], painted[4])  # the same normal, a different anomaly each time
     again = fresh_maker(normals, pre, 1.0)(idx, np.random.default_rng(0))
     np.testing.assert_array_equal(painted, again)
+    lit = fresh_maker(normals, pre, 0.0, relit_share=1.0)(idx, np.random.default_rng(0))
+    assert not any(np.array_equal(p, f) for p, i in zip(lit, idx, strict=True) for f in flips(normals[i]))
+    np.testing.assert_allclose(pre.normalize(pre.denormalize(lit[0])), lit[0], atol=1e-6)  # on the input grid
 
 
 def test_tensorrt_activations_fused_keeping_the_maps(bundle, tiny_real, tmp_path):

@@ -63,8 +63,11 @@ def channel_max(model: onnx.ModelProto, tensors: list[str], images: np.ndarray, 
     return out
 
 
-def equalize(model: onnx.ModelProto, images: np.ndarray, input_name: str, batch: int) -> dict:
-    """Equalise every depthwise pair of ``model`` in place; returns what was done (for the build report)."""
+def equalize(model: onnx.ModelProto, images: np.ndarray, input_name: str, batch: int, headroom: float = 1.0) -> dict:
+    """Equalise every depthwise pair of ``model`` in place; returns what was done (for the build report).
+
+    ``headroom``: a channel is scaled only up to the tensor's largest value / ``headroom``, so it can reach
+    ``headroom`` times its largest value on ``images`` before the ReLU6 bound clips it."""
     pairs = depthwise_pairs(model)
     if not pairs:
         return {"pairs": 0}
@@ -73,7 +76,7 @@ def equalize(model: onnx.ModelProto, images: np.ndarray, input_name: str, batch:
     spread = []
     for conv, clip, dw in pairs:
         top = np.maximum(tops[clip.output[0]].astype(np.float64), 0.0)
-        s = np.where(top > 0, top.max() / np.maximum(top, 1e-12), 1.0).clip(1.0, MAX_SCALE)
+        s = np.where(top > 0, top.max() / (headroom * np.maximum(top, 1e-12)), 1.0).clip(1.0, MAX_SCALE)
         scale_axis(inits[conv.input[1]], s, axis=0)
         if len(conv.input) > 2 and conv.input[2]:
             scale_axis(inits[conv.input[2]], s, axis=0)

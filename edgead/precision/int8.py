@@ -186,7 +186,7 @@ def to_int8(src: Path, dst: Path, recipe_name: str, recipe: dict, settings: Cali
         if recipe.get("equalize", False):
             from edgead.precision.equalize import equalize
 
-            done.update(equalize(model, data, input_name, batch))
+            done.update(equalize(model, data, input_name, batch, float(recipe.get("equalize_headroom", 1.0))))
         if recipe.get("equalize_streams", False):
             from edgead.precision.streams import equalize_streams
 

@@ -79,9 +79,10 @@ def teacher_tensors(float_graph: onnx.ModelProto, names: list[str], x: np.ndarra
     return {t: np.concatenate([p[t] for p in parts]) for t in names}
 
 
-def fresh_maker(normals: np.ndarray, pre, share: float) -> Callable:
-    """``make(indices, rng)``: those normals, each flipped at random, a ``share`` with a new synthetic anomaly."""
-    from edgead.calibration import painted
+def fresh_maker(normals: np.ndarray, pre, share: float, relit_share: float = 0.0) -> Callable:
+    """``make(indices, rng)``: those normals, each flipped at random, a ``share`` with a new synthetic anomaly and
+    a ``relit_share`` under another light (the calibration set's mix)."""
+    from edgead.calibration import painted, relit
     from edgead.data.anomaly_synth import Synthesizer
 
     synth = Synthesizer()
@@ -92,7 +93,9 @@ def fresh_maker(normals: np.ndarray, pre, share: float) -> Callable:
             x = normals[i]
             x = x[:, :, ::-1] if rng.random() < 0.5 else x
             x = x[:, ::-1, :] if rng.random() < 0.5 else x
-            if rng.random() < share:
+            if relit_share and rng.random() < relit_share:
+                x = relit(x, pre, rng)
+            elif rng.random() < share:
                 x = painted(x, pre, synth, rng)
             out.append(np.ascontiguousarray(x, dtype=np.float32))
         return np.stack(out)

@@ -24,12 +24,13 @@ class Quantizer:
     recipe: dict
     settings: CalibSettings
     calib: np.ndarray  # the calibration normals (model input tensors)
-    images: np.ndarray  # what ranges are calibrated on: ``calib`` plus synthetic anomalies on a share of them
+    images: np.ndarray  # what ranges are calibrated on: ``calib``, plus synthetic anomalies and other light on shares
     source: np.ndarray  # images[j] was made from calib[source[j]]
 
     @classmethod
     def make(cls, b: Bundle, recipe_name: str, recipe: dict, settings: CalibSettings, calib: np.ndarray) -> Quantizer:
-        images, source = with_anomalies(calib, b.preprocess, settings.synthetic_fraction, settings.seed)
+        images, source = with_anomalies(calib, b.preprocess, settings.synthetic_fraction, settings.seed,
+                                       settings.relit_fraction)
         return cls(b, recipe_name, recipe, settings, calib, images, source)
 
     @classmethod

@@ -172,8 +172,8 @@ def run_qad(q: Quantizer, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, 
         def tick(step: int, total: int, loss: float) -> None:
             prog.update(task, completed=step, info=f"loss {loss:.4f}")
 
-        f = settings.synthetic_fraction
-        make = qad.fresh_maker(q.calib, b.preprocess, f / (1 + f))  # the same share of anomalies as the set
+        f, r = settings.synthetic_fraction, settings.relit_fraction
+        make = qad.fresh_maker(q.calib, b.preprocess, f / (1 + f), r / (1 + f + r))  # the calibration set's mix
         out = qad.distill(onnx.load(str(ptq)), float_graph, b.onnx("fp32"), q.images, b.input_name, norms, cfg, tick,
                           source=q.source, make=make, scopes=b.precision_scopes["int8"])
     ranges = read_ranges(ptq_work / q.ranges_file)
