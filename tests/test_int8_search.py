@@ -502,6 +502,22 @@ def test_tuned_weights_export_as_the_student_ran_them(bundle, tmp_path):
     assert checked >= 20
 
 
+def test_when_nothing_passes_the_closest_candidate_keeping_most_int8_work_is_kept():
+    """A failing fallback candidate replaces the all-INT8 best only when it is closer to the gates and keeps
+    KEEP_SHARE of the best's INT8 MACs; the closest such one wins, the best stays on a tie."""
+    def cand(name, badness, share):
+        return ({"step": name, "badness": badness, "int8_share": share}, name, None)
+
+    best = cand("qad", 16.8, 0.999)
+    trunk, ranked, float_heavy = cand("trunk", 1.12, 0.882), cand("trunk+fp32x31", 1.3, 0.848), cand("x", 0.9, 0.2)
+    assert search.closest(best, [trunk, ranked, float_heavy]) is trunk
+    assert search.closest(best, [float_heavy]) is best  # closer, but most of INT8's speed is gone
+    assert search.closest(best, [cand("tie", 16.8, 0.99)]) is best
+    assert search.closest(best, [ranked, trunk]) is trunk
+    assert search.closest(best, []) is best
+    assert search.closest(best, [cand("edge", 1.0, search.KEEP_SHARE * 0.999)]) is not best
+
+
 def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bundle, tmp_path):
     strict, easy = tmp_path / "strict.yaml", tmp_path / "easy.yaml"
     strict.write_text("int8:\n  L2: {score_abs_max: 0.0}\n")  # no INT8 graph can meet it
@@ -528,7 +544,7 @@ def test_fallback_leaves_the_most_harmful_activations_in_fp16_until_the_gates(bu
     assert "came no closer" in rep["search"][-1]["stopped"]
     assert not any("stopped" in s for s in rep["search"][:-1])
     assert not rep["build_split"]["passed"] and rep["plan"]["gates_file"] == str(strict)
-    # Nothing passed, so FP16 did not earn its place: the all-INT8 graph is kept, not a slower failing one.
+    # Nothing passed and no candidate came closer to a gate none can meet: the all-INT8 graph is kept.
     assert rep["chosen"] == "ptq-minmax" and rep["kept_float"] == []
     shares = [s["int8_share"] for s in rep["search"]]
     assert shares[1] < shares[0] and shares[2:] == sorted(shares[2:], reverse=True) and shares[2] < shares[0]
