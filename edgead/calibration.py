@@ -58,7 +58,7 @@ class CalibSettings:
     num_bins: int = 2048
     num_quantized_bins: int = 128
     synthetic_fraction: float = 0.5  # share of the normals also used with a synthetic anomaly (added, not replaced)
-    relit_fraction: float = 0.0  # share of the normals also used under another light (data.lighting; added)
+    relit_fraction: float = 0.5  # share of the normals also used under another light (data.lighting; added)
 
     @classmethod
     def from_recipes(cls, recipes: dict, **overrides) -> CalibSettings:
