@@ -93,7 +93,7 @@ def test_training_resumes_after_interrupt(tiny_real, tmp_path, monkeypatch):
 
     model, run = load_model(out)
     pre = Preprocess.from_dict(run["preprocess"])
-    full = ValidationSet.from_holdout(run["data"]["holdout_files"], run["data"]["categories"], pre, strengths="full")
+    full = ValidationSet.of_run(run, pre, "full")
     assert full.evaluate(model, pre)["val_score"] == info["post_selection"]["val_score_chosen"]
 
 

@@ -107,13 +107,11 @@ def test_equalisation_headroom_keeps_brighter_images_unclipped(bundle, tiny_real
     """With headroom 2 a scaled channel reaches at most half the tensor's range on the calibration images, so on
     the same parts under 1.2x the light the float graph stays close to the original; with none (1) the ReLU6
     clips the scaled channels where they pass their calibrated largest value."""
-    from edgead.data.mvtec import discover
     from edgead.precision.equalize import channel_max, depthwise_pairs, equalize
     from edgead.precision.int8 import prepare
 
     b = Bundle.load(bundle)
-    samples = discover(tiny_real, b.categories, "train")
-    x = mvtec.load_images(samples, b.preprocess)[:8]
+    x = mvtec.load_images(mvtec.discover(tiny_real, b.categories, "train"), b.preprocess)[:8]
     rgb = np.stack([b.preprocess.denormalize(v) for v in x])
     bright = np.stack([b.preprocess.normalize(np.clip(v * 1.2, 0, 255).astype(np.uint8)) for v in rgb])
     prepare(b.onnx("fp32"), tmp_path / "pre.onnx")
