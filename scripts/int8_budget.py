@@ -4,8 +4,11 @@ Rows: every INT8 scope quantized; the model's sensitive trunk in float; each top
 (the others quantized). Each row: the build split's numbers under the default INT8 gates (what `edgead build`
 judges on: held-out normals, relit, synthetic anomalies; no test image), the share of conv/matmul MACs left
 in INT8, and the anomaly maps' relative RMS error on the split's normals. Nothing is chosen here.
+``--beside-trunk``: each scope row keeps the trunk in float too (what is left after the build's first fallback
+step); ``--bias-correction``: every row bias-corrected with its float nodes kept, as the build's candidates are.
 
     .venv/bin/python scripts/int8_budget.py runs/crad_mt/bundle --recipe cpu --json budget.json
+    .venv/bin/python scripts/int8_budget.py runs/crr_pcb/bundle --recipe cpu --beside-trunk --bias-correction
 """
 
 from __future__ import annotations
@@ -25,21 +28,24 @@ from edgead.fileio import atomic_write_json
 from edgead.precision.macs import int8_share
 from edgead.precision.quantizer import Quantizer
 from edgead.precision.rules import in_scopes, split_nodes
-from edgead.precision.search import sensitive_nodes
+from edgead.precision.search import run_bias_correction, sensitive_nodes
 from edgead.precision.split import build_split, judge
 
 
-def parts(b: Bundle, model: onnx.ModelProto) -> dict[str, list[str]]:
-    """Row name -> the INT8-scope nodes that row leaves in float."""
+def parts(b: Bundle, model: onnx.ModelProto, beside_trunk: bool = False) -> dict[str, list[str]]:
+    """Row name -> the INT8-scope nodes that row leaves in float (``beside_trunk``: each scope with the trunk)."""
     scopes = b.precision_scopes["int8"]
     inside, _ = split_nodes(model, scopes)
     rows = {"all INT8": []}
     trunk = sensitive_nodes(b, inside)
     if trunk and len(trunk) < len(inside):
         rows["trunk in float"] = trunk
+    base = trunk if beside_trunk else []
     for s in scopes:
         if not s.startswith("-"):
-            rows[f"{s} in float"] = [n for n in inside if in_scopes(n, [s])]
+            kept = sorted({*base, *(n for n in inside if in_scopes(n, [s]))})
+            if len(kept) < len(inside):
+                rows[f"{'trunk + ' if base else ''}{s} in float"] = kept
     return rows
 
 
@@ -47,6 +53,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--recipe", default="cpu", choices=("cpu", "tensorrt"))
+    ap.add_argument("--beside-trunk", action="store_true", help="each scope row keeps the trunk in float too")
+    ap.add_argument("--bias-correction", action="store_true", help="bias-correct every row, as the build does")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     b = Bundle.load(args.bundle)
@@ -61,10 +69,14 @@ def main() -> None:
         first = work / "all.onnx"
         quantize(first, work / "work")
         float_graph = onnx.load(str(work / "work" / "preprocessed.onnx"))
-        for i, (name, kept) in enumerate(parts(b, float_graph).items()):
+        for i, (name, kept) in enumerate(parts(b, float_graph, args.beside_trunk).items()):
             graph = first if not kept else work / f"part{i}.onnx"
             if kept:
                 quantize(graph, work / "work", kept)
+            if args.bias_correction:
+                corrected = work / f"part{i}-bc.onnx"
+                run_bias_correction(quantize, graph, work / "work", work / f"bc{i}", corrected, keep_float=kept)
+                graph = corrected
             v = judge(b, split, graph, key)
             maps = OrtBackend(graph).run_batched(split.inputs(b))["anomaly_map"][:, 0][normals]
             ref = split.maps[normals]
@@ -72,18 +84,22 @@ def main() -> None:
             share = int8_share(float_graph, onnx.load(str(graph)))["int8_share"]
             rows.append({"part": name, "nodes_in_float": len(kept), "int8_mac_share": round(share, 4),
                          "map_rel_rms_normals": round(rel, 4), **{k: v[k] for k in (
-                             "passed", "score_abs_max", "spearman_min", "decision_agreement_min", "mask_iou_min")}})
-    table = Table(title=f"{args.bundle}: INT8 ({args.recipe} recipe, PTQ {settings.method}) by part, build split "
+                             "passed", "score_abs_max", "score_rms", "spearman_min", "decision_agreement_min",
+                             "mask_iou_min")}})
+    what = f"PTQ {settings.method}{' + bias correction' if args.bias_correction else ''}"
+    table = Table(title=f"{args.bundle}: INT8 ({args.recipe} recipe, {what}) by part, build split "
                         f"({len(split)} images)")
-    for col in ("part", "INT8 MACs", "map rel. RMS (normals)", "score err", "Spearman", "decisions", "mask IoU"):
+    for col in ("part", "INT8 MACs", "map rel. RMS (normals)", "score err max", "RMS", "Spearman", "decisions",
+                "mask IoU"):
         table.add_column(col)
     for r in rows:
         table.add_row(r["part"], f"{100 * r['int8_mac_share']:.1f} %", f"{r['map_rel_rms_normals']:.3f}",
-                      f"{r['score_abs_max']:.3f}", f"{r['spearman_min']:.4f}", f"{r['decision_agreement_min']:.3f}",
-                      f"{r['mask_iou_min']:.3f}")
+                      f"{r['score_abs_max']:.3f}", f"{r['score_rms']:.3f}", f"{r['spearman_min']:.4f}",
+                      f"{r['decision_agreement_min']:.3f}", f"{r['mask_iou_min']:.3f}")
     Console().print(table)
     if args.json:
         atomic_write_json(args.json, {"bundle": str(args.bundle), "recipe": args.recipe, "method": settings.method,
+                                      "bias_correction": args.bias_correction, "beside_trunk": args.beside_trunk,
                                       "split_images": len(split), "rows": rows})
 
 
