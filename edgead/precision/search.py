@@ -344,15 +344,13 @@ def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, l
             break
         k *= 2
     kept = closest(best, tried)
-    if kept is best:
-        say(f"int8: no candidate passes the default gates on the build split; {best[0]['step']} (all INT8 scopes "
-            f"quantized) is kept, see meta.json for every step's numbers")
-    else:
+    if kept is not best:
         kept[0]["kept_because"] = (f"no candidate passes; the closest to the gates on the build split (badness "
                                    f"{kept[0]['badness']:.3g} vs {best[0]['badness']:.3g} all-INT8) with at least "
                                    f"{KEEP_SHARE:.0%} of its INT8 MACs")
-        say(f"int8: no candidate passes the default gates on the build split; {kept[0]['step']} is kept "
-            f"({kept[0]['kept_because']}), see meta.json for every step's numbers")
+    why = "all INT8 scopes quantized" if kept is best else kept[0]["kept_because"]
+    say(f"int8: no candidate passes the default gates on the build split; {kept[0]['step']} ({why}) is kept, "
+        f"see meta.json for every step's numbers")
     return kept
 
 
