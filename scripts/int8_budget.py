@@ -5,10 +5,13 @@ Rows: every INT8 scope quantized; the model's sensitive trunk in float; each top
 judges on: held-out normals, relit, synthetic anomalies; no test image), the share of conv/matmul MACs left
 in INT8, and the anomaly maps' relative RMS error on the split's normals. Nothing is chosen here.
 ``--beside-trunk``: each scope row keeps the trunk in float too (what is left after the build's first fallback
-step); ``--bias-correction``: every row bias-corrected with its float nodes kept, as the build's candidates are.
+step); ``--alone``: each scope row quantizes that scope only (everything else in float; with ``--beside-trunk`` the
+trunk stays in float there too), so the rows show what each part adds on its own; ``--bias-correction``: every row
+bias-corrected with its float nodes kept, as the build's candidates are.
 
     .venv/bin/python scripts/int8_budget.py runs/crad_mt/bundle --recipe cpu --json budget.json
     .venv/bin/python scripts/int8_budget.py runs/crr_pcb/bundle --recipe cpu --beside-trunk --bias-correction
+    .venv/bin/python scripts/int8_budget.py runs/crr_pcb/bundle --recipe cpu --beside-trunk --alone --bias-correction
 """
 
 from __future__ import annotations
@@ -32,20 +35,25 @@ from edgead.precision.search import run_bias_correction, sensitive_nodes
 from edgead.precision.split import build_split, judge
 
 
-def parts(b: Bundle, model: onnx.ModelProto, beside_trunk: bool = False) -> dict[str, list[str]]:
-    """Row name -> the INT8-scope nodes that row leaves in float (``beside_trunk``: each scope with the trunk)."""
+def parts(b: Bundle, model: onnx.ModelProto, beside_trunk: bool = False, alone: bool = False
+          ) -> dict[str, list[str]]:
+    """Row name -> the INT8-scope nodes that row leaves in float (``beside_trunk``: each scope with the trunk;
+    ``alone``: every other scope instead, so that scope is the only INT8 part)."""
     scopes = b.precision_scopes["int8"]
     inside, _ = split_nodes(model, scopes)
     rows = {"all INT8": []}
     trunk = sensitive_nodes(b, inside)
     if trunk and len(trunk) < len(inside):
         rows["trunk in float"] = trunk
-    base = trunk if beside_trunk else []
+    base = set(trunk if beside_trunk else [])
     for s in scopes:
-        if not s.startswith("-"):
-            kept = sorted({*base, *(n for n in inside if in_scopes(n, [s]))})
-            if len(kept) < len(inside):
-                rows[f"{'trunk + ' if base else ''}{s} in float"] = kept
+        if s.startswith("-"):
+            continue
+        mine = {n for n in inside if in_scopes(n, [s])}
+        kept = sorted(base | (set(inside) - mine) if alone else base | mine)
+        if 0 < len(kept) < len(inside) and (not alone or mine - base):
+            name = f"only {s} in INT8" if alone else f"{s} in float"
+            rows[f"{'trunk in float, ' if base and alone else 'trunk + ' if base else ''}{name}"] = kept
     return rows
 
 
@@ -54,6 +62,7 @@ def main() -> None:
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--recipe", default="cpu", choices=("cpu", "tensorrt"))
     ap.add_argument("--beside-trunk", action="store_true", help="each scope row keeps the trunk in float too")
+    ap.add_argument("--alone", action="store_true", help="each scope row quantizes only that scope")
     ap.add_argument("--bias-correction", action="store_true", help="bias-correct every row, as the build does")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -69,7 +78,7 @@ def main() -> None:
         first = work / "all.onnx"
         quantize(first, work / "work")
         float_graph = onnx.load(str(work / "work" / "preprocessed.onnx"))
-        for i, (name, kept) in enumerate(parts(b, float_graph, args.beside_trunk).items()):
+        for i, (name, kept) in enumerate(parts(b, float_graph, args.beside_trunk, args.alone).items()):
             graph = first if not kept else work / f"part{i}.onnx"
             if kept:
                 quantize(graph, work / "work", kept)
@@ -100,6 +109,7 @@ def main() -> None:
     if args.json:
         atomic_write_json(args.json, {"bundle": str(args.bundle), "recipe": args.recipe, "method": settings.method,
                                       "bias_correction": args.bias_correction, "beside_trunk": args.beside_trunk,
+                                      "alone": args.alone,
                                       "split_images": len(split), "rows": rows})
 
 

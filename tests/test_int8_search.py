@@ -654,3 +654,35 @@ def test_tensorrt_activations_fused_keeping_the_maps(bundle, tiny_real, tmp_path
     assert np.abs(a - c).max() <= 0.02 * np.abs(c).max()
     assert np.corrcoef(a.ravel(), c.ravel())[0, 1] > 0.9999
     assert check(model) == []
+
+
+def test_budget_rows_alone_quantize_one_scope_each(bundle):
+    """``scripts/int8_budget.py --alone``: each scope row leaves everything but that scope in float (and the trunk
+    too beside it), so the rows' INT8 parts are disjoint, each inside one scope, and together all of the rest."""
+    import importlib.util
+    from pathlib import Path
+
+    from edgead.precision.rules import in_scopes, split_nodes
+    from edgead.precision.search import sensitive_nodes
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "int8_budget.py"
+    spec = importlib.util.spec_from_file_location("int8_budget", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    b = Bundle.load(bundle)
+    model = onnx.load(str(b.onnx("fp32")))
+    scopes = [s for s in b.precision_scopes["int8"] if not s.startswith("-")]
+    inside, _ = split_nodes(model, b.precision_scopes["int8"])
+    trunk = set(sensitive_nodes(b, inside))
+    assert trunk
+    rows = mod.parts(b, model, beside_trunk=True, alone=True)
+    quantized = {name: set(inside) - set(kept) for name, kept in rows.items() if name.startswith("trunk in float, ")}
+    assert len(quantized) >= 2
+    for name, nodes in quantized.items():
+        assert nodes and not nodes & trunk, name
+        assert sum(any(in_scopes(n, [s]) for n in nodes) for s in scopes) == 1, name
+    union = set().union(*quantized.values())
+    assert sum(len(v) for v in quantized.values()) == len(union)  # disjoint
+    assert union == set(inside) - trunk
+    plain = mod.parts(b, model, beside_trunk=True)  # without --alone: each scope left in float beside the trunk
+    assert all(set(kept) >= trunk for kept in plain.values() if kept)
