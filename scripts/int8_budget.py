@@ -46,14 +46,14 @@ def parts(b: Bundle, model: onnx.ModelProto, beside_trunk: bool = False, alone: 
     if trunk and len(trunk) < len(inside):
         rows["trunk in float"] = trunk
     base = set(trunk if beside_trunk else [])
+    prefix = ("trunk in float, " if alone else "trunk + ") if base else ""
     for s in scopes:
         if s.startswith("-"):
             continue
         mine = {n for n in inside if in_scopes(n, [s])}
-        kept = sorted(base | (set(inside) - mine) if alone else base | mine)
+        kept = sorted((base | (set(inside) - mine)) if alone else (base | mine))
         if 0 < len(kept) < len(inside) and (not alone or mine - base):
-            name = f"only {s} in INT8" if alone else f"{s} in float"
-            rows[f"{'trunk in float, ' if base and alone else 'trunk + ' if base else ''}{name}"] = kept
+            rows[prefix + (f"only {s} in INT8" if alone else f"{s} in float")] = kept
     return rows
 
 
