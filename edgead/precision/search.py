@@ -344,11 +344,11 @@ def fallback(b: Bundle, split, best: tuple, start: tuple, work: Path, rebuild, l
             break
         k *= 2
     kept = closest(best, tried)
+    why = "all INT8 scopes quantized"
     if kept is not best:
-        kept[0]["kept_because"] = (f"no candidate passes; the closest to the gates on the build split (badness "
-                                   f"{kept[0]['badness']:.3g} vs {best[0]['badness']:.3g} all-INT8) with at least "
-                                   f"{KEEP_SHARE:.0%} of its INT8 MACs")
-    why = "all INT8 scopes quantized" if kept is best else kept[0]["kept_because"]
+        why = kept[0]["kept_because"] = (f"no candidate passes; the closest to the gates on the build split (badness "
+                                         f"{kept[0]['badness']:.3g} vs {best[0]['badness']:.3g} all-INT8) with at "
+                                         f"least {KEEP_SHARE:.0%} of its INT8 MACs")
     say(f"int8: no candidate passes the default gates on the build split; {kept[0]['step']} ({why}) is kept, "
         f"see meta.json for every step's numbers")
     return kept
