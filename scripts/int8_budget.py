@@ -7,11 +7,15 @@ in INT8, and the anomaly maps' relative RMS error on the split's normals. Nothin
 ``--beside-trunk``: each scope row keeps the trunk in float too (what is left after the build's first fallback
 step); ``--alone``: each scope row quantizes that scope only (everything else in float; with ``--beside-trunk`` the
 trunk stays in float there too), so the rows show what each part adds on its own; ``--bias-correction``: every row
-bias-corrected with its float nodes kept, as the build's candidates are.
+bias-corrected with its float nodes kept, as the build's candidates are; ``--rounding``: each row's graph also run by
+the torch student (``precision.onnx_torch``) with only its weights rounded and with only its activations rounded, the
+score error's RMS of each and its correlation with ONNX Runtime's own error (which rounding to work on; a rounding
+whose error ONNX Runtime shares is the same in every runtime, one it does not share is each runtime's own).
 
     .venv/bin/python scripts/int8_budget.py runs/crad_mt/bundle --recipe cpu --json budget.json
     .venv/bin/python scripts/int8_budget.py runs/crr_pcb/bundle --recipe cpu --beside-trunk --bias-correction
     .venv/bin/python scripts/int8_budget.py runs/crr_pcb/bundle --recipe cpu --beside-trunk --alone --bias-correction
+    .venv/bin/python scripts/int8_budget.py runs/crr_pcb/bundle --recipe cpu --bias-correction --rounding
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from edgead.fileio import atomic_write_json
 from edgead.precision.macs import int8_share
 from edgead.precision.quantizer import Quantizer
 from edgead.precision.rules import in_scopes, split_nodes
-from edgead.precision.search import run_bias_correction, sensitive_nodes
-from edgead.precision.split import build_split, judge
+from edgead.precision.search import load_student, run_bias_correction, sensitive_nodes
+from edgead.precision.split import Reference, build_split, judge, signed_errors
+
+ROUNDINGS = {"student": True, "weights only": "weights", "activations only": "activations"}
 
 
 def parts(b: Bundle, model: onnx.ModelProto, beside_trunk: bool = False, alone: bool = False
@@ -57,6 +63,24 @@ def parts(b: Bundle, model: onnx.ModelProto, beside_trunk: bool = False, alone: 
     return rows
 
 
+def rounding_sources(b: Bundle, split: Reference, graph: Path, float_work: Path) -> dict:
+    """``graph`` on the split run by the torch student with both roundings, only the weights' and only the
+    activations': per rounding, the score error's RMS (threshold units) and its correlation with ONNX Runtime's."""
+    import torch
+
+    x = split.inputs(b)
+    ort_err = signed_errors(b, split, OrtBackend(graph).run_batched(x)["score"])
+    student, _ = load_student(graph, float_work)
+    out = {"onnxruntime": {"rms": float(np.sqrt(np.mean(ort_err ** 2))), "corr": 1.0}}
+    for name, mode in ROUNDINGS.items():
+        with torch.no_grad():
+            scores = np.concatenate([student({b.input_name: torch.from_numpy(x[i:i + 4])}, quantize=mode)["score"]
+                                     .numpy() for i in range(0, len(x), 4)])
+        err = signed_errors(b, split, scores)
+        out[name] = {"rms": float(np.sqrt(np.mean(err ** 2))), "corr": float(np.corrcoef(err, ort_err)[0, 1])}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle", type=Path)
@@ -64,6 +88,7 @@ def main() -> None:
     ap.add_argument("--beside-trunk", action="store_true", help="each scope row keeps the trunk in float too")
     ap.add_argument("--alone", action="store_true", help="each scope row quantizes only that scope")
     ap.add_argument("--bias-correction", action="store_true", help="bias-correct every row, as the build does")
+    ap.add_argument("--rounding", action="store_true", help="each row's error from weight / activation rounding")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     b = Bundle.load(args.bundle)
@@ -80,11 +105,12 @@ def main() -> None:
         float_graph = onnx.load(str(work / "work" / "preprocessed.onnx"))
         for i, (name, kept) in enumerate(parts(b, float_graph, args.beside_trunk, args.alone).items()):
             graph = first if not kept else work / f"part{i}.onnx"
+            float_work = work / "work"  # the float graph (and weights) this row's Q/DQ graph was made from
             if kept:
                 quantize(graph, work / "work", kept)
             if args.bias_correction:
-                corrected = work / f"part{i}-bc.onnx"
-                run_bias_correction(quantize, graph, work / "work", work / f"bc{i}", corrected, keep_float=kept)
+                corrected, float_work = work / f"part{i}-bc.onnx", work / f"bc{i}"
+                run_bias_correction(quantize, graph, work / "work", float_work, corrected, keep_float=kept)
                 graph = corrected
             v = judge(b, split, graph, key)
             maps = OrtBackend(graph).run_batched(split.inputs(b))["anomaly_map"][:, 0][normals]
@@ -95,16 +121,21 @@ def main() -> None:
                          "map_rel_rms_normals": round(rel, 4), **{k: v[k] for k in (
                              "passed", "score_abs_max", "score_rms", "spearman_min", "decision_agreement_min",
                              "mask_iou_min")}})
+            if args.rounding:
+                rows[-1]["rounding"] = rounding_sources(b, split, graph, float_work)
     what = f"PTQ {settings.method}{' + bias correction' if args.bias_correction else ''}"
     table = Table(title=f"{args.bundle}: INT8 ({args.recipe} recipe, {what}) by part, build split "
                         f"({len(split)} images)")
+    sources = [f"{k} RMS (corr)" for k in ROUNDINGS] if args.rounding else []
     for col in ("part", "INT8 MACs", "map rel. RMS (normals)", "score err max", "RMS", "Spearman", "decisions",
-                "mask IoU"):
+                "mask IoU", *sources):
         table.add_column(col)
     for r in rows:
+        extra = [f"{r['rounding'][k]['rms']:.4f} ({r['rounding'][k]['corr']:+.2f})" for k in ROUNDINGS] \
+            if args.rounding else []
         table.add_row(r["part"], f"{100 * r['int8_mac_share']:.1f} %", f"{r['map_rel_rms_normals']:.3f}",
-                      f"{r['score_abs_max']:.3f}", f"{r['score_rms']:.3f}", f"{r['spearman_min']:.4f}",
-                      f"{r['decision_agreement_min']:.3f}", f"{r['mask_iou_min']:.3f}")
+                      f"{r['score_abs_max']:.3f}", f"{r['score_rms']:.4f}", f"{r['spearman_min']:.4f}",
+                      f"{r['decision_agreement_min']:.3f}", f"{r['mask_iou_min']:.3f}", *extra)
     Console().print(table)
     if args.json:
         atomic_write_json(args.json, {"bundle": str(args.bundle), "recipe": args.recipe, "method": settings.method,

@@ -686,3 +686,33 @@ def test_budget_rows_alone_quantize_one_scope_each(bundle):
     assert union == set(inside) - trunk
     plain = mod.parts(b, model, beside_trunk=True)  # without --alone: each scope left in float beside the trunk
     assert all(set(kept) >= trunk for kept in plain.values() if kept)
+
+
+def test_student_rounds_weights_and_activations_apart(bundle, tiny_real, tmp_path):
+    """``scripts/int8_budget.py --rounding`` runs the Q/DQ graph with only its weights or only its activations
+    rounded. With every weight already on its INT8 grid (and biases float), rounding the weights changes nothing:
+    weights-only is the float function exactly and activations-only is the whole INT8 graph; with the weights as
+    they were, each rounding moves the maps on its own, and an empty set of rounded weights is the float function."""
+    import torch
+
+    b = Bundle.load(_copy(bundle, tmp_path, "b"))
+    q = tmp_path / "q.onnx"
+    _quantizer(b, "cpu", 16)(q, tmp_path / "w")
+    x = torch.from_numpy(mvtec.load_images(mvtec.discover(tiny_real, b.categories, "test"), b.preprocess)[:4])
+    student, _ = search.load_student(q, tmp_path / "w")
+
+    def maps(mode, weights=None) -> np.ndarray:
+        with torch.no_grad():
+            return student({b.input_name: x}, quantize=mode, weights=weights)["anomaly_map"].numpy()
+
+    float_fn = maps("clamp")
+    np.testing.assert_array_equal(maps("weights", frozenset()), float_fn)
+    moved = {m: np.abs(maps(m) - float_fn).max() for m in ("weights", "activations", True)}
+    assert min(moved.values()) > 1e-4 * np.abs(float_fn).max(), moved
+    student.bias_q.clear()  # biases float: the int32 bias grid is the weights' side of the rounding
+    with torch.no_grad():
+        for key, (w0, step, movable) in student.base.items():
+            on_grid = torch.clamp(torch.round(w0 / step), -127, 127) * step
+            student.rounding[key].copy_(torch.where(movable > 0, (on_grid - w0) / step, torch.zeros_like(w0)))
+    np.testing.assert_allclose(maps("weights"), maps("clamp"), rtol=0, atol=1e-5 * np.abs(float_fn).max())
+    np.testing.assert_allclose(maps("activations"), maps(True), rtol=0, atol=1e-5 * np.abs(float_fn).max())

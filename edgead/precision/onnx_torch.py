@@ -203,25 +203,26 @@ class QuantGraph(nn.Module):
             out.update({_unkey(k): self.weight(k).numpy().copy() for k in self.rounding})
         return out
 
-    def forward(self, feeds: dict[str, torch.Tensor], quantize: bool = True, trace: dict | None = None,
-                extra: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-        """The graph outputs and the ``extra`` tensors by name; ``trace``, if given, receives every tensor
-        (for debugging the runner). A batch the graph's static shapes cannot carry unambiguously is run
-        one sample at a time."""
+    def forward(self, feeds: dict[str, torch.Tensor], quantize: bool | str = True, trace: dict | None = None,
+                extra: tuple[str, ...] = (), weights: frozenset[str] | None = None) -> dict[str, torch.Tensor]:
+        """The graph outputs and the ``extra`` tensors by name (``quantize``, ``weights``: as ``execute`` takes
+        them); ``trace``, if given, receives every tensor (for debugging the runner). A batch the graph's static
+        shapes cannot carry unambiguously is run one sample at a time."""
         n = int(next(iter(feeds.values())).shape[0])
         if not self.per_sample or n == self.graph_batch:
             try:
-                return self._run(feeds, quantize, trace, extra)
+                return self._run(feeds, quantize, trace, extra, weights)
             except NotBatchable:
                 self.per_sample = True
-        parts = [self._run({k: v[i:i + 1] for k, v in feeds.items()}, quantize, trace, extra) for i in range(n)]
+        parts = [self._run({k: v[i:i + 1] for k, v in feeds.items()}, quantize, trace, extra, weights)
+                 for i in range(n)]
         return {o: torch.cat([p[o] for p in parts]) for o in [*self.outputs, *extra]}
 
-    def _run(self, feeds: dict[str, torch.Tensor], quantize: bool, trace: dict | None, extra: tuple[str, ...] = ()
-             ) -> dict[str, torch.Tensor]:
+    def _run(self, feeds: dict[str, torch.Tensor], quantize: bool | str, trace: dict | None,
+             extra: tuple[str, ...] = (), weights: frozenset[str] | None = None) -> dict[str, torch.Tensor]:
         env, pending = self.start(feeds)
         for n in self.nodes:
-            self.execute(n, env, pending, quantize)
+            self.execute(n, env, pending, quantize, weights)
         if trace is not None:
             trace.update(env)
         return {o: env[o] for o in [*self.outputs, *extra]}
@@ -233,25 +234,29 @@ class QuantGraph(nn.Module):
         env["__batch__"] = (self.graph_batch, int(next(iter(feeds.values())).shape[0]))
         return env, {}
 
-    def execute(self, n: onnx.NodeProto, env: dict, pending: dict, quantize: bool | str) -> None:
-        """Run one node into ``env``. ``quantize``: True (the INT8 graph), False (every pair identity) or
+    def execute(self, n: onnx.NodeProto, env: dict, pending: dict, quantize: bool | str,
+                weights: frozenset[str] | None = None) -> None:
+        """Run one node into ``env``. ``quantize``: True (the INT8 graph), False (every pair identity),
         "clamp" (float weights, activations only clamped to their quantized range: the float function where
-        ONNX Runtime removed a Relu or Clip into the Q)."""
+        ONNX Runtime removed a Relu or Clip into the Q), "weights" (INT8 weights and biases, activations as in
+        "clamp") or "activations" (float weights, INT8 activations): which rounding the error comes from.
+        ``weights``: with "weights", only these weight keys are rounded (None: all)."""
         if n.op_type == "QuantizeLinear" and n.output[0] in self.act_q:
             pending[n.output[0]] = env[n.input[0]]
             return
         if n.op_type == "DequantizeLinear":
             if n.output[0] in self.weight_of:
                 key, axis = self.weight_of[n.output[0]]
+                rounded = quantize is True or quantize == "weights" and (weights is None or key in weights)
                 if axis < 0:
-                    env[n.output[0]] = self.bias(n.output[0], key, quantize is True)
+                    env[n.output[0]] = self.bias(n.output[0], key, rounded)
                 else:
                     w = self.weight(key)
-                    env[n.output[0]] = quantize_weight(w, self.base[key][1]) if quantize is True else w
+                    env[n.output[0]] = quantize_weight(w, self.base[key][1]) if rounded else w
             else:
                 x = pending[n.input[0]]
                 key, zp, lo, hi = self.act_q[n.input[0]]
-                if quantize == "clamp":
+                if quantize in ("clamp", "weights"):
                     env[n.output[0]] = torch.clamp(x, *self.float_range(key))
                 else:
                     env[n.output[0]] = fake_quant(x, self.scale(key), zp, lo, hi) if quantize else x

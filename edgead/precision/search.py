@@ -189,7 +189,7 @@ def run_qad(q: Quantizer, ptq: Path, ptq_work: Path, qad_work: Path, dst: Path, 
             "best_step": out["best_step"], "history": out["history"]}
 
 
-def _student(ptq: Path, ptq_work: Path) -> tuple:
+def load_student(ptq: Path, ptq_work: Path) -> tuple:
     """The Q/DQ graph ``ptq`` as a ``QuantGraph`` at its own activation scales, and the float graph it was made from."""
     from onnx import numpy_helper
 
@@ -208,7 +208,7 @@ def run_bias_correction(q: Quantizer, ptq: Path, ptq_work: Path, work: Path, dst
     with the same ranges into ``dst`` (``work`` holds the corrected float graph)."""
     from edgead.precision import biascorr
 
-    student, float_graph = _student(ptq, ptq_work)
+    student, float_graph = load_student(ptq, ptq_work)
     info = biascorr.correct(student, q.calib, q.bundle.input_name)
     export_tuned(q, float_graph, student.float_weights(), read_ranges(ptq_work / q.ranges_file), work, dst,
                  keep_float=keep_float)
@@ -223,7 +223,7 @@ def run_learned_rounding(q: Quantizer, ptq: Path, ptq_work: Path, work: Path, ds
     from edgead.precision import rounding
     from edgead.progress import progress
 
-    student, float_graph = _student(ptq, ptq_work)
+    student, float_graph = load_student(ptq, ptq_work)
     with progress(disable=log is None) as prog:
         task = prog.add_task("learned rounding (per conv vs FP32)", total=1, info="")
 

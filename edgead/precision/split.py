@@ -100,7 +100,7 @@ def judge(b: Bundle, split: Reference, graph: Path, key: str, gates_file: Path |
 
     eng = OrtBackend(graph).run_batched(split.inputs(b))
     rows, _ = evaluate_gates(b, split, eng, load_gates(key, gates_file))
-    signed = _errors(b, split, eng["score"])
+    signed = signed_errors(b, split, eng["score"])
     err = np.abs(signed)
     gated = [r for r in rows if r.get("passed") is not None and r["level"] in ("L2", "L3", "L4")]
 
@@ -123,10 +123,10 @@ def judge(b: Bundle, split: Reference, graph: Path, key: str, gates_file: Path |
 def score_errors(b: Bundle, split: Reference, graph: Path) -> np.ndarray:
     """Each split image's score error of ``graph`` against the FP32 reference, in its category's threshold units
     (what the L2 gate takes the maximum of)."""
-    return np.abs(_errors(b, split, OrtBackend(graph).run_batched(split.inputs(b))["score"]))
+    return np.abs(signed_errors(b, split, OrtBackend(graph).run_batched(split.inputs(b))["score"]))
 
 
-def _errors(b: Bundle, split: Reference, scores: np.ndarray) -> np.ndarray:
+def signed_errors(b: Bundle, split: Reference, scores: np.ndarray) -> np.ndarray:
     """Signed normalised-score errors (engine - FP32, threshold units), per image."""
     scores = np.asarray(scores, np.float64).reshape(-1)
     err = np.zeros(len(split))
