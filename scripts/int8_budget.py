@@ -63,13 +63,14 @@ def parts(b: Bundle, model: onnx.ModelProto, beside_trunk: bool = False, alone: 
     return rows
 
 
-def rounding_sources(b: Bundle, split: Reference, graph: Path, float_work: Path) -> dict:
+def rounding_sources(b: Bundle, split: Reference, graph: Path, float_work: Path, ort_scores: np.ndarray) -> dict:
     """``graph`` on the split run by the torch student with both roundings, only the weights' and only the
-    activations': per rounding, the score error's RMS (threshold units) and its correlation with ONNX Runtime's."""
+    activations': per rounding, the score error's RMS (threshold units) and its correlation with ONNX Runtime's
+    (``ort_scores``: ``graph``'s split scores from ONNX Runtime)."""
     import torch
 
     x = split.inputs(b)
-    ort_err = signed_errors(b, split, OrtBackend(graph).run_batched(x)["score"])
+    ort_err = signed_errors(b, split, ort_scores)
     student, _ = load_student(graph, float_work)
     out = {"onnxruntime": {"rms": float(np.sqrt(np.mean(ort_err ** 2))), "corr": 1.0}}
     for name, mode in ROUNDINGS.items():
@@ -113,7 +114,8 @@ def main() -> None:
                 run_bias_correction(quantize, graph, work / "work", float_work, corrected, keep_float=kept)
                 graph = corrected
             v = judge(b, split, graph, key)
-            maps = OrtBackend(graph).run_batched(split.inputs(b))["anomaly_map"][:, 0][normals]
+            eng = OrtBackend(graph).run_batched(split.inputs(b))
+            maps = eng["anomaly_map"][:, 0][normals]
             ref = split.maps[normals]
             rel = float(np.sqrt(np.mean((maps - ref) ** 2)) / np.sqrt(np.mean(ref ** 2)))
             share = int8_share(float_graph, onnx.load(str(graph)))["int8_share"]
@@ -122,7 +124,7 @@ def main() -> None:
                              "passed", "score_abs_max", "score_rms", "spearman_min", "decision_agreement_min",
                              "mask_iou_min")}})
             if args.rounding:
-                rows[-1]["rounding"] = rounding_sources(b, split, graph, float_work)
+                rows[-1]["rounding"] = rounding_sources(b, split, graph, float_work, eng["score"])
     what = f"PTQ {settings.method}{' + bias correction' if args.bias_correction else ''}"
     table = Table(title=f"{args.bundle}: INT8 ({args.recipe} recipe, {what}) by part, build split "
                         f"({len(split)} images)")

@@ -691,8 +691,9 @@ def test_budget_rows_alone_quantize_one_scope_each(bundle):
 def test_student_rounds_weights_and_activations_apart(bundle, tiny_real, tmp_path):
     """``scripts/int8_budget.py --rounding`` runs the Q/DQ graph with only its weights or only its activations
     rounded. With every weight already on its INT8 grid (and biases float), rounding the weights changes nothing:
-    weights-only is the float function exactly and activations-only is the whole INT8 graph; with the weights as
-    they were, each rounding moves the maps on its own, and an empty set of rounded weights is the float function."""
+    weights-only is the float function and activations-only the whole INT8 graph (to float precision); with the
+    weights as they were, each rounding moves the maps on its own, and an empty set of rounded weights is the float
+    function exactly."""
     import torch
 
     b = Bundle.load(_copy(bundle, tmp_path, "b"))
