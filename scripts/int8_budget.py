@@ -36,7 +36,7 @@ from edgead.precision.macs import int8_share
 from edgead.precision.quantizer import Quantizer
 from edgead.precision.rules import in_scopes, split_nodes
 from edgead.precision.search import load_student, run_bias_correction, sensitive_nodes
-from edgead.precision.split import Reference, build_split, judge, signed_errors
+from edgead.precision.split import Reference, build_split, judge_outputs, signed_errors
 
 ROUNDINGS = {"student": True, "weights only": "weights", "activations only": "activations"}
 
@@ -113,8 +113,8 @@ def main() -> None:
                 corrected, float_work = work / f"part{i}-bc.onnx", work / f"bc{i}"
                 run_bias_correction(quantize, graph, work / "work", float_work, corrected, keep_float=kept)
                 graph = corrected
-            v = judge(b, split, graph, key)
             eng = OrtBackend(graph).run_batched(split.inputs(b))
+            v = judge_outputs(b, split, eng, key)
             maps = eng["anomaly_map"][:, 0][normals]
             ref = split.maps[normals]
             rel = float(np.sqrt(np.mean((maps - ref) ** 2)) / np.sqrt(np.mean(ref ** 2)))

@@ -95,10 +95,14 @@ def with_boundary(b: Bundle, arr: dict, fp32, rng: np.random.Generator) -> dict:
 
 def judge(b: Bundle, split: Reference, graph: Path, key: str, gates_file: Path | None = None) -> dict:
     """The candidate graph on the build split under the default gates of its precision: verdict and numbers."""
+    return judge_outputs(b, split, OrtBackend(graph).run_batched(split.inputs(b)), key, gates_file)
+
+
+def judge_outputs(b: Bundle, split: Reference, eng: dict, key: str, gates_file: Path | None = None) -> dict:
+    """``judge`` of a graph's outputs on the split (``anomaly_map``, ``score``) already run."""
     from edgead.verify.gates import load_gates
     from edgead.verify.run import evaluate_gates
 
-    eng = OrtBackend(graph).run_batched(split.inputs(b))
     rows, _ = evaluate_gates(b, split, eng, load_gates(key, gates_file))
     signed = signed_errors(b, split, eng["score"])
     err = np.abs(signed)
