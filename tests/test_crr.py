@@ -110,6 +110,42 @@ def test_inference_is_deterministic_and_graph_has_no_random_ops(tmp_path):
     assert not {n.name for n in graph.graph.node if n.op_type in ("Softmax", "TopK", "ReduceSum")} & set(inside)
 
 
+def test_a_post_processing_chosen_in_place_is_the_one_exported(tmp_path):
+    """post_select sets CRR's smoothing width and top share on the live model; the model built from the run's
+    config and its ONNX graph (run by ONNX Runtime) give the same maps and scores as that model."""
+    import onnxruntime as ort
+
+    from edgead import post_select
+    from edgead.export import export_onnx
+
+    assert set(build_model("crr", (64, 96)).post_choices) == {"gauss_size", "topk_ratio"}
+    torch.manual_seed(0)
+    m = build_model("crr", (64, 96)).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        before = m(x)
+        info = {"model_config": {}}
+        post_select.apply(m, info, {"gauss_size": 1, "topk_ratio": 0.001})  # no smoothing, top 7 of 6144 pixels
+        amap, score = m(x)
+    assert m.post.topk == 7 and not torch.allclose(score, before[1])
+    assert amap.abs().sum() > 0 and not torch.allclose(amap, before[0])  # the unsmoothed map
+    raw = amap[:, 0].flatten(1)
+    assert torch.allclose(score, raw.topk(7, dim=1).values.mean(dim=1))
+    rebuilt = build_model("crr", (64, 96), info["model_config"]).eval()
+    rebuilt.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        again = rebuilt(x)
+    assert torch.equal(again[0], amap) and torch.equal(again[1], score)
+    export_onnx(rebuilt, tmp_path / "m.onnx", (1, 3, 64, 96))
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    for i in range(2):
+        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {name: x[i:i + 1].numpy()}),
+                       strict=True))
+        np.testing.assert_allclose(got["anomaly_map"][0, 0], amap[i, 0].numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got["score"][0], score[i].numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_build_int8_and_verify_end_to_end(tiny_real, tmp_path):
     run = tmp_path / "runs" / "crr"
     args = ["train", "--model", "crr", "--data", tiny_real, "--out", run, "--epochs", 2, "--image-size", 128, 160,

@@ -88,9 +88,13 @@ class MapPost(nn.Module):
         self.size = tuple(size)
         self.smoothing, self.box_kernel, self.score_mode = smoothing, box_kernel, score
         self.score_pool, self.align_corners = score_pool, align_corners
-        self.topk = max(1, int(math.ceil(topk_ratio * size[0] * size[1])))
-        k = gaussian_kernel(sigma, size=gauss_size) if smoothing == "gaussian" else torch.ones(1)
-        self.register_buffer("gauss", k, persistent=False)
+        # Plain attributes, read at every call, so a setting chosen on validation (post_select) is set in place.
+        self.sigma, self.gauss_size, self.topk_ratio = sigma, gauss_size, topk_ratio
+
+    @property
+    def topk(self) -> int:
+        """How many of the map's pixels the top-ratio score averages."""
+        return max(1, int(math.ceil(self.topk_ratio * self.size[0] * self.size[1])))
 
     def forward(self, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if m.shape[-2:] != self.size:
@@ -98,8 +102,8 @@ class MapPost(nn.Module):
         if self.smoothing == "box" and self.box_kernel > 1:
             k = self.box_kernel
             m = F.avg_pool2d(m, k, stride=1, padding=k // 2, count_include_pad=False)
-        elif self.smoothing == "gaussian":
-            k = self.gauss
+        elif self.smoothing == "gaussian" and self.gauss_size != 1:
+            k = gaussian_kernel(self.sigma, size=self.gauss_size).to(m)
             r = k.numel() // 2
             m = F.conv2d(m, k.view(1, 1, 1, -1), padding=(0, r))
             m = F.conv2d(m, k.view(1, 1, -1, 1), padding=(r, 0))
