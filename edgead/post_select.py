@@ -1,13 +1,13 @@
 """Post-processing chosen on the validation split, never on test images (issue 15, step 1).
 
 A model that declares ``post_choices`` (CRAD, CCAD: the box kernel that smooths the map and the window
-whose mean makes the image score) gets them chosen after training: the maps before post-processing are
-computed once on the run's validation set (held-out normals + synthetic anomalies), every combination
-is applied to them, and the one with the best ``val_score`` is the candidate. 64 validation images
-rank 30 settings with noise, so the candidate replaces the model's default only when a paired bootstrap
-over the validation images (normals and anomalies resampled apart, per category) finds it better in
-at least ``CONFIDENCE`` of the resamples; a tie keeps the default too. MVTec-sized defaults (box 21,
-pool 32) dilute defects of a few pixels, which is why this exists.
+whose mean makes the image score; CRR: its Gaussian's width and the top share of pixels the score averages)
+gets them chosen after training: the maps before post-processing are computed once on the run's validation
+set (held-out normals + synthetic anomalies), every combination is applied to them, and the one with the
+best ``val_score`` is the candidate. 64 validation images rank 25-30 settings with noise, so the candidate
+replaces the model's default only when a paired bootstrap over the validation images (normals and anomalies
+resampled apart, per category) finds it better in at least ``CONFIDENCE`` of the resamples; a tie keeps the
+default too. MVTec-sized defaults (box 21, pool 32) dilute defects of a few pixels, which is why this exists.
 """
 
 from __future__ import annotations
