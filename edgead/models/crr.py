@@ -7,8 +7,9 @@ it cannot learn the identity; (ii) feature-level random masking in the bottlenec
 keep probability 0.6 while training; the expectation ``0.6 x`` at inference, so exported graphs are
 deterministic); (iii) a segmentation head on ``cat_g[-l2n(e_g) * l2n(d_g)]``, trained with focal
 loss on the synthetic masks, fused as ``A = 0.7 cos-map + 0.3 P(defect)``, Gaussian smoothing
-(5 taps, sigma 4), image score = mean of the top 1 % of pixels. Two stages as in the paper:
-reconstruct+repair, then the segmentation head with the rest frozen; one command.
+(5 taps, sigma 4), image score = mean of the top 1 % of pixels (the configured post-processing; a run
+chooses its own on validation, ``post_choices``). Two stages as in the paper: reconstruct+repair, then
+the segmentation head with the rest frozen; one command.
 
 Edge deviations: Lite0 encoder (the paper's DINOv2 ViT-B cannot be loaded offline), groups = the
 stride-8 features and the upsampled stride-16 features (the paper: means of ViT layers 2-5 and 6-9),
