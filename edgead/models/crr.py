@@ -105,7 +105,7 @@ class CRR(AnomalyModel):
     cache_features = False  # synthetic anomalies are drawn on the images every step
     steps_leave_parameters_unused = True  # stage 1 does not use the segmentation head, stage 2 only uses it
     # Chosen on validation (edgead.post_select): the Gaussian's width at sigma 4 (1 = none, 5 = the paper's) and
-    # the top share of pixels whose mean is the image score (the paper's 1 % dilutes defects of a few pixels).
+    # the top share of pixels whose mean is the image score (defects of a few pixels may want less than the 1 %).
     post_choices = {"gauss_size": (1, 5, 9, 17, 25), "topk_ratio": (0.001, 0.003, 0.01, 0.03, 0.1)}
     # Cosine map, L2 normalisations, the seg input product and the fusion stay FP32 (methods brief 2.7).
     # The trunk up to the stride-8 tap stays FP32 under FP16 for the same reason as CRAD's.
