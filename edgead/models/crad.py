@@ -167,20 +167,26 @@ class CRAD(AnomalyModel):
         cos = F.cosine_similarity(rec, f, dim=1, eps=1e-6).unsqueeze(1)
         return 0.3 * m + 0.7 * cos
 
-    def raw_map(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(anomaly map at feature resolution (B, 1, h, w), refined reconstruction rec')."""
+    def raw_map(self, f: torch.Tensor) -> torch.Tensor:
+        """Anomaly map at feature resolution (B, 1, h, w): ``||rec' - f||``, computed as ``(1 - s) ||rec - f||``
+        (the same value, since ``rec' - f = (1 - s)(rec - f)``; the graph then never forms ``rec'``)."""
         rec = self.reconstruct(f)
-        if self.cfg.blend:
-            s = self.blend_factor(rec, f)
-            rec = s * f + (1.0 - s) * rec
-        return torch.linalg.vector_norm(rec - f, dim=1, keepdim=True), rec
+        dist = torch.linalg.vector_norm(rec - f, dim=1, keepdim=True)
+        return (1.0 - self.blend_factor(rec, f)) * dist if self.cfg.blend else dist
+
+    def refined(self, f: torch.Tensor) -> torch.Tensor:
+        """The refined reconstruction ``rec' = s f + (1 - s) rec`` (``rec`` without the blend) that training fits."""
+        rec = self.reconstruct(f)
+        if not self.cfg.blend:
+            return rec
+        s = self.blend_factor(rec, f)
+        return s * f + (1.0 - s) * rec
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.from_features(self.encode(x))
 
     def from_features(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        amap, _ = self.raw_map(f)
-        return self.post(amap)
+        return self.post(self.raw_map(f))
 
     @classmethod
     def upgrade_config(cls, d: dict) -> dict:
@@ -189,7 +195,7 @@ class CRAD(AnomalyModel):
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, feats: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        _, rec = self.raw_map(feats)
+        rec = self.refined(feats)
         return {"loss": F.mse_loss(rec, feats)}
 
     def param_groups(self, train_cfg: dict) -> list[dict]:
