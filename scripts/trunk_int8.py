@@ -92,19 +92,28 @@ class Acts:
             if group not in groups:
                 return out
             lo, hi = (0.0, 6.0) if group == "relu" else self.ranges[key]
-            if self.signed:
-                s = max(-lo, hi) / 127
-                return torch.clamp(torch.round(out / s), -127, 127) * s
-            s = (hi - lo) / 255
-            z = round(-lo / s)
-            return (torch.clamp(torch.round(out / s) + z, 0, 255) - z) * s
+            return quantize(out, lo, hi, self.signed)
         return self._hooks(quant)
 
 
-def round_weights(conv) -> None:
-    w = conv.weight.data
+def quantize(out: torch.Tensor, lo: float, hi: float, signed: bool) -> torch.Tensor:
+    """Per-tensor INT8 on [lo, hi]: signed symmetric (TensorRT) or unsigned affine (the cpu recipe)."""
+    if signed:
+        s = max(-lo, hi) / 127
+        return torch.clamp(torch.round(out / s), -127, 127) * s
+    s = (hi - lo) / 255
+    z = round(-lo / s)
+    return (torch.clamp(torch.round(out / s) + z, 0, 255) - z) * s
+
+
+def weight_grid(w: torch.Tensor) -> torch.Tensor:
+    """Per output channel, symmetric INT8 (max |w| / 127)."""
     s = w.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-12) / 127
-    conv.weight.data = torch.clamp(torch.round(w / s), -127, 127) * s
+    return torch.clamp(torch.round(w / s), -127, 127) * s
+
+
+def round_weights(conv) -> None:
+    conv.weight.data = weight_grid(conv.weight.data)
 
 
 def bias_corrected(m, cal: torch.Tensor):

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from trunk_int8 import Acts, conv_bn, fold, forward, points  # noqa: E402
+from trunk_int8 import Acts, conv_bn, fold, forward, points, quantize, weight_grid  # noqa: E402
 
 from edgead.backbones.lite0 import Lite0Features  # noqa: E402
 from edgead.data import mvtec  # noqa: E402
@@ -28,22 +28,14 @@ from edgead.data.preprocess import Preprocess  # noqa: E402
 
 
 def fake_weight(w: torch.Tensor, ste: bool) -> torch.Tensor:
-    """Per output channel, symmetric INT8 (max |w| / 127); straight-through when ``ste``."""
-    s = w.detach().abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-12) / 127
-    q = torch.clamp(torch.round(w / s), -127, 127) * s
+    """``trunk_int8.weight_grid``, straight-through when ``ste``."""
+    q = weight_grid(w.detach())
     return w + (q - w).detach() if ste else q
 
 
 def fake_act(out: torch.Tensor, lo: float, hi: float, signed: bool) -> torch.Tensor:
-    """Per-tensor INT8 on [lo, hi] (signed symmetric: TensorRT; unsigned affine: cpu recipe), straight-through."""
-    if signed:
-        s = max(-lo, hi) / 127
-        q = torch.clamp(torch.round(out / s), -127, 127) * s
-    else:
-        s = (hi - lo) / 255
-        z = round(-lo / s)
-        q = (torch.clamp(torch.round(out / s) + z, 0, 255) - z) * s
-    return out + (q - out).detach()
+    """``trunk_int8.quantize``, straight-through."""
+    return out + (quantize(out.detach(), lo, hi, signed) - out).detach()
 
 
 class Trunk:
