@@ -87,12 +87,14 @@ class Acts:
         old = self.ranges.get(key, (lo, hi))
         self.ranges[key] = (min(old[0], lo, 0.0), max(old[1], hi, 0.0))
 
-    def hooks(self, groups: tuple[str, ...]) -> list:
+    def hooks(self, groups: tuple[str, ...], ste: bool = False) -> list:
+        """Fake quantization of ``groups`` at the recorded ranges; ``ste``: straight-through gradients."""
         def quant(key, group, out):
             if group not in groups:
                 return out
             lo, hi = (0.0, 6.0) if group == "relu" else self.ranges[key]
-            return quantize(out, lo, hi, self.signed)
+            q = quantize(out.detach() if ste else out, lo, hi, self.signed)
+            return out + (q - out).detach() if ste else q
         return self._hooks(quant)
 
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from trunk_int8 import Acts, conv_bn, fold, forward, points, quantize, weight_grid  # noqa: E402
+from trunk_int8 import Acts, conv_bn, fold, forward, weight_grid  # noqa: E402
 
 from edgead.backbones.lite0 import Lite0Features  # noqa: E402
 from edgead.data import mvtec  # noqa: E402
@@ -33,13 +34,10 @@ def fake_weight(w: torch.Tensor, ste: bool) -> torch.Tensor:
     return w + (q - w).detach() if ste else q
 
 
-def fake_act(out: torch.Tensor, lo: float, hi: float, signed: bool) -> torch.Tensor:
-    """``trunk_int8.quantize``, straight-through."""
-    return out + (quantize(out.detach(), lo, hi, signed) - out).detach()
-
-
 class Trunk:
     """The trunk being tuned, run in float or simulated INT8."""
+
+    GROUPS = ("relu", "proj", "add")
 
     def __init__(self, base: Lite0Features, signed: bool):
         self.m, self.signed = copy.deepcopy(base), signed
@@ -51,26 +49,22 @@ class Trunk:
         for p in self.params:
             p.requires_grad_(True)
 
-    def ranges(self, cal: torch.Tensor) -> dict:
-        return Acts(self.m, cal, self.signed).ranges
+    def ranges(self, cal: torch.Tensor) -> Acts:
+        """The activation ranges on ``cal`` (``trunk_int8.Acts``), whose hooks quantize at them."""
+        return Acts(self.m, cal, self.signed)
 
-    def __call__(self, x: torch.Tensor, quant: bool, ranges: dict, grad: bool) -> list[torch.Tensor]:
-        saved, hooks, calls = [], [], {}
-        if quant:
-            for c in self.convs:
-                w = c.weight
-                saved.append((c, w))
-                del c.weight
-                c.weight = fake_weight(w, grad)
-            for k, (group, mod, per_forward) in enumerate(points(self.m)):
-                def hook(mod, inp, out, k=k, group=group, per_forward=per_forward):
-                    calls[k] = calls.get(k, -1) + 1
-                    lo, hi = (0.0, 6.0) if group == "relu" else ranges[(k, calls[k] % per_forward)]
-                    return fake_act(out, lo, hi, self.signed)
-                hooks.append(mod.register_forward_hook(hook))
+    @contextmanager
+    def quantized(self, acts: Acts, grad: bool):
+        """Inside: per-channel INT8 weights and ``acts``' activation quantizers (straight-through when ``grad``)."""
+        saved = []
+        for c in self.convs:
+            saved.append((c, c.weight))
+            w = c.weight
+            del c.weight
+            c.weight = fake_weight(w, grad)
+        hooks = [mod.register_forward_hook(fn) for mod, fn in acts.hooks(self.GROUPS, ste=grad)]
         try:
-            with torch.set_grad_enabled(grad):
-                return self.m(x)
+            yield
         finally:
             for h in hooks:
                 h.remove()
@@ -78,9 +72,19 @@ class Trunk:
                 del c.weight
                 c.weight = w
 
-    def features(self, x: torch.Tensor, quant: bool, ranges: dict) -> list[torch.Tensor]:
-        parts = [self(x[i:i + 16], quant, ranges, False) for i in range(0, len(x), 16)]
-        return [torch.cat([p[j] for p in parts]) for j in range(2)]
+    def __call__(self, x: torch.Tensor, quant: bool, acts: Acts) -> list[torch.Tensor]:
+        """Features with gradients (a training batch)."""
+        if not quant:
+            return self.m(x)
+        with self.quantized(acts, True):
+            return self.m(x)
+
+    def features(self, x: torch.Tensor, quant: bool, acts: Acts) -> list[torch.Tensor]:
+        """Features of a whole set, without gradients (``trunk_int8.forward``)."""
+        if not quant:
+            return forward(self.m, x)
+        with self.quantized(acts, False):
+            return forward(self.m, x)
 
 
 def rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[float]:
@@ -112,10 +116,9 @@ def main() -> None:
     pretrained = forward(base, ev)
     trunk = Trunk(base, a.recipe == "tensorrt")
 
-    def measure(tag: str) -> dict:
+    def measure(tag: str) -> Acts:
         r = trunk.ranges(cal)
-        with torch.no_grad():
-            f, q = trunk.features(ev, False, r), trunk.features(ev, True, r)
+        f, q = trunk.features(ev, False, r), trunk.features(ev, True, r)
         p, d = rel(q, f), rel(f, pretrained)
         print(f"{tag}: parity (INT8 sim vs own float) s8 {p[0]:.4f} s16 {p[1]:.4f} | drift (float vs pretrained) "
               f"s8 {d[0]:.4f} s16 {d[1]:.4f}", flush=True)
@@ -128,7 +131,7 @@ def main() -> None:
         xb = train[torch.randint(len(train), (a.batch,), generator=gen)]
         with torch.no_grad():
             target = base(xb)
-        f, q = trunk(xb, False, ranges, True), trunk(xb, True, ranges, True)
+        f, q = trunk(xb, False, ranges), trunk(xb, True, ranges)
         parity = sum(((qq - ff) ** 2).sum() / (ff.detach() ** 2).sum() for qq, ff in zip(q, f, strict=True))
         drift = sum(((ff - t) ** 2).sum() / (t ** 2).sum() for ff, t in zip(f, target, strict=True))
         opt.zero_grad()
@@ -136,9 +139,7 @@ def main() -> None:
         opt.step()
         if step % 25 == 0:
             print(f"step {step}: parity {parity.item():.5f} drift {drift.item():.5f} (training batch)", flush=True)
-            ranges = trunk.ranges(cal)
-        if step % 100 == 0:
-            ranges = measure(f"step {step}")
+            ranges = measure(f"step {step}") if step % 100 == 0 else trunk.ranges(cal)
 
 
 if __name__ == "__main__":
