@@ -91,3 +91,17 @@ def test_build_fp16_int8_and_verify_end_to_end(tiny_real, tmp_path):
         r = CliRunner().invoke(app, ["verify", str(run / "bundle"), "--precision", p, "--json", str(js)])
         res = json.loads(js.read_text())
         assert r.exit_code == (0 if res["passed"] else 1) and res["levels"]["L0"] == "pass", r.output
+
+
+def test_training_corruption_noises_one_rectangle_per_chosen_sample_and_is_off_by_default():
+    torch.manual_seed(0)
+    f = torch.randn(6, 8, 16, 20)
+    m = build_model("ccad", (128, 160), {"categories": ["a"], "bank_rows": 6, "corrupt": 1.0})
+    g = m._corrupt(f)
+    for j in range(len(f)):  # every sample: the changed cells form one rectangle of 1/8 to 1/2 of each side
+        ys, xs = torch.nonzero((g[j] != f[j]).any(0), as_tuple=True)
+        h, w = int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
+        assert len(ys) == h * w and 2 <= h <= 8 and 2 <= w <= 10, (j, h, w)
+    plain = build_model("ccad", (128, 160), {"categories": ["a"], "bank_rows": 6})
+    assert plain.cfg.corrupt == 0 and plain.cfg.train_t == 0
+    assert torch.equal(plain.abar_train, plain.abar)  # training noise levels = inference levels by default

@@ -47,6 +47,12 @@ class CCADConfig:
     k: int = 8  # tokens per category
     steps: int = 2  # denoising steps at inference (1-4)
     t_start: int = 50  # of a 1000-step linear-beta schedule: how far the input is noised (sweep: 50 > 100 > 200 > 300)
+    # Training noise: 0 -> the inference levels (t_start); T > t_start -> each step index trained at
+    # levels spread down from T (heavier noise than at inference, so the denoiser cannot learn near-identity).
+    train_t: int = 0
+    # Local corruption while training: this share of each batch's samples gets one random rectangle (1/8 to 1/2 of
+    # the map side) of its features replaced by feature + N(0, s^2), s ~ U(0.5, 2); the target stays clean.
+    corrupt: float = 0.0
     noise_seed: int = 1234
     smoothing: str = field(default="box", metadata={"choices": ("box", "gaussian", "none")})
     box_kernel: int = 9
@@ -149,6 +155,8 @@ class CCAD(AnomalyModel):
         abar = torch.cumprod(1 - betas, 0)
         ts = torch.linspace(cfg.t_start, 0, cfg.steps + 1).round().long()
         self.register_buffer("abar", abar[ts].float(), persistent=False)  # steps + 1 levels, last = t 0
+        tt = torch.linspace(max(cfg.train_t, cfg.t_start), 0, cfg.steps + 1).round().long()
+        self.register_buffer("abar_train", abar[tt].float(), persistent=False)
         g = torch.Generator().manual_seed(cfg.noise_seed)
         self.register_buffer("noise", torch.randn(1, c, *self.feat_size, generator=g), persistent=False)
         self.post = MapPost(tuple(image_size), smoothing=cfg.smoothing, box_kernel=cfg.box_kernel,
@@ -250,11 +258,25 @@ class CCAD(AnomalyModel):
     def training_step(self, feats: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         f = self._standardise(feats)
         i = int(torch.randint(0, self.cfg.steps, ()))  # one noise level per batch, as at inference
-        a = self.abar[i]
-        xt = a.sqrt() * f + (1 - a).sqrt() * torch.randn_like(f)
+        a = self.abar_train[i]
+        src = self._corrupt(f) if self.cfg.corrupt > 0 else f
+        xt = a.sqrt() * src + (1 - a).sqrt() * torch.randn_like(f)
         x0 = self.denoise(xt, i, self.compressed())
         loss = F.mse_loss(x0, f) + (1 - F.cosine_similarity(x0, f, dim=1, eps=1e-6)).mean()
         return {"loss": loss}
+
+    def _corrupt(self, f: torch.Tensor) -> torch.Tensor:
+        """Features with one noisy rectangle in ``corrupt`` of the samples (what to restore, not to copy)."""
+        b, _, h, w = f.shape
+        out = f.clone()
+        for j in torch.nonzero(torch.rand(b) < self.cfg.corrupt).flatten().tolist():
+            rh = int(torch.randint(max(1, h // 8), max(2, h // 2) + 1, ()))
+            rw = int(torch.randint(max(1, w // 8), max(2, w // 2) + 1, ()))
+            y0, x0 = int(torch.randint(0, h - rh + 1, ())), int(torch.randint(0, w - rw + 1, ()))
+            s = float(torch.empty(()).uniform_(0.5, 2.0))
+            region = out[j, :, y0:y0 + rh, x0:x0 + rw]
+            out[j, :, y0:y0 + rh, x0:x0 + rw] = region + s * torch.randn_like(region)
+        return out
 
     @classmethod
     def train_defaults(cls) -> dict:
