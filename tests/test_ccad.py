@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from edgead.errors import EdgeadError
 from edgead.export import export_onnx
 from edgead.models import build_model, model_class
 from edgead.runs import load_model
@@ -105,3 +106,6 @@ def test_training_corruption_noises_one_rectangle_per_chosen_sample_and_is_off_b
     plain = build_model("ccad", (128, 160), {"categories": ["a"], "bank_rows": 6})
     assert plain.cfg.corrupt == 0 and plain.cfg.train_t == 0
     assert torch.equal(plain.abar_train, plain.abar)  # training noise levels = inference levels by default
+    for bad in ({"corrupt": 1.5}, {"train_t": 2000}, {"steps": 7}):  # out of range: one-line errors, not tracebacks
+        with pytest.raises(EdgeadError, match=f"model 'ccad': .*{next(iter(bad))}"):
+            build_model("ccad", (128, 160), {"categories": ["a"], "bank_rows": 6, **bad})

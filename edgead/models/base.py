@@ -186,6 +186,11 @@ def config_from_dict(cls: type[AnomalyModel], d: dict) -> Any:
 
 
 def build_model(name: str, image_size: tuple[int, int], config: dict | None = None) -> AnomalyModel:
+    """The model from its name and config; a config the model's own checks refuse is a one-line error."""
     cls = model_class(name)
-    return cls(config_from_dict(cls, config or {}), image_size)
+    cfg = config_from_dict(cls, config or {})
+    try:
+        return cls(cfg, image_size)
+    except ValueError as e:  # constructors raise ValueError only for settings out of range
+        raise EdgeadError(f"model {name!r}: {e} (change the --set value)") from e
 

@@ -47,11 +47,11 @@ class CCADConfig:
     k: int = 8  # tokens per category
     steps: int = 2  # denoising steps at inference (1-4)
     t_start: int = 50  # of a 1000-step linear-beta schedule: how far the input is noised (sweep: 50 > 100 > 200 > 300)
-    # Training noise: 0 -> the inference levels (t_start); T > t_start -> each step index trained at
-    # levels spread down from T (heavier noise than at inference, so the denoiser cannot learn near-identity).
+    # Against copying anomalies through (opt-in; 10-epoch validation probes 2026-12-07 met no adoption rule, README):
+    # train_t: 0 -> trained at the inference levels; T > t_start -> each step index trained at levels spread down
+    # from T (heavier noise than at inference). corrupt: this share of each batch's samples gets one random rectangle
+    # (1/8 to 1/2 of each side) of its features given + N(0, s^2), s ~ U(0.5, 2); the target stays clean.
     train_t: int = 0
-    # Local corruption while training: this share of each batch's samples gets one random rectangle (1/8 to 1/2 of
-    # the map side) of its features replaced by feature + N(0, s^2), s ~ U(0.5, 2); the target stays clean.
     corrupt: float = 0.0
     noise_seed: int = 1234
     smoothing: str = field(default="box", metadata={"choices": ("box", "gaussian", "none")})
@@ -128,6 +128,10 @@ class CCAD(AnomalyModel):
             raise ValueError(f"bank {cfg.bank!r}: choose one of {', '.join(BANKS)}")
         if not 1 <= cfg.steps <= 4:
             raise ValueError("steps: 1 to 4")
+        if not (0 <= cfg.train_t <= 999 and 0 < cfg.t_start <= 999):
+            raise ValueError("t_start and train_t: steps of the 1000-step schedule, 0 to 999 (t_start above 0)")
+        if not 0 <= cfg.corrupt <= 1:
+            raise ValueError("corrupt: the share of samples corrupted while training, 0 to 1")
         self.backbone = build_backbone(cfg.backbone, image_size, cfg.strides)
         c = sum(self.backbone.channels)
         self.channels, d = c, cfg.dim
