@@ -21,7 +21,7 @@ import numpy as np
 
 from edgead.data.preprocess import Preprocess
 from edgead.device import jetson_facts, run_cmd
-from edgead.errors import EdgeadError
+from edgead.errors import EXIT_BAD_INPUT, EdgeadError
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
@@ -52,6 +52,8 @@ def measure_in_subprocess(target: Path, backend: str, precision: str, threads: i
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        if out.returncode == EXIT_BAD_INPUT:  # the child's one-line user error names the file and the fix
+            raise EdgeadError(last)
         raise EdgeadError(f"{target}: benchmark of {backend}/{precision} failed: {last}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -149,6 +151,14 @@ def machine() -> dict:
 
 
 def main() -> None:
+    try:
+        _main()
+    except EdgeadError as e:  # one line for the parent to pass on (``measure_in_subprocess``)
+        print(e, file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _main() -> None:
     ap = argparse.ArgumentParser(description="measure one backend in this process")
     ap.add_argument("target")
     ap.add_argument("--backend", default="onnxruntime")

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgead import __version__
-from edgead.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EdgeadError
+from edgead.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EdgeadError, file_error
 from edgead.progress import console
 
 PIPED_WIDTH = 160  # tables and help written to a pipe or file are this wide, not cut at 80 columns
@@ -81,7 +81,11 @@ def handle_errors(fn):
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
-        except Exception as e:  # a bug: say where the traceback is, exit with its own code
+        except Exception as e:  # a file-system error the user can fix, else a bug: say where its traceback is
+            user = file_error(e) if isinstance(e, OSError) else None
+            if user is not None:
+                console.print(f"[red]error:[/] {user}", highlight=False, soft_wrap=True)
+                raise typer.Exit(EXIT_BAD_INPUT) from None
             path = crash_report()
             first = (str(e).splitlines() or [""])[0][:160]
             console.print(f"[red]internal error:[/] {type(e).__name__}: {first}; traceback saved to {path} "

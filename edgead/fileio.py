@@ -17,8 +17,11 @@ from typing import Any
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a temp file beside ``path``, fsync it, then rename over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _about(e, path) from None
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -28,10 +31,19 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _about(e, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _about(e: OSError, path: Path) -> OSError:
+    """The same error (its subclass too: ``OSError(errno, ...)`` picks it) naming the file asked for, not its
+    temp file: callers that catch OSError still do, and the CLI's one-line message names the right path."""
+    return OSError(e.errno, e.strerror, str(path)) if e.errno is not None else e
 
 
 def finite(obj: Any) -> Any:

@@ -228,6 +228,47 @@ def test_bad_files_and_values_are_one_line_errors(bundle, trained_run, tiny_copy
         assert r.exit_code == 2 and msg in r.output, r.output
 
 
+def test_blocked_output_paths_and_missing_data_are_one_line_errors(bundle, trained_run, tmp_path, monkeypatch):
+    in_the_way = tmp_path / "in_the_way"
+    in_the_way.write_text("keep me")
+    r = edgead("export", trained_run, "--out", in_the_way)
+    assert r.exit_code == 2 and f"{in_the_way}: File exists; a file is in the way" in r.output, r.output
+    r = edgead("verify", bundle, "--html", in_the_way / "report.html")
+    assert r.exit_code == 2 and f"{in_the_way / 'report.html'}: " in r.output, r.output
+    assert in_the_way.read_text() == "keep me"  # nothing already written is lost
+    r = edgead("verify", bundle, "--data", tmp_path / "no_such_data")
+    assert r.exit_code == 2 and "no_such_data: data folder not found" in r.output, r.output
+    import edgead.evaluate as evaluation
+
+    def no_filename(_req):  # an OSError that names no file of the user's stays a bug
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(evaluation, "evaluate", no_filename)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert edgead("eval", trained_run).exit_code == 3
+
+
+def test_a_failed_atomic_write_names_its_file_and_stays_an_oserror(tmp_path):
+    from edgead.errors import file_error
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(FileExistsError) as e:  # alert writers catch OSError: it must stay one
+        atomic_write_json(tmp_path / "f" / "out.json", {})
+    assert e.value.filename == str(tmp_path / "f" / "out.json") and not list(tmp_path.glob(".*.tmp"))
+    full = file_error(OSError(28, "No space left on device", "/data/run.json"))
+    assert str(full) == "/data/run.json: No space left on device; the disk is full; free space and rerun"
+    assert file_error(OSError(28, "No space left on device")) is None
+
+
+def test_a_damaged_graph_in_bench_is_the_childs_one_line_error(bundle_copy):
+    onnx = bundle_copy / "model.fp32.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:5000])
+    r = cli("bench", bundle_copy, "--precision", "fp32", "--threads", 1)
+    assert r.returncode == 2, r.stderr
+    assert "SHA-256 differs from meta.json" in r.stderr
+    assert "EdgeadError" not in r.stderr and "Traceback" not in r.stderr
+
+
 def test_damaged_bundles_are_one_line_errors(bundle, tmp_path):
     def fresh(name):
         dst = tmp_path / name

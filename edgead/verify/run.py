@@ -141,6 +141,9 @@ def verify(req: VerifyRequest) -> dict:
     b = Bundle.load(req.bundle)
     key = b.resolve(req.precision, req.backend)
     gates = load_gates(key, req.gates_file)
+    if req.data is not None and not Path(req.data).is_dir():  # else the input check would check nothing, silently
+        raise EdgeadError(f"{req.data}: data folder not found; pass --data ROOT with <category>/test inside, or leave "
+                          f"--data out to use the bundle's stored reference images")
     if req.remake_reference or not (b.meta.get("reference") and (b.path / REFERENCE).is_file()):
         make_reference(b, req.data, req.per_category, req.seed, req.quiet)
     ref = load_reference(b)
