@@ -17,6 +17,7 @@ from rich.table import Table
 
 from edgead import __version__
 from edgead.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EdgeadError, file_error
+from edgead.fileio import check_writable
 from edgead.progress import console
 
 PIPED_WIDTH = 160  # tables and help written to a pipe or file are this wide, not cut at 80 columns
@@ -72,6 +73,9 @@ def handle_errors(fn):
         if json_out is not None and str(json_out) == "-":  # stdout carries the JSON alone
             stdout = Console(stderr=True)
         try:
+            for name in ("json_out", "html_out"):  # a report path that cannot be written fails before the work
+                if kwargs.get(name) is not None and str(kwargs[name]) != "-":
+                    check_writable(kwargs[name])
             return fn(*args, **kwargs)
         except EdgeadError as e:
             console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)

@@ -40,6 +40,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def check_writable(path: str | Path) -> None:
+    """Fail now, not after the work, when ``path`` cannot be written: its folder is made and a temp file is
+    created and removed there (an OSError naming ``path``, as ``atomic_write_bytes`` would raise later)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, "Is a directory", str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent):
+            pass
+    except OSError as e:
+        raise _about(e, path) from None
+
+
 def _about(e: OSError, path: Path) -> OSError:
     """The same error (its subclass too: ``OSError(errno, ...)`` picks it) naming the file asked for, not its
     temp file: callers that catch OSError still do, and the CLI's one-line message names the right path."""

@@ -246,6 +246,8 @@ def test_blocked_output_paths_and_missing_data_are_one_line_errors(bundle, train
     monkeypatch.setattr(evaluation, "evaluate", no_filename)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert edgead("eval", trained_run).exit_code == 3
+    r = edgead("eval", trained_run, "--json", in_the_way / "m.json")  # refused before the work starts
+    assert r.exit_code == 2 and f"{in_the_way / 'm.json'}: File exists" in r.output, r.output
 
 
 def test_a_failed_atomic_write_names_its_file_and_stays_an_oserror(tmp_path):
