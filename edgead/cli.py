@@ -191,6 +191,10 @@ def train(
                                                        "q0.99); change it later with edgead threshold.")] = None,
     validate: Annotated[bool, typer.Option(help="Score every epoch on the held-out normals + synthetic anomalies "
                                            "(recorded in the curve; never test images).")] = True,
+    val_normals: Annotated[int, typer.Option(min=2, help="Validation: at most N held-out normals per category "
+                                             "(each with synthetic twins).")] = 32,
+    val_twins: Annotated[int, typer.Option(min=1, max=8, help="Validation: synthetic anomalies per held-out normal; "
+                                           "more makes choices on validation less noisy, each epoch slower.")] = 1,
     select: Annotated[str, typer.Option(help="Weights kept: 'last' epoch, or the 'best' epoch on validation.")
                       ] = "last",
     patience: Annotated[int | None, typer.Option(min=1, help="With --select best: stop after N epochs without a "
@@ -245,6 +249,7 @@ def train(
     info = run_train(TrainRequest(model=model, data=data, out=out, categories=category or None,
                                   image_size=parse_size(image_size), epochs=epochs, batch_size=batch_size,
                                   seed=seed, holdout=holdout, holdout_max=holdout_max, model_config=cfg,
+                                  val_normals=val_normals, val_twins=val_twins,
                                   max_per_category=max_per_category,
                                   shots=shots, false_reject=false_reject,
                                   train_overrides={"lr_step": lr_step} if lr_step else {}, force=force,

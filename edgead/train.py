@@ -38,6 +38,7 @@ from edgead.runs import (
     versions,
     write_run_json,
 )
+from edgead.validation import PER_CATEGORY
 
 THRESHOLD_QUANTILE = 0.99
 FEW_NORMALS = 20  # fewer held-out normals per category than this: the threshold gets a warning
@@ -72,6 +73,8 @@ class TrainRequest:
     force: bool = False
     quiet: bool = False
     validate: bool = True  # score every epoch on held-out normals + synthetic anomalies (edgead.validation)
+    val_normals: int = PER_CATEGORY  # validation: at most this many held-out normals per category
+    val_twins: int = 1  # validation: synthetic anomalies per held-out normal
     select: str = "last"  # the weights kept: 'last' epoch, or the 'best' epoch on validation
     patience: int | None = None  # with 'best': stop after this many epochs without a better validation score
     post: str = "auto"  # 'auto': post-processing chosen on the validation split (edgead.post_select); 'fixed'
@@ -90,6 +93,8 @@ def _fingerprint(req: TrainRequest, train_cfg: dict, model_cfg: dict, categories
           "max_per_category": req.max_per_category, "shots": req.shots, "data": str(Path(req.data).resolve())}
     if req.holdout_max != HOLDOUT_MAX:  # only when set: runs made before the option keep their identity
         fp["holdout_max"] = req.holdout_max
+    if (req.val_normals, req.val_twins) != (PER_CATEGORY, 1):  # the validation set's size, only when set
+        fp["validation_size"] = [req.val_normals, req.val_twins]
     if req.select != "last":
         fp["select"] = req.select
     if req.patience:
@@ -244,7 +249,7 @@ def _train(req: TrainRequest, world) -> dict:
     req = replace(req, amp=amp)
     fp = _fingerprint(req, train_cfg, model_config_dict(model), categories)
 
-    from edgead.validation import PER_CATEGORY, VAL_SEED, strengths_of
+    from edgead.validation import VAL_SEED, strengths_of
 
     # a run keeps the validation set its curve was scored on (a run made before graded anomalies: full strength)
     strengths = strengths_of(prior if prior is not None and not req.force else None)
@@ -283,7 +288,8 @@ def _train(req: TrainRequest, world) -> dict:
                      "holdout_files": [str(s.path.resolve()) for s in held]},
             "fingerprint": fp, "curve": curve, "versions": versions(),
             "amp": {"used": amp, "why": amp_why},
-            "validation": {"strengths": strengths, "per_category": PER_CATEGORY, "seed": VAL_SEED}}
+            "validation": {"strengths": strengths, "per_category": req.val_normals, "seed": VAL_SEED,
+                           "twins": req.val_twins}}
     if shots_note:
         info["data"]["few_shot"] = shots_note
     if sizing:
@@ -322,7 +328,8 @@ def _train(req: TrainRequest, world) -> dict:
             from edgead.validation import ValidationSet
 
             task = prog.add_task("validation set", total=1, info="held-out normals + synthetic anomalies")
-            val = ValidationSet.from_holdout([str(s.path) for s in held], categories, pre, strengths=strengths)
+            val = ValidationSet.from_holdout([str(s.path) for s in held], categories, pre, req.val_normals,
+                                             strengths=strengths, twins=req.val_twins)
             if val is not None and cls.cache_features and cls.from_features is not AnomalyModel.from_features:
                 val = val.with_features(model, pre)  # the frozen backbone runs on it once, not every epoch
             prog.update(task, completed=1)
@@ -402,8 +409,8 @@ def _train(req: TrainRequest, world) -> dict:
             from edgead.validation import ValidationSet
 
             task = prog.add_task("post-processing", total=1, info="chosen on held-out normals + synthetic anomalies")
-            val = val or ValidationSet.from_holdout([str(s.path) for s in held], categories, pre,
-                                                    strengths=strengths)
+            val = val or ValidationSet.from_holdout([str(s.path) for s in held], categories, pre, req.val_normals,
+                                                    strengths=strengths, twins=req.val_twins)
             if val is not None:
                 info["post_selection"] = post_select.choose(model, val, pre)
                 post_select.apply(model, info, info["post_selection"]["chosen"])

@@ -50,22 +50,24 @@ class ValidationSet:
 
     @classmethod
     def from_holdout(cls, holdout_files: list[str], categories: list[str], pre: Preprocess,
-                     per_category: int = PER_CATEGORY, seed: int = VAL_SEED, strengths: str = DEFAULT_STRENGTHS
-                     ) -> ValidationSet | None:
+                     per_category: int = PER_CATEGORY, seed: int = VAL_SEED, strengths: str = DEFAULT_STRENGTHS,
+                     twins: int = 1) -> ValidationSet | None:
         from edgead.data.heldout import labelled_set
 
-        arr = labelled_set(holdout_files, categories, pre, seed, per_category, strengths=strengths)
+        arr = labelled_set(holdout_files, categories, pre, seed, per_category, strengths=strengths, twins=twins)
         if arr is None:
             return None
         return cls(arr["images"], arr["masks"], arr["labels"], arr["categories"], arr["files"], arr["strengths"])
 
     @classmethod
     def of_run(cls, info: dict, pre: Preprocess | None = None, strengths: str | None = None) -> ValidationSet | None:
-        """The validation set a run (``run.json``) was scored on: its held-out normals, categories and strengths
-        (``strengths``: other ones, to compare)."""
+        """The validation set a run (``run.json``) was scored on: its held-out normals, categories, size and
+        strengths (``strengths``: other ones, to compare)."""
         pre = pre or Preprocess.from_dict(info["preprocess"])
+        size = info.get("validation", {})
         return cls.from_holdout(info["data"]["holdout_files"], info["data"]["categories"], pre,
-                                strengths=strengths or strengths_of(info))
+                                size.get("per_category", PER_CATEGORY), strengths=strengths or strengths_of(info),
+                                twins=size.get("twins", 1))
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -215,3 +215,38 @@ def test_early_stop_ends_training_when_validation_stops_improving(tiny_real, tmp
     assert info["fingerprint"]["patience"] == 1 and info["fingerprint"]["select"] == "best"
     r = edgead("train", "--model", "crad", "--data", tiny_real, "--out", tmp_path / "p", "--patience", 2)
     assert r.exit_code == 2 and "add --select best" in r.output and "Traceback" not in r.output
+
+
+def test_a_larger_validation_set_keeps_the_standard_one_as_its_first_part(trained_run):
+    """--val-twins K: K graded synthetic anomalies per held-out normal; each category's standard set (one twin) is
+    the first part of its larger set, so runs validated before score on what they were scored on."""
+    info = read_run(trained_run)
+    assert info["validation"]["twins"] == 1
+    pre = Preprocess.from_dict(info["preprocess"])
+    std = ValidationSet.of_run(info, pre)
+    big = ValidationSet.of_run({**info, "validation": {**info["validation"], "twins": 3}}, pre)
+    for c in np.unique(std.categories):
+        s, b = std.categories == c, big.categories == c
+        n = int((std.labels[s] == 0).sum())
+        assert b.sum() == 4 * n and (big.labels[b] == 1).sum() == 3 * n
+        for field_ in ("images", "masks", "labels", "strengths", "files"):
+            assert np.array_equal(getattr(std, field_)[s], getattr(big, field_)[b][:2 * n]), field_
+        twins = big.images[b][n:].reshape(3, n, *big.images.shape[1:])
+        assert not np.array_equal(twins[0], twins[1]) and not np.array_equal(twins[1], twins[2])
+        assert big.masks[b][n:].reshape(3, n, -1).any(axis=2).all()  # every twin has its defect
+        for k in range(3):  # each twin group's strengths are 1/n, ..., 1
+            t = np.sort(big.strengths[b][n + k * n:n + (k + 1) * n])
+            assert np.allclose(t, np.arange(1, n + 1) / n)
+
+
+def test_validation_size_is_recorded_and_part_of_the_run(tiny_real, tmp_path):
+    out = tmp_path / "run"
+    base = ["train", "--model", "crad", "--data", tiny_real, "--category", "magnetic_tile", "--out", out,
+            "--epochs", 1, "--image-size", 64, "--batch-size", 8, "--val-normals", 2]
+    r = edgead(*base, "--val-twins", 2)
+    assert r.exit_code == 0, r.output
+    info = read_run(out)
+    assert info["validation"]["per_category"] == 2 and info["validation"]["twins"] == 2
+    assert len(ValidationSet.of_run(info)) == 3 * min(2, info["data"]["n_holdout"])
+    r = edgead(*base, "--val-twins", 3)  # another validation set is another run: not resumed into this one
+    assert r.exit_code == 2 and "holds a different run" in r.output, r.output
