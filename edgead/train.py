@@ -38,7 +38,7 @@ from edgead.runs import (
     versions,
     write_run_json,
 )
-from edgead.validation import PER_CATEGORY
+from edgead.validation import CRITERION, PER_CATEGORY, VAL_SEED, ValidationSet, strengths_of
 
 THRESHOLD_QUANTILE = 0.99
 FEW_NORMALS = 20  # fewer held-out normals per category than this: the threshold gets a warning
@@ -249,10 +249,13 @@ def _train(req: TrainRequest, world) -> dict:
     req = replace(req, amp=amp)
     fp = _fingerprint(req, train_cfg, model_config_dict(model), categories)
 
-    from edgead.validation import VAL_SEED, strengths_of
-
     # a run keeps the validation set its curve was scored on (a run made before graded anomalies: full strength)
     strengths = strengths_of(prior if prior is not None and not req.force else None)
+
+    def validation_set() -> ValidationSet | None:
+        """The run's validation set: its held-out normals, at the run's strengths and size."""
+        return ValidationSet.from_holdout([str(s.path) for s in held], categories, pre, req.val_normals,
+                                          strengths=strengths, twins=req.val_twins)
     start_epoch, curve, ckpt = 0, [], None
     if prior is not None:
         info = prior
@@ -325,11 +328,8 @@ def _train(req: TrainRequest, world) -> dict:
         t_feat = time.time() - t0
         val = None
         if req.validate and held and start_epoch < train_cfg["epochs"] and world.main:  # rank 0 validates
-            from edgead.validation import ValidationSet
-
             task = prog.add_task("validation set", total=1, info="held-out normals + synthetic anomalies")
-            val = ValidationSet.from_holdout([str(s.path) for s in held], categories, pre, req.val_normals,
-                                             strengths=strengths, twins=req.val_twins)
+            val = validation_set()
             if val is not None and cls.cache_features and cls.from_features is not AnomalyModel.from_features:
                 val = val.with_features(model, pre)  # the frozen backbone runs on it once, not every epoch
             prog.update(task, completed=1)
@@ -406,11 +406,9 @@ def _train(req: TrainRequest, world) -> dict:
         model.eval()
         if req.post == "auto" and model.post_choices and req.validate and held:  # before the thresholds
             from edgead import post_select
-            from edgead.validation import ValidationSet
 
             task = prog.add_task("post-processing", total=1, info="chosen on held-out normals + synthetic anomalies")
-            val = val or ValidationSet.from_holdout([str(s.path) for s in held], categories, pre, req.val_normals,
-                                                    strengths=strengths, twins=req.val_twins)
+            val = val or validation_set()
             if val is not None:
                 info["post_selection"] = post_select.choose(model, val, pre)
                 post_select.apply(model, info, info["post_selection"]["chosen"])
@@ -465,8 +463,6 @@ def stalled(curve: list[dict], patience: int) -> bool:
 
 def selection(curve: list[dict], select: str) -> dict:
     """Which epoch's weights the run keeps, and the validation numbers behind the choice."""
-    from edgead.validation import CRITERION
-
     rows = [r for r in curve if "val_score" in r]
     best = max(rows, key=lambda r: r["val_score"])  # the first of equals: the earlier epoch
     kept = best if select == "best" else curve[-1]

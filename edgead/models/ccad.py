@@ -278,8 +278,8 @@ class CCAD(AnomalyModel):
             rw = int(torch.randint(max(1, w // 8), max(2, w // 2) + 1, ()))
             y0, x0 = int(torch.randint(0, h - rh + 1, ())), int(torch.randint(0, w - rw + 1, ()))
             s = float(torch.empty(()).uniform_(0.5, 2.0))
-            region = out[j, :, y0:y0 + rh, x0:x0 + rw]
-            out[j, :, y0:y0 + rh, x0:x0 + rw] = region + s * torch.randn_like(region)
+            region = out[j, :, y0:y0 + rh, x0:x0 + rw]  # a view: noised in place
+            region.add_(s * torch.randn_like(region))
         return out
 
     @classmethod
