@@ -175,8 +175,9 @@ def train(
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (model default if omitted).")] = None,
     batch_size: Annotated[int | None, typer.Option(min=2)] = None,
     lr_step: Annotated[int | None, typer.Option(min=1, help="Epochs per learning-rate step (x0.1).")] = None,
-    image_size: Annotated[str, typer.Option(help="H or 'H W' (multiples of 32), e.g. 256 or 256 320; auto: the "
-                                                        "parts' aspect ratio at about 256x256 pixels.")] = "256",
+    image_size: Annotated[str, typer.Option(help="H or 'H W' (multiples of 32), e.g. 256 or 256 320; auto: "
+                                                        "256x256, or the parts' aspect ratio at about as many pixels "
+                                                        "when they are longer than 1.5:1.")] = "auto",
     size: Annotated[str | None, typer.Option(help="Model size preset, e.g. edge or paper.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Model config override key=value (repeat).")] = None,
     seed: int = 0,

@@ -58,7 +58,7 @@ class TrainRequest:
     data: Path
     out: Path
     categories: list[str] | None = None
-    image_size: tuple[int, int] | str = (256, 256)  # (H, W), or 'auto' (edgead.data.sizing)
+    image_size: tuple[int, int] | str = "auto"  # (H, W), or 'auto': the parts' shape (edgead.data.sizing)
     epochs: int | None = None
     batch_size: int | None = None
     seed: int = 0
@@ -227,21 +227,27 @@ def _train(req: TrainRequest, world) -> dict:
     else:
         fit, held = mvtec.split_holdout(samples, req.holdout, req.seed, req.holdout_max)
 
+    prior = read_run(out) if (out / RUN_JSON).exists() else None  # the run its folder holds already
     sizing = None
-    if req.image_size == "auto":  # the shape of the parts it trains on (the same files on a resume: the same size)
+    if req.image_size == "auto" and prior and "preprocess" in prior and not req.force:  # a run keeps its own size
+        size = (int(prior["preprocess"]["height"]), int(prior["preprocess"]["width"]))
+        sizing = prior["data"].get("image_size")
+        req = replace(req, image_size=size)
+    elif req.image_size == "auto":  # the shape of the parts it trains on
         from edgead.data.sizing import auto_size
 
         size, sizing = auto_size([s.path for s in fit])
         req = replace(req, image_size=size)
-        say(f"--image-size auto: {size[0]}x{size[1]} (median width/height of {sizing['n_images']} "
-                      f"training images {sizing['median_aspect_w_over_h']:.2f})")
+        if size[0] != size[1]:
+            say(f"image size {size[0]}x{size[1]} (H x W) for the parts' median width/height "
+                f"{sizing['median_aspect_w_over_h']:.2f} over {sizing['n_images']} training images; --image-size "
+                f"256 trains square")
     elif isinstance(req.image_size, str):
         raise EdgeadError(f"--image-size {req.image_size!r}: expected H, H W or auto")
     torch.manual_seed(req.seed)
     model_cfg = {**req.model_config, **cls.data_config(categories, len(fit))}
     model = build_model(req.model, req.image_size, model_cfg)
     pre = Preprocess(req.image_size[0], req.image_size[1], mean=model.backbone.mean, std=model.backbone.std)
-    prior = read_run(out) if (out / RUN_JSON).exists() else None  # the run its folder holds already
     amp, amp_why = resolve_amp(req.amp, world.device, prior.get("fingerprint") if prior and not req.force else None)
     if req.amp == "auto":
         say(f"training steps in {'bf16 autocast' if amp == 'bf16' else 'FP32'} ({amp_why}; --amp off or bf16 "

@@ -1,4 +1,5 @@
-"""``--image-size auto``: long parts get a long input of about the default area (real magnetic_tile images)."""
+"""``--image-size auto`` (the default): long parts get a long input of about the default area, near-square parts
+train square (real magnetic_tile images)."""
 
 import json
 
@@ -21,7 +22,9 @@ def _parts(tiny_real, dst, size, n=10):
 
 
 @pytest.mark.parametrize("size, expected", [((1250, 500), (160, 416)), ((500, 1250), (416, 160)),
-                                            ((640, 640), (256, 256)), ((2000, 100), (128, 512))])
+                                            ((640, 640), (256, 256)), ((2000, 100), (128, 512)),
+                                            ((330, 292), (256, 256)), ((600, 400), (256, 256)),
+                                            ((400, 600), (256, 256)), ((700, 400), (192, 352))])
 def test_auto_size_follows_the_parts_within_the_pixel_budget(tiny_real, tmp_path, size, expected):
     folder = _parts(tiny_real, tmp_path, size, n=5)
     got, why = auto_size(sorted(folder.iterdir()))
@@ -30,17 +33,32 @@ def test_auto_size_follows_the_parts_within_the_pixel_budget(tiny_real, tmp_path
     assert why["n_images"] == 5 and why["median_aspect_w_over_h"] == pytest.approx(size[0] / size[1], rel=1e-3)
 
 
-def test_train_with_auto_size_trains_a_long_input_for_long_parts(tiny_real, tmp_path):
+def test_the_default_command_trains_a_long_input_for_long_parts(tiny_real, tmp_path):
     _parts(tiny_real, tmp_path, (1250, 500))
     out = tmp_path / "run"
     args = ["train", "--model", "crad", "--data", tmp_path, "--category", "parts", "--out", out, "--epochs", 1,
-            "--image-size", "auto", "--batch-size", 4, "--no-validate"]
+            "--batch-size", 4, "--no-validate", "--image-size", "auto"]  # (auto is the default; dropped below)
     r = CliRunner().invoke(app, normalize_argv([str(a) for a in args]))
     assert r.exit_code == 0, r.output
     info = json.loads((out / "run.json").read_text())
     assert (info["preprocess"]["height"], info["preprocess"]["width"]) == (160, 416)
     assert info["data"]["image_size"]["rule"] == "auto" and info["fingerprint"]["image_size"] == [160, 416]
-    again = CliRunner().invoke(app, normalize_argv([str(a) for a in args]))  # the same files: the same run
+    again = CliRunner().invoke(app, normalize_argv([str(a) for a in args[:-2]]))  # the default: the same run
     assert again.exit_code == 0 and "already trained" in " ".join(again.output.split())  # (the console wraps)
-    bad = CliRunner().invoke(app, normalize_argv([str(a) for a in [*args[:-5], "--image-size", "big"]]))
+    bad = CliRunner().invoke(app, normalize_argv([str(a) for a in [*args[:-2], "--image-size", "big"]]))
     assert bad.exit_code == 2 and "auto" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_run_folder_keeps_its_own_size_under_the_default(tiny_real, tmp_path):
+    """A run trained at a size given by hand is the same run when its command is repeated without the size (as
+    after an upgrade that made ``auto`` the default): it resumes or reports trained, not 'a different run'."""
+    _parts(tiny_real, tmp_path, (1250, 500), n=6)
+    out = tmp_path / "run"
+    args = ["train", "--model", "crad", "--data", tmp_path, "--category", "parts", "--out", out, "--epochs", 1,
+            "--batch-size", 4, "--no-validate"]
+    first = CliRunner().invoke(app, normalize_argv([str(a) for a in [*args, "--image-size", 96, 128]]))
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(app, normalize_argv([str(a) for a in args]))
+    assert again.exit_code == 0 and "already trained" in " ".join(again.output.split()), again.output
+    other = CliRunner().invoke(app, normalize_argv([str(a) for a in [*args, "--image-size", 128]]))  # said: differs
+    assert other.exit_code == 2 and "different run" in " ".join(other.output.split())
