@@ -23,6 +23,7 @@ from edgead.data import mvtec
 from edgead.data.preprocess import Preprocess
 from edgead.errors import EdgeadError
 from edgead.models import AnomalyModel, build_model, model_class
+from edgead.models.base import config_from_dict
 from edgead.profile import count_gmacs, count_params
 from edgead.progress import console, progress
 from edgead.runs import (
@@ -227,6 +228,8 @@ def _train(req: TrainRequest, world) -> dict:
     else:
         fit, held = mvtec.split_holdout(samples, req.holdout, req.seed, req.holdout_max)
 
+    model_cfg = {**req.model_config, **cls.data_config(categories, len(fit))}
+    config_from_dict(cls, model_cfg)  # a bad --set is named before the images are read for their size
     prior = read_run(out) if (out / RUN_JSON).exists() else None  # the run its folder holds already
     sizing = None
     if req.image_size == "auto" and prior and "preprocess" in prior and not req.force:  # a run keeps its own size
@@ -245,7 +248,6 @@ def _train(req: TrainRequest, world) -> dict:
     elif isinstance(req.image_size, str):
         raise EdgeadError(f"--image-size {req.image_size!r}: expected H, H W or auto")
     torch.manual_seed(req.seed)
-    model_cfg = {**req.model_config, **cls.data_config(categories, len(fit))}
     model = build_model(req.model, req.image_size, model_cfg)
     pre = Preprocess(req.image_size[0], req.image_size[1], mean=model.backbone.mean, std=model.backbone.std)
     amp, amp_why = resolve_amp(req.amp, world.device, prior.get("fingerprint") if prior and not req.force else None)

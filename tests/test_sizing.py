@@ -37,15 +37,15 @@ def test_the_default_command_trains_a_long_input_for_long_parts(tiny_real, tmp_p
     _parts(tiny_real, tmp_path, (1250, 500))
     out = tmp_path / "run"
     args = ["train", "--model", "crad", "--data", tmp_path, "--category", "parts", "--out", out, "--epochs", 1,
-            "--batch-size", 4, "--no-validate", "--image-size", "auto"]  # (auto is the default; dropped below)
+            "--batch-size", 4, "--no-validate"]  # no --image-size: the default
     r = CliRunner().invoke(app, normalize_argv([str(a) for a in args]))
     assert r.exit_code == 0, r.output
     info = json.loads((out / "run.json").read_text())
     assert (info["preprocess"]["height"], info["preprocess"]["width"]) == (160, 416)
     assert info["data"]["image_size"]["rule"] == "auto" and info["fingerprint"]["image_size"] == [160, 416]
-    again = CliRunner().invoke(app, normalize_argv([str(a) for a in args[:-2]]))  # the default: the same run
+    again = CliRunner().invoke(app, normalize_argv([str(a) for a in [*args, "--image-size", "auto"]]))  # said
     assert again.exit_code == 0 and "already trained" in " ".join(again.output.split())  # (the console wraps)
-    bad = CliRunner().invoke(app, normalize_argv([str(a) for a in [*args[:-2], "--image-size", "big"]]))
+    bad = CliRunner().invoke(app, normalize_argv([str(a) for a in [*args, "--image-size", "big"]]))
     assert bad.exit_code == 2 and "auto" in bad.output and "Traceback" not in bad.output
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,19 +68,19 @@ def _to_8bit(img: Image.Image, path: Path) -> Image.Image:
     return img.convert("RGB")  # RGBA, RGBX, CMYK, YCbCr, LAB, HSV
 
 
-def read_image(path: str | Path) -> Image.Image:
-    """Decode ``path`` fully into an upright 8-bit L or RGB image, or raise a one-line error naming it."""
-    path = Path(path)
+@contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """``path`` opened by Pillow within edgead's pixel limit (checked from the header, before anything is decoded);
+    every failure, in the block too, a one-line error naming the file."""
     limit = max_pixels()
     if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = limit  # Pillow's own bomb check must not refuse what the user allowed
     try:
         with Image.open(path) as im:
             w, h = im.size
-            if w * h > limit:  # checked from the header, before anything is decoded
+            if w * h > limit:
                 raise EdgeadError(_too_large(path, w, h, limit))
-            im.load()
-            img = _to_8bit(ImageOps.exif_transpose(im) or im.copy(), path)
+            yield im
     except EdgeadError:
         raise
     except FileNotFoundError:
@@ -91,6 +93,14 @@ def read_image(path: str | Path) -> Image.Image:
     except Exception as e:  # Pillow raises many types on damaged files (OSError, SyntaxError, struct.error, ...)
         why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise EdgeadError(f"{path}: cannot decode image ({why}); replace or remove the file") from None
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Decode ``path`` fully into an upright 8-bit L or RGB image, or raise a one-line error naming it."""
+    path = Path(path)
+    with _opened(path) as im:
+        im.load()
+        img = _to_8bit(ImageOps.exif_transpose(im) or im.copy(), path)
     if min(img.size) < MIN_SIDE:
         raise EdgeadError(f"{path}: image is {img.width}x{img.height} px; edgead needs at least {MIN_SIDE} px per "
                           f"side (is it a thumbnail or an empty capture?)")
@@ -98,17 +108,11 @@ def read_image(path: str | Path) -> Image.Image:
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) as ``read_image`` would return it, from the header only."""
+    """(width, height) as ``read_image`` would return it, from the header only; the files it refuses, refused alike."""
     path = Path(path)
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            turned = im.getexif().get(0x0112) in _SWAPPED
-    except FileNotFoundError:
-        raise EdgeadError(f"{path}: image not found; check the path") from None
-    except Exception as e:
-        why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        raise EdgeadError(f"{path}: cannot decode image ({why}); replace or remove the file") from None
+    with _opened(path) as im:
+        w, h = im.size
+        turned = im.getexif().get(0x0112) in _SWAPPED
     return (h, w) if turned else (w, h)
 
 
