@@ -239,12 +239,16 @@ def _train(req: TrainRequest, world) -> dict:
     elif req.image_size == "auto":  # the shape of the parts it trains on
         from edgead.data.sizing import auto_size
 
-        size, sizing = auto_size([s.path for s in fit])
+        size, sizing = auto_size([s.path for s in fit], categories=[s.category for s in fit])
         req = replace(req, image_size=size)
         if size[0] != size[1]:
             say(f"image size {size[0]}x{size[1]} (H x W) for the parts' median width/height "
                 f"{sizing['median_aspect_w_over_h']:.2f} over {sizing['n_images']} training images; --image-size "
                 f"256 trains square")
+        if sizing.get("shapes_differ"):
+            shapes = ", ".join(f"{c} {a:.2f}" for c, a in sizing["per_category"].items())
+            say(f"the categories' parts differ in shape (median width/height: {shapes}); one model has one input "
+                f"shape, {size[0]}x{size[1]}: train them as separate runs to give each its own")
     elif isinstance(req.image_size, str):
         raise EdgeadError(f"--image-size {req.image_size!r}: expected H, H W or auto")
     torch.manual_seed(req.seed)

@@ -11,10 +11,10 @@ from edgead.cli import app, normalize_argv
 from edgead.data.sizing import auto_size
 
 
-def _parts(tiny_real, dst, size, n=10):
+def _parts(tiny_real, dst, size, n=10, name="parts"):
     """Real training tiles, resized to ``size`` (W, H) as a camera framing a long part would give them."""
     src = sorted((tiny_real / "magnetic_tile" / "train" / "good").iterdir())[:n]
-    out = dst / "parts" / "train" / "good"
+    out = dst / name / "train" / "good"
     out.mkdir(parents=True)
     for p in src:
         Image.open(p).convert("RGB").resize(size).save(out / f"{p.stem}.png")
@@ -62,3 +62,23 @@ def test_a_run_folder_keeps_its_own_size_under_the_default(tiny_real, tmp_path):
     assert again.exit_code == 0 and "already trained" in " ".join(again.output.split()), again.output
     other = CliRunner().invoke(app, normalize_argv([str(a) for a in [*args, "--image-size", 128]]))  # said: differs
     assert other.exit_code == 2 and "different run" in " ".join(other.output.split())
+
+
+def test_categories_whose_parts_differ_in_shape_are_told_one_model_has_one_shape(tiny_real, tmp_path):
+    square, long = _parts(tiny_real, tmp_path, (640, 640), n=5, name="plates"), \
+        _parts(tiny_real, tmp_path, (1250, 500), n=5, name="rails")
+    paths = [*sorted(square.iterdir()), *sorted(long.iterdir())]
+    cats = ["plates"] * 5 + ["rails"] * 5
+    _, why = auto_size(paths, categories=cats)
+    assert why["per_category"] == {"plates": 1.0, "rails": 2.5} and why["shapes_differ"]
+    _, alike = auto_size(paths[:5] + paths[:5], categories=cats)  # both categories square
+    assert alike["per_category"] == {"plates": 1.0, "rails": 1.0} and not alike["shapes_differ"]
+    assert "per_category" not in auto_size(paths[5:], categories=cats[5:])[1]  # one category: nothing to compare
+    out = tmp_path / "run"
+    args = ["train", "--model", "crad", "--data", tmp_path, "--category", "plates", "--category", "rails", "--out",
+            out, "--epochs", 1, "--batch-size", 4, "--no-validate"]
+    r = CliRunner().invoke(app, normalize_argv([str(a) for a in args]))
+    said = " ".join(r.output.split())  # the console wraps
+    assert r.exit_code == 0, r.output
+    assert "differ in shape" in said and "plates 1.00, rails 2.50" in said and "separate runs" in said
+    assert json.loads((out / "run.json").read_text())["data"]["image_size"]["shapes_differ"] is True

@@ -24,12 +24,19 @@ MAX_ASPECT = 4.0  # longer parts are tiled better than squeezed into one input; 
 SQUARE_WITHIN = 1.5  # parts whose median aspect is within this of 1:1 train square
 
 
-def auto_size(paths: Sequence[str | Path], budget: int = BUDGET,
-              multiple: int = MULTIPLE) -> tuple[tuple[int, int], dict]:
-    """(H, W) for images ``paths``, and what decided it (as run.json records it)."""
+def auto_size(paths: Sequence[str | Path], budget: int = BUDGET, multiple: int = MULTIPLE,
+              categories: Sequence[str] | None = None) -> tuple[tuple[int, int], dict]:
+    """(H, W) for images ``paths``, and what decided it (as run.json records it). With each image's category,
+    the record also holds each category's median aspect: one model has one input shape, and categories whose
+    parts differ in shape (``shapes_differ``) get a compromise."""
     if not paths:
         raise ValueError("auto_size needs at least one image")
     aspects = [w / h for w, h in (image_size(p) for p in paths)]
+    per_category = {}
+    if categories is not None:
+        by_cat = np.asarray(categories)
+        for c in sorted(set(categories)):
+            per_category[c] = round(float(np.median(np.asarray(aspects)[by_cat == c])), 4)
     ratio = float(np.clip(np.median(aspects), 1 / MAX_ASPECT, MAX_ASPECT))
     square = 1 / SQUARE_WITHIN <= ratio <= SQUARE_WITHIN
     if square:
@@ -40,6 +47,11 @@ def auto_size(paths: Sequence[str | Path], budget: int = BUDGET,
         return max(multiple, int(round(v / multiple)) * multiple)
 
     size = (side(height), side(height * ratio))
-    return size, {"rule": "auto", "median_aspect_w_over_h": round(float(np.median(aspects)), 4),
-                  "aspect_used": round(ratio, 4), "square_within": SQUARE_WITHIN, "n_images": len(aspects),
-                  "budget_px": budget, "multiple": multiple}
+    record = {"rule": "auto", "median_aspect_w_over_h": round(float(np.median(aspects)), 4),
+              "aspect_used": round(ratio, 4), "square_within": SQUARE_WITHIN, "n_images": len(aspects),
+              "budget_px": budget, "multiple": multiple}
+    if len(per_category) > 1:
+        record["per_category"] = per_category
+        # apart when the longest and the shortest category's parts are further than square's tolerance apart
+        record["shapes_differ"] = max(per_category.values()) / min(per_category.values()) > SQUARE_WITHIN
+    return size, record
