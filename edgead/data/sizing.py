@@ -31,13 +31,14 @@ def auto_size(paths: Sequence[str | Path], budget: int = BUDGET, multiple: int =
     parts differ in shape (``shapes_differ``) get a compromise."""
     if not paths:
         raise ValueError("auto_size needs at least one image")
-    aspects = [w / h for w, h in (image_size(p) for p in paths)]
+    aspects = np.array([w / h for w, h in (image_size(p) for p in paths)])
+    median = float(np.median(aspects))
     per_category = {}
     if categories is not None:
         by_cat = np.asarray(categories)
         for c in sorted(set(categories)):
-            per_category[c] = round(float(np.median(np.asarray(aspects)[by_cat == c])), 4)
-    ratio = float(np.clip(np.median(aspects), 1 / MAX_ASPECT, MAX_ASPECT))
+            per_category[c] = round(float(np.median(aspects[by_cat == c])), 4)
+    ratio = float(np.clip(median, 1 / MAX_ASPECT, MAX_ASPECT))
     square = 1 / SQUARE_WITHIN <= ratio <= SQUARE_WITHIN
     if square:
         ratio = 1.0
@@ -47,7 +48,7 @@ def auto_size(paths: Sequence[str | Path], budget: int = BUDGET, multiple: int =
         return max(multiple, int(round(v / multiple)) * multiple)
 
     size = (side(height), side(height * ratio))
-    record = {"rule": "auto", "median_aspect_w_over_h": round(float(np.median(aspects)), 4),
+    record = {"rule": "auto", "median_aspect_w_over_h": round(median, 4),
               "aspect_used": round(ratio, 4), "square_within": SQUARE_WITHIN, "n_images": len(aspects),
               "budget_px": budget, "multiple": multiple}
     if len(per_category) > 1:
